@@ -1,0 +1,108 @@
+#include "core/calibration_table.h"
+
+#include <zlib.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace hapi {
+namespace {
+
+constexpr char kMagic[8] = {'H', 'A', 'P', 'I', 'C', 'A', 'L', '1'};
+
+void PutU32(std::string* out, uint32_t v) {
+  char b[4] = {static_cast<char>(v), static_cast<char>(v >> 8), static_cast<char>(v >> 16),
+               static_cast<char>(v >> 24)};
+  out->append(b, 4);
+}
+uint32_t GetU32(const char* p) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return uint32_t{u[0]} | (uint32_t{u[1]} << 8) | (uint32_t{u[2]} << 16) | (uint32_t{u[3]} << 24);
+}
+
+}  // namespace
+
+CalibrationTable::CalibrationTable(int num_samples, int num_exits, int num_classes)
+    : num_samples_(num_samples),
+      num_exits_(num_exits),
+      num_classes_(num_classes),
+      true_labels_(static_cast<size_t>(num_samples)),
+      predicted_(static_cast<size_t>(num_samples) * num_exits) {
+  for (auto& s : scores_) s.assign(static_cast<size_t>(num_samples) * num_exits, 0.0f);
+}
+
+void CalibrationTable::Set(int exit, int sample, const ExitScores& scores) {
+  size_t i = Index(exit, sample);
+  predicted_[i] = static_cast<uint8_t>(scores.label);
+  for (int p = 0; p < kNumExitPolicies; ++p) scores_[p][i] = scores.scores[p];
+}
+
+double CalibrationTable::Accuracy(int exit) const {
+  if (num_samples_ == 0) return 0.0;
+  int hits = 0;
+  for (int s = 0; s < num_samples_; ++s) hits += correct(exit, s);
+  return static_cast<double>(hits) / num_samples_;
+}
+
+std::string CalibrationTable::Serialize() const {
+  static_assert(sizeof(float) == 4, "IEEE float expected");
+  std::string out(kMagic, sizeof(kMagic));
+  PutU32(&out, static_cast<uint32_t>(num_samples_));
+  PutU32(&out, static_cast<uint32_t>(num_exits_));
+  PutU32(&out, static_cast<uint32_t>(num_classes_));
+  out.append(reinterpret_cast<const char*>(true_labels_.data()), true_labels_.size());
+  out.append(reinterpret_cast<const char*>(predicted_.data()), predicted_.size());
+  for (const auto& s : scores_) {
+    for (float f : s) {
+      uint32_t bits;
+      std::memcpy(&bits, &f, 4);
+      PutU32(&out, bits);
+    }
+  }
+  PutU32(&out, static_cast<uint32_t>(
+                   crc32(0L, reinterpret_cast<const Bytef*>(out.data()), out.size())));
+  return out;
+}
+
+absl::StatusOr<CalibrationTable> CalibrationTable::Parse(absl::string_view data) {
+  auto corrupt = [](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat("corrupt calibration table: ", why));
+  };
+  if (data.size() < sizeof(kMagic) + 16) return corrupt("too short");
+  if (std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0) return corrupt("bad magic");
+  uint32_t stored_crc = GetU32(data.data() + data.size() - 4);
+  uint32_t actual_crc = static_cast<uint32_t>(
+      crc32(0L, reinterpret_cast<const Bytef*>(data.data()), data.size() - 4));
+  if (stored_crc != actual_crc) return corrupt("checksum mismatch");
+  const char* p = data.data() + sizeof(kMagic);
+  uint64_t samples = GetU32(p), exits = GetU32(p + 4), classes = GetU32(p + 8);
+  p += 12;
+  if (exits == 0 || classes < 2 || classes > 255) return corrupt("bad dimensions");
+  uint64_t cells = samples * exits;
+  uint64_t expected = sizeof(kMagic) + 12 + samples + cells + kNumExitPolicies * cells * 4 + 4;
+  if (data.size() != expected) {
+    return corrupt(absl::StrCat("size ", data.size(), ", expected ", expected));
+  }
+  CalibrationTable table(static_cast<int>(samples), static_cast<int>(exits),
+                         static_cast<int>(classes));
+  std::memcpy(table.true_labels_.data(), p, samples);
+  p += samples;
+  std::memcpy(table.predicted_.data(), p, cells);
+  p += cells;
+  for (auto& s : table.scores_) {
+    for (uint64_t i = 0; i < cells; ++i, p += 4) {
+      uint32_t bits = GetU32(p);
+      std::memcpy(&s[i], &bits, 4);
+    }
+  }
+  for (uint64_t i = 0; i < samples; ++i) {
+    if (table.true_labels_[i] >= classes) return corrupt("label out of range");
+  }
+  for (uint64_t i = 0; i < cells; ++i) {
+    if (table.predicted_[i] >= classes) return corrupt("prediction out of range");
+  }
+  return table;
+}
+
+}  // namespace hapi

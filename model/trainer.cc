@@ -1,0 +1,309 @@
+#include "model/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "core/exit_policy.h"
+#include "core/model_report.h"
+#include "core/progress_bar.h"
+#include "core/status_macros.h"
+#include "model/network.h"
+
+namespace hapi {
+namespace {
+
+constexpr int kShift = 2;  // augmentation: random translation of up to 2 px
+
+// Copies samples order[begin, end) into `out` (uint8), optionally shifted and
+// flipped at random.
+void GatherBatch(const ImageSet& set, const std::vector<int>& order, int begin, int end,
+                 bool augment, std::mt19937_64* rng, std::vector<uint8_t>* out,
+                 std::vector<int64_t>* labels) {
+  int n = end - begin;
+  out->assign(static_cast<size_t>(n) * kImagePixels, 0);
+  labels->resize(n);
+  std::uniform_int_distribution<int> shift(-kShift, kShift);
+  std::bernoulli_distribution flip(0.5);
+  for (int i = 0; i < n; ++i) {
+    int idx = order[begin + i];
+    (*labels)[i] = set.labels[idx];
+    const uint8_t* src = set.image(idx);
+    uint8_t* dst = out->data() + static_cast<size_t>(i) * kImagePixels;
+    if (!augment) {
+      std::copy_n(src, kImagePixels, dst);
+      continue;
+    }
+    int dy = shift(*rng), dx = shift(*rng);
+    bool mirror = flip(*rng);
+    for (int y = 0; y < kImageSide; ++y) {
+      int sy = y - dy;
+      if (sy < 0 || sy >= kImageSide) continue;
+      for (int x = 0; x < kImageSide; ++x) {
+        int sx = x - dx;
+        if (sx < 0 || sx >= kImageSide) continue;
+        int tx = mirror ? kImageSide - 1 - x : x;
+        dst[y * kImageSide + tx] = src[sy * kImageSide + sx];
+      }
+    }
+  }
+}
+
+// Linear warm-up over `warmup` steps, then cosine decay to zero.
+double ScheduledRate(double base, int64_t step, int64_t total, int64_t warmup) {
+  if (step < warmup) return base * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  double progress = static_cast<double>(step - warmup) / std::max<int64_t>(1, total - warmup);
+  return 0.5 * base * (1.0 + std::cos(M_PI * progress));
+}
+
+template <typename Optimizer>
+void SetRate(Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+
+double ElapsedSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+absl::Status CheckTrainingConfig(const v1::TrainingConfig& c) {
+  if (c.batch_size() <= 0 || c.backbone_epochs() < 0 || c.exit_epochs() < 0 ||
+      !(c.learning_rate() > 0) || !(c.exit_learning_rate() > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("invalid training config: %s", c.ShortDebugString()));
+  }
+  return absl::OkStatus();
+}
+
+// Final-classifier accuracy on `set`, eval mode.
+double FinalAccuracy(EarlyExitNetwork& net, const ImageSet& set, float mean, float std) {
+  torch::InferenceMode guard;
+  int hits = 0;
+  for (int begin = 0; begin < set.size(); begin += 1000) {
+    int n = std::min(1000, set.size() - begin);
+    torch::Tensor pred = net.ForwardFinal(ImagesToTensor(set.image(begin), n, mean, std)).argmax(1);
+    auto acc = pred.accessor<int64_t, 1>();
+    for (int i = 0; i < n; ++i) hits += acc[i] == set.labels[begin + i];
+  }
+  return set.size() == 0 ? 0.0 : static_cast<double>(hits) / set.size();
+}
+
+}  // namespace
+
+v1::TrainingConfig DefaultTrainingConfig() {
+  v1::TrainingConfig c;
+  c.set_seed(7);
+  c.set_backbone_epochs(20);
+  c.set_exit_epochs(4);
+  c.set_batch_size(128);
+  c.set_learning_rate(0.1);
+  c.set_momentum(0.9);
+  c.set_weight_decay(5e-4);
+  c.set_exit_learning_rate(2e-3);
+  c.set_threads(0);
+  c.set_augment(true);
+  return c;
+}
+
+absl::Status TrainBackbone(const v1::TrainingConfig& config, const ImageSet& train,
+                           const ImageSet& validation, const TrainerOptions& options,
+                           EarlyExitModel* model) {
+  HAPI_RETURN_IF_ERROR(CheckTrainingConfig(config));
+  if (train.size() == 0) return absl::InvalidArgumentError("empty training set");
+  EarlyExitNetwork& net = model->network();
+  const float mean = model->manifest().input_mean(), std = model->manifest().input_std();
+  v1::TrainingReport* report = model->mutable_manifest()->mutable_report();
+  torch::manual_seed(config.seed());
+  std::mt19937_64 rng(config.seed());
+  torch::optim::SGD optimizer(net.backbone()->parameters(),
+                              torch::optim::SGDOptions(config.learning_rate())
+                                  .momentum(config.momentum())
+                                  .nesterov(true)
+                                  .weight_decay(config.weight_decay()));
+  const int batch = config.batch_size();
+  const int64_t steps_per_epoch = (train.size() + batch - 1) / batch;
+  const int64_t total_steps = steps_per_epoch * config.backbone_epochs();
+  int64_t step = 0;
+  std::vector<uint8_t> pixels;
+  std::vector<int64_t> labels;
+  for (int epoch = 0; epoch < config.backbone_epochs(); ++epoch) {
+    auto start = std::chrono::steady_clock::now();
+    net.SetTraining(true, false);
+    std::vector<int> order = SeededPermutation(train.size(), config.seed() * 1000 + epoch);
+    std::unique_ptr<ProgressBar> bar;
+    if (options.progress) {
+      bar = std::make_unique<ProgressBar>(
+          absl::StrFormat("backbone epoch %d/%d", epoch + 1, config.backbone_epochs()),
+          steps_per_epoch);
+    }
+    double loss_sum = 0;
+    int64_t seen = 0, hits = 0;
+    for (int begin = 0; begin < train.size(); begin += batch, ++step) {
+      int end = std::min(train.size(), begin + batch);
+      GatherBatch(train, order, begin, end, config.augment(), &rng, &pixels, &labels);
+      torch::Tensor x = ImagesToTensor(pixels.data(), end - begin, mean, std);
+      torch::Tensor y = torch::from_blob(labels.data(), {end - begin}, torch::kInt64);
+      SetRate(optimizer, ScheduledRate(config.learning_rate(), step, total_steps,
+                                       std::min<int64_t>(steps_per_epoch, total_steps / 5 + 1)));
+      optimizer.zero_grad();
+      torch::Tensor logits = net.ForwardFinal(x);
+      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+      loss.backward();
+      optimizer.step();
+      loss_sum += loss.item<double>() * (end - begin);
+      hits += logits.argmax(1).eq(y).sum().item<int64_t>();
+      seen += end - begin;
+      if (bar) {
+        bar->Update(step - epoch * steps_per_epoch + 1,
+                    absl::StrFormat("loss %.3f acc %.1f%%", loss_sum / seen, 100.0 * hits / seen));
+      }
+    }
+    double val_acc = FinalAccuracy(net, validation, mean, std);
+    double seconds = ElapsedSince(start);
+    report->add_backbone_epoch_seconds(seconds);
+    report->add_backbone_epoch_train_loss(loss_sum / std::max<int64_t>(1, seen));
+    report->add_backbone_epoch_val_accuracy(val_acc);
+    if (bar) {
+      bar->Finish(absl::StrFormat("loss %.3f train acc %.1f%% val acc %.2f%%", loss_sum / seen,
+                                  100.0 * hits / seen, 100 * val_acc));
+    }
+  }
+  net.SetTraining(false, false);
+  return absl::OkStatus();
+}
+
+absl::Status TrainExits(const v1::TrainingConfig& config, const ImageSet& train,
+                        const TrainerOptions& options, EarlyExitModel* model) {
+  HAPI_RETURN_IF_ERROR(CheckTrainingConfig(config));
+  if (train.size() == 0) return absl::InvalidArgumentError("empty training set");
+  EarlyExitNetwork& net = model->network();
+  const float mean = model->manifest().input_mean(), std = model->manifest().input_std();
+  v1::TrainingReport* report = model->mutable_manifest()->mutable_report();
+  net.FreezeBackbone();
+  torch::manual_seed(config.seed() + 1);
+  std::mt19937_64 rng(config.seed() + 1);
+  torch::optim::Adam optimizer(net.exit_heads()->parameters(),
+                               torch::optim::AdamOptions(config.exit_learning_rate()));
+  const int batch = config.batch_size();
+  const int num_heads = net.num_exits() - 1;
+  const int64_t steps_per_epoch = (train.size() + batch - 1) / batch;
+  const int64_t total_steps = steps_per_epoch * config.exit_epochs();
+  int64_t step = 0;
+  std::vector<uint8_t> pixels;
+  std::vector<int64_t> labels;
+  for (int epoch = 0; epoch < config.exit_epochs(); ++epoch) {
+    auto start = std::chrono::steady_clock::now();
+    // Backbone in eval mode: batch-norm running statistics stay fixed.
+    net.SetTraining(false, true);
+    std::vector<int> order = SeededPermutation(train.size(), config.seed() * 1000 + 500 + epoch);
+    std::unique_ptr<ProgressBar> bar;
+    if (options.progress) {
+      bar = std::make_unique<ProgressBar>(
+          absl::StrFormat("exits epoch %d/%d", epoch + 1, config.exit_epochs()), steps_per_epoch);
+    }
+    double loss_sum = 0;
+    int64_t seen = 0;
+    std::vector<int64_t> hits(num_heads, 0);
+    for (int begin = 0; begin < train.size(); begin += batch, ++step) {
+      int end = std::min(train.size(), begin + batch);
+      GatherBatch(train, order, begin, end, config.augment(), &rng, &pixels, &labels);
+      torch::Tensor x = ImagesToTensor(pixels.data(), end - begin, mean, std);
+      torch::Tensor y = torch::from_blob(labels.data(), {end - begin}, torch::kInt64);
+      std::vector<torch::Tensor> features;
+      {
+        torch::NoGradGuard no_grad;
+        for (int s = 0; s < num_heads; ++s) {
+          x = net.ForwardStage(s, x);
+          features.push_back(x);
+        }
+      }
+      SetRate(optimizer, ScheduledRate(config.exit_learning_rate(), step, total_steps,
+                                       std::min<int64_t>(steps_per_epoch / 4 + 1, total_steps)));
+      optimizer.zero_grad();
+      torch::Tensor loss = torch::zeros({});
+      for (int e = 0; e < num_heads; ++e) {
+        torch::Tensor logits = net.ExitLogits(e, features[e]);
+        loss = loss + torch::nn::functional::cross_entropy(logits, y);
+        hits[e] += logits.argmax(1).eq(y).sum().item<int64_t>();
+      }
+      loss.backward();
+      optimizer.step();
+      loss_sum += loss.item<double>() / num_heads * (end - begin);
+      seen += end - begin;
+      if (bar) {
+        bar->Update(step - epoch * steps_per_epoch + 1,
+                    absl::StrFormat("mean loss %.3f first-exit acc %.1f%% last-exit acc %.1f%%",
+                                    loss_sum / seen, 100.0 * hits.front() / seen,
+                                    100.0 * hits.back() / seen));
+      }
+    }
+    report->add_exit_epoch_seconds(ElapsedSince(start));
+    if (bar) bar->Finish(absl::StrFormat("mean loss %.3f", loss_sum / std::max<int64_t>(1, seen)));
+  }
+  net.SetTraining(false, false);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CalibrationTable> Calibrate(EarlyExitModel& model, const ImageSet& set) {
+  EarlyExitNetwork& net = model.network();
+  net.SetTraining(false, false);
+  const float mean = model.manifest().input_mean(), std = model.manifest().input_std();
+  const int num_classes = model.manifest().backbone().num_classes();
+  CalibrationTable table(set.size(), net.num_exits(), num_classes);
+  torch::InferenceMode guard;
+  try {
+    for (int begin = 0; begin < set.size(); begin += 500) {
+      int n = std::min(500, set.size() - begin);
+      std::vector<torch::Tensor> logits =
+          net.ForwardAllExits(ImagesToTensor(set.image(begin), n, mean, std));
+      for (int e = 0; e < net.num_exits(); ++e) {
+        torch::Tensor probs = torch::softmax(logits[e], 1).contiguous();
+        const float* p = probs.data_ptr<float>();
+        for (int i = 0; i < n; ++i) table.Set(e, begin + i, ScoreProbabilities(p + i * num_classes, num_classes));
+      }
+      for (int i = 0; i < n; ++i) table.SetTrueLabel(begin + i, set.labels[begin + i]);
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrFormat("calibrating model %s: %s",
+                                               model.manifest().name(), e.what_without_backtrace()));
+  }
+  return table;
+}
+
+absl::StatusOr<std::unique_ptr<EarlyExitModel>> TrainEarlyExitModel(
+    const std::string& name, const v1::BackboneConfig& backbone, const v1::TrainingConfig& config,
+    const FashionMnist& data, const TrainerOptions& options) {
+  HAPI_RETURN_IF_ERROR(CheckTrainingConfig(config));
+  // LibTorch here defaults to one intra-op thread; use every core unless told.
+  torch::set_num_threads(config.threads() > 0
+                             ? config.threads()
+                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+  torch::manual_seed(config.seed());
+  HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model, EarlyExitModel::Create(name, backbone));
+  ImageSet train = data.train;
+  if (config.train_limit() > 0) train.Truncate(config.train_limit());
+  v1::ModelManifest* m = model->mutable_manifest();
+  *m->mutable_training() = config;
+  m->mutable_training()->set_threads(torch::get_num_threads());
+  m->mutable_split()->set_train(train.size());
+  m->mutable_split()->set_validation(data.validation.size());
+  m->mutable_split()->set_test(data.test.size());
+  m->mutable_split()->set_split_seed(kDefaultSplitSeed);
+  m->mutable_report()->set_num_parameters(model->network().NumParameters());
+  try {
+    HAPI_RETURN_IF_ERROR(TrainBackbone(config, train, data.validation, options, model.get()));
+    HAPI_RETURN_IF_ERROR(TrainExits(config, train, options, model.get()));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrFormat("training model %s: %s", name, e.what_without_backtrace()));
+  }
+  HAPI_ASSIGN_OR_RETURN(CalibrationTable validation, Calibrate(*model, data.validation));
+  HAPI_ASSIGN_OR_RETURN(CalibrationTable test, Calibrate(*model, data.test));
+  FillExitReports(validation, test, m);
+  model->set_calibration(std::move(validation), std::move(test));
+  return model;
+}
+
+}  // namespace hapi

@@ -1,0 +1,50 @@
+// Two-stage training of the early-exit network: backbone first, then every
+// candidate exit at once with the backbone frozen. Torch-free header.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/calibration_table.h"
+#include "core/fashion_mnist.h"
+#include "model/early_exit_model.h"
+#include "hapi/v1/model.pb.h"
+
+namespace hapi {
+
+struct TrainerOptions {
+  bool progress = true;  // progress bars on stderr
+};
+
+// The default architecture: 16-channel stem, groups of 16/32/64 channels with
+// 3 residual blocks each (10 stages, 10 exits).
+v1::BackboneConfig DefaultBackboneConfig();
+
+// Defaults used by hapi-train (and so by the shipped default model).
+v1::TrainingConfig DefaultTrainingConfig();
+
+// Stage 1: trains stages + final classifier with SGD (momentum, Nesterov),
+// warm-up + cosine learning rate, random shifts and flips. Records per-epoch
+// time, loss and validation accuracy in the manifest's report.
+absl::Status TrainBackbone(const v1::TrainingConfig& config, const ImageSet& train,
+                           const ImageSet& validation, const TrainerOptions& options,
+                           EarlyExitModel* model);
+
+// Stage 2: trains all exit heads jointly (sum of their losses) with Adam while
+// the backbone runs in eval mode without gradients: its weights, its
+// batch-norm statistics and so its final predictions do not change.
+absl::Status TrainExits(const v1::TrainingConfig& config, const ImageSet& train,
+                        const TrainerOptions& options, EarlyExitModel* model);
+
+// Runs every exit on every sample of `set` (eval mode) and records top-1
+// label and the scores of every exit policy.
+absl::StatusOr<CalibrationTable> Calibrate(EarlyExitModel& model, const ImageSet& set);
+
+// The whole pipeline: create, train both stages, calibrate on validation and
+// test, fill the report. `data.train` may be truncated by config.train_limit.
+absl::StatusOr<std::unique_ptr<EarlyExitModel>> TrainEarlyExitModel(
+    const std::string& name, const v1::BackboneConfig& backbone, const v1::TrainingConfig& config,
+    const FashionMnist& data, const TrainerOptions& options);
+
+}  // namespace hapi

@@ -1,0 +1,109 @@
+// hapi-train: trains the backbone and all candidate exits on Fashion-MNIST and
+// writes the model to repository/models/<name>/. With an existing model and
+// no --retrain, prints the stored report instead.
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "core/fashion_mnist.h"
+#include "core/files.h"
+#include "core/model_report.h"
+#include "model/early_exit_model.h"
+#include "model/trainer.h"
+
+ABSL_FLAG(std::string, data_dir, hapi::kDefaultFashionMnistDir, "Fashion-MNIST IDX .gz files");
+ABSL_FLAG(std::string, repository, "repository", "Repository root (models/ lives inside)");
+ABSL_FLAG(std::string, model, "fmnist-resnet", "Model name");
+ABSL_FLAG(bool, retrain, false, "Train even when the model already exists");
+ABSL_FLAG(int32_t, epochs, -1, "Backbone epochs (-1: default)");
+ABSL_FLAG(int32_t, exit_epochs, -1, "Exit-head epochs (-1: default)");
+ABSL_FLAG(int32_t, train_limit, 0, "Use only the first N training samples (0: all 55k)");
+ABSL_FLAG(int32_t, threads, 0, "Intra-op threads (0: LibTorch default)");
+ABSL_FLAG(uint64_t, seed, 7, "Seed for initialisation, data order and augmentation");
+ABSL_FLAG(int32_t, stem, -1, "Stem channels (-1: default)");
+ABSL_FLAG(std::vector<std::string>, widths, {}, "Channels per group, e.g. 16,32,64");
+ABSL_FLAG(std::vector<std::string>, blocks, {}, "Residual blocks per group, e.g. 3,3,3");
+ABSL_FLAG(std::string, report_out, "", "Also write the markdown report to this file");
+ABSL_FLAG(bool, progress, true, "Show progress bars");
+
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "hapi-train: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
+
+bool ParseIntList(const std::vector<std::string>& in, google::protobuf::RepeatedField<int32_t>* out) {
+  out->Clear();
+  for (const std::string& s : in) {
+    int v;
+    if (!absl::SimpleAtoi(s, &v) || v <= 0) return false;
+    out->Add(v);
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Trains a residual early-exit CNN on Fashion-MNIST (backbone, then all exits with the "
+      "backbone frozen) and stores it in the repository.");
+  absl::ParseCommandLine(argc, argv);
+
+  const std::string name = absl::GetFlag(FLAGS_model);
+  if (absl::Status st = hapi::ValidateName(name, "model name"); !st.ok()) return Fail(st);
+  const std::string model_dir =
+      absl::StrCat(absl::GetFlag(FLAGS_repository), "/models/", name);
+
+  if (!absl::GetFlag(FLAGS_retrain) &&
+      std::filesystem::exists(absl::StrCat(model_dir, "/", hapi::kManifestFile))) {
+    auto model = hapi::EarlyExitModel::Load(model_dir);
+    if (!model.ok()) return Fail(model.status());
+    std::cout << "Using existing model " << model_dir << " (pass --retrain to train again)\n\n"
+              << hapi::FormatTrainingReport((*model)->manifest());
+    return 0;
+  }
+
+  hapi::v1::BackboneConfig backbone = hapi::DefaultBackboneConfig();
+  if (absl::GetFlag(FLAGS_stem) > 0) backbone.set_stem_channels(absl::GetFlag(FLAGS_stem));
+  if (!absl::GetFlag(FLAGS_widths).empty() &&
+      !ParseIntList(absl::GetFlag(FLAGS_widths), backbone.mutable_widths())) {
+    return Fail(absl::InvalidArgumentError("--widths must be positive integers"));
+  }
+  if (!absl::GetFlag(FLAGS_blocks).empty() &&
+      !ParseIntList(absl::GetFlag(FLAGS_blocks), backbone.mutable_blocks_per_group())) {
+    return Fail(absl::InvalidArgumentError("--blocks must be positive integers"));
+  }
+  hapi::v1::TrainingConfig config = hapi::DefaultTrainingConfig();
+  if (absl::GetFlag(FLAGS_epochs) >= 0) config.set_backbone_epochs(absl::GetFlag(FLAGS_epochs));
+  if (absl::GetFlag(FLAGS_exit_epochs) >= 0) config.set_exit_epochs(absl::GetFlag(FLAGS_exit_epochs));
+  config.set_train_limit(absl::GetFlag(FLAGS_train_limit));
+  config.set_threads(absl::GetFlag(FLAGS_threads));
+  config.set_seed(absl::GetFlag(FLAGS_seed));
+
+  auto data = hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
+  if (!data.ok()) return Fail(data.status());
+  hapi::TrainerOptions options;
+  options.progress = absl::GetFlag(FLAGS_progress);
+  auto model = hapi::TrainEarlyExitModel(name, backbone, config, *data, options);
+  if (!model.ok()) return Fail(model.status());
+  if (absl::Status st = (*model)->Save(model_dir); !st.ok()) return Fail(st);
+  // Reload so the report shows what is stored (including the weights size).
+  auto stored = hapi::EarlyExitModel::Load(model_dir);
+  if (!stored.ok()) return Fail(stored.status());
+  std::string report = hapi::FormatTrainingReport((*stored)->manifest());
+  std::cout << "Saved " << model_dir << "\n\n" << report;
+  if (!absl::GetFlag(FLAGS_report_out).empty()) {
+    if (absl::Status st = hapi::WriteFileAtomically(absl::GetFlag(FLAGS_report_out), report);
+        !st.ok()) {
+      return Fail(st);
+    }
+  }
+  return 0;
+}

@@ -87,12 +87,8 @@ absl::StatusOr<std::unique_ptr<EarlyExitModel>> EarlyExitModel::Create(
 
 absl::StatusOr<std::unique_ptr<EarlyExitModel>> EarlyExitModel::Load(
     const std::string& model_dir) {
-  v1::ModelManifest manifest;
-  absl::Status st = ReadTextProto(absl::StrCat(model_dir, "/", kManifestFile), &manifest);
-  if (absl::IsNotFound(st)) {
-    return absl::NotFoundError(absl::StrCat("no model at ", model_dir, " (", st.message(), ")"));
-  }
-  HAPI_RETURN_IF_ERROR(st);
+  HAPI_ASSIGN_OR_RETURN(ModelMetadata metadata, LoadModelMetadata(model_dir));
+  const v1::ModelManifest& manifest = metadata.manifest;
   HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model,
                         Create(manifest.name(), manifest.backbone()));
   if (model->network_->full_network_macs() != manifest.full_network_macs() ||
@@ -100,24 +96,19 @@ absl::StatusOr<std::unique_ptr<EarlyExitModel>> EarlyExitModel::Load(
     return absl::DataLossError(absl::StrCat(model_dir, "/", kManifestFile,
                                             ": stages/exits do not match its backbone config"));
   }
+  // Stage and exit geometry is derived from the config; take the freshly
+  // computed one so manifests written by older versions gain new fields.
+  v1::ModelManifest derived = model->manifest_;
   model->manifest_ = manifest;
+  *model->manifest_.mutable_stages() = derived.stages();
+  *model->manifest_.mutable_exits() = derived.exits();
   HAPI_RETURN_IF_ERROR(LoadModule(model->network_->backbone(),
                                   absl::StrCat(model_dir, "/", manifest.backbone_weights())));
   HAPI_RETURN_IF_ERROR(LoadModule(model->network_->exit_heads(),
                                   absl::StrCat(model_dir, "/", manifest.exit_weights())));
   model->network_->SetTraining(false, false);
-  for (auto [file, table] : {std::pair{manifest.validation_calibration(), &model->validation_table_},
-                             std::pair{manifest.test_calibration(), &model->test_table_}}) {
-    std::string path = absl::StrCat(model_dir, "/", file);
-    HAPI_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
-    absl::StatusOr<CalibrationTable> parsed = CalibrationTable::Parse(bytes);
-    if (!parsed.ok()) return absl::DataLossError(absl::StrCat(path, ": ", parsed.status().message()));
-    if (parsed->num_exits() != manifest.exits_size()) {
-      return absl::DataLossError(absl::StrCat(path, ": ", parsed->num_exits(),
-                                              " exits, manifest has ", manifest.exits_size()));
-    }
-    *table = *std::move(parsed);
-  }
+  model->validation_table_ = std::move(metadata.validation);
+  model->test_table_ = std::move(metadata.test);
   return model;
 }
 

@@ -7,18 +7,13 @@
 
 #include "absl/status/statusor.h"
 #include "core/calibration_table.h"
+#include "core/model_metadata.h"
 #include "hapi/v1/model.pb.h"
 
 namespace hapi {
 
 class EarlyExitNetwork;
 
-inline constexpr char kManifestFile[] = "manifest.pbtxt";
-inline constexpr char kBackboneFile[] = "backbone.pt";
-inline constexpr char kExitsFile[] = "exits.pt";
-inline constexpr char kValidationCalibrationFile[] = "calibration-validation.bin";
-inline constexpr char kTestCalibrationFile[] = "calibration-test.bin";
-inline constexpr char kReportFile[] = "report.md";
 
 class EarlyExitModel {
  public:

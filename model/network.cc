@@ -108,7 +108,7 @@ EarlyExitNetwork::EarlyExitNetwork(const v1::BackboneConfig& c)
   // Walk the stages once, recording shapes and MACs (BN folds into the conv at
   // inference, ReLU/add/pool are not multiply-accumulates).
   int channels = c.stem_channels(), size = 28;
-  auto add_stage = [&](const std::string& name, int64_t macs, int64_t params) {
+  auto add_stage = [&](const std::string& name, int64_t macs, int64_t params, int layers) {
     v1::StageInfo s;
     s.set_index(static_cast<int>(stage_infos_.size()));
     s.set_name(name);
@@ -117,6 +117,7 @@ EarlyExitNetwork::EarlyExitNetwork(const v1::BackboneConfig& c)
     s.mutable_output()->set_width(size);
     s.set_macs(macs);
     s.set_params(params);
+    s.set_layers(layers);
     stage_infos_.push_back(s);
   };
   auto params_of = [](nn::Module& m) {
@@ -124,7 +125,7 @@ EarlyExitNetwork::EarlyExitNetwork(const v1::BackboneConfig& c)
     for (const auto& p : m.parameters()) n += p.numel();
     return n;
   };
-  add_stage("stem", ConvMacs(1, channels, 3, size), params_of(*backbone_->stage_list[0]));
+  add_stage("stem", ConvMacs(1, channels, 3, size), params_of(*backbone_->stage_list[0]), 1);
   int stage = 1;
   for (int g = 0; g < c.widths_size(); ++g) {
     for (int b = 0; b < c.blocks_per_group(g); ++b, ++stage) {
@@ -132,10 +133,12 @@ EarlyExitNetwork::EarlyExitNetwork(const v1::BackboneConfig& c)
       int out = c.widths(g);
       int out_size = ConvOut(size, 3, stride);
       int64_t macs = ConvMacs(channels, out, 3, out_size) + ConvMacs(out, out, 3, out_size);
-      if (stride != 1 || channels != out) macs += ConvMacs(channels, out, 1, out_size);
+      bool projection = stride != 1 || channels != out;
+      if (projection) macs += ConvMacs(channels, out, 1, out_size);
       channels = out;
       size = out_size;
-      add_stage(absl::StrCat("group", g, ".block", b), macs, params_of(*backbone_->stage_list[stage]));
+      add_stage(absl::StrCat("group", g, ".block", b), macs, params_of(*backbone_->stage_list[stage]),
+                projection ? 3 : 2);
     }
   }
   for (const auto& s : stage_infos_) backbone_macs_ += s.macs();
@@ -154,6 +157,7 @@ EarlyExitNetwork::EarlyExitNetwork(const v1::BackboneConfig& c)
     if (info.is_final()) {
       info.set_name("final");
       head_macs = final_macs;
+      info.set_layers(1);
       info.set_params(params_of(*backbone_->classifier));
     } else {
       info.set_name(absl::StrCat("exit", e, ".", s.name()));
@@ -163,6 +167,7 @@ EarlyExitNetwork::EarlyExitNetwork(const v1::BackboneConfig& c)
       head_macs = int64_t{h.pooled_channels} * h.pool * h.pool * c.num_classes();
       if (h.conv) head_macs += ConvMacs(s.output().channels(), c.exit_conv_channels(), 3, h.conv_out);
       info.set_params(params_of(*head));
+      info.set_layers(h.conv ? 2 : 1);
       exit_heads_->push_back(head);
       head_list_.push_back(head);
     }

@@ -11,6 +11,7 @@
 #include "core/model_report.h"
 #include "core/progress_bar.h"
 #include "core/status_macros.h"
+#include "model/inference_network.h"
 #include "model/network.h"
 
 namespace hapi {
@@ -247,21 +248,29 @@ absl::Status TrainExits(const v1::TrainingConfig& config, const ImageSet& train,
 }
 
 absl::StatusOr<CalibrationTable> Calibrate(EarlyExitModel& model, const ImageSet& set) {
-  EarlyExitNetwork& net = model.network();
-  net.SetTraining(false, false);
-  const float mean = model.manifest().input_mean(), std = model.manifest().input_std();
+  model.network().SetTraining(false, false);
   const int num_classes = model.manifest().backbone().num_classes();
-  CalibrationTable table(set.size(), net.num_exits(), num_classes);
-  torch::InferenceMode guard;
+  CalibrationTable table(set.size(), model.manifest().exits_size(), num_classes);
   try {
-    for (int begin = 0; begin < set.size(); begin += 500) {
-      int n = std::min(500, set.size() - begin);
-      std::vector<torch::Tensor> logits =
-          net.ForwardAllExits(ImagesToTensor(set.image(begin), n, mean, std));
+    // The same inference network (folded batch norm) the executor serves
+    // with, so the table predicts the served answers.
+    InferenceNetwork net(model, InferenceOptions{});
+    torch::InferenceMode guard;
+    constexpr int kBatch = 500;
+    std::vector<float> pixels;
+    for (int begin = 0; begin < set.size(); begin += kBatch) {
+      int n = std::min(kBatch, set.size() - begin);
+      pixels.resize(static_cast<size_t>(n) * kImagePixels);
+      const uint8_t* src = set.image(begin);
+      for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = src[i] / 255.0f;
+      torch::Tensor x = net.Input(pixels.data(), n);
       for (int e = 0; e < net.num_exits(); ++e) {
-        torch::Tensor probs = torch::softmax(logits[e], 1).contiguous();
+        x = net.Stage(e, x);
+        torch::Tensor probs = torch::softmax(net.ExitLogits(e, x), 1).contiguous();
         const float* p = probs.data_ptr<float>();
-        for (int i = 0; i < n; ++i) table.Set(e, begin + i, ScoreProbabilities(p + i * num_classes, num_classes));
+        for (int i = 0; i < n; ++i) {
+          table.Set(e, begin + i, ScoreProbabilities(p + i * num_classes, num_classes));
+        }
       }
       for (int i = 0; i < n; ++i) table.SetTrueLabel(begin + i, set.labels[begin + i]);
     }

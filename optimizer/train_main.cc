@@ -30,6 +30,8 @@ ABSL_FLAG(std::vector<std::string>, widths, {}, "Channels per group, e.g. 16,32,
 ABSL_FLAG(std::vector<std::string>, blocks, {}, "Residual blocks per group, e.g. 3,3,3");
 ABSL_FLAG(std::string, report_out, "", "Also write the markdown report to this file");
 ABSL_FLAG(bool, progress, true, "Show progress bars");
+ABSL_FLAG(bool, recalibrate, false,
+          "Recompute the calibration tables and report of an existing model (no training)");
 
 namespace {
 
@@ -60,6 +62,23 @@ int main(int argc, char** argv) {
   if (absl::Status st = hapi::ValidateName(name, "model name"); !st.ok()) return Fail(st);
   const std::string model_dir =
       absl::StrCat(absl::GetFlag(FLAGS_repository), "/models/", name);
+
+  if (absl::GetFlag(FLAGS_recalibrate)) {
+    auto model = hapi::EarlyExitModel::Load(model_dir);
+    if (!model.ok()) return Fail(model.status());
+    auto data = hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
+    if (!data.ok()) return Fail(data.status());
+    auto validation = hapi::Calibrate(**model, data->validation);
+    if (!validation.ok()) return Fail(validation.status());
+    auto test = hapi::Calibrate(**model, data->test);
+    if (!test.ok()) return Fail(test.status());
+    hapi::FillExitReports(*validation, *test, (*model)->mutable_manifest());
+    (*model)->set_calibration(*std::move(validation), *std::move(test));
+    if (absl::Status st = (*model)->Save(model_dir); !st.ok()) return Fail(st);
+    std::cout << "Recalibrated " << model_dir << "\n\n"
+              << hapi::FormatTrainingReport((*model)->manifest());
+    return 0;
+  }
 
   if (!absl::GetFlag(FLAGS_retrain) &&
       std::filesystem::exists(absl::StrCat(model_dir, "/", hapi::kManifestFile))) {

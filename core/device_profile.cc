@@ -1,0 +1,141 @@
+#include "core/device_profile.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/files.h"
+#include "core/status_macros.h"
+
+namespace hapi {
+namespace {
+
+absl::Status CheckPart(const v1::PartLatency& part, const std::string& where) {
+  for (double v : {part.median_s(), part.p95_s(), part.mean_s()}) {
+    if (!std::isfinite(v) || v < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device profile: latency of ", where, " is ", v,
+                       " (must be finite and >= 0 seconds)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+v1::PartLatency Part(double seconds) {
+  v1::PartLatency p;
+  p.set_median_s(seconds);
+  p.set_p95_s(seconds);
+  p.set_mean_s(seconds);
+  return p;
+}
+
+v1::PartLatency Scale(const v1::PartLatency& p, double f) {
+  v1::PartLatency out;
+  out.set_median_s(p.median_s() * f);
+  out.set_p95_s(p.p95_s() * f);
+  out.set_mean_s(p.mean_s() * f);
+  return out;
+}
+
+}  // namespace
+
+absl::Status ValidateDeviceProfile(const v1::DeviceProfile& profile,
+                                   const v1::ModelManifest& manifest) {
+  HAPI_RETURN_IF_ERROR(ValidateName(profile.name(), "device name"));
+  if (profile.model() != manifest.name()) {
+    return absl::InvalidArgumentError(absl::StrCat("device profile '", profile.name(),
+                                                   "' is for model '", profile.model(),
+                                                   "', not '", manifest.name(), "'"));
+  }
+  if (profile.model_macs() != manifest.full_network_macs()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "device profile '", profile.name(), "' was made for a model of ", profile.model_macs(),
+        " MACs; model '", manifest.name(), "' has ", manifest.full_network_macs(),
+        " (a different architecture)"));
+  }
+  if (FindBatch(profile, 1) == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device profile '", profile.name(), "' has no batch-size-1 table"));
+  }
+  for (const v1::BatchProfile& b : profile.batches()) {
+    if (b.batch_size() <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("device profile '", profile.name(),
+                                                     "': batch size ", b.batch_size()));
+    }
+    if (b.stages_size() != manifest.stages_size() || b.exits_size() != manifest.exits_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "device profile '", profile.name(), "' batch ", b.batch_size(), " has ",
+          b.stages_size(), " stages and ", b.exits_size(), " exits; model '", manifest.name(),
+          "' has ", manifest.stages_size(), " and ", manifest.exits_size()));
+    }
+    std::string batch = absl::StrCat(" at batch ", b.batch_size());
+    for (int s = 0; s < b.stages_size(); ++s) {
+      HAPI_RETURN_IF_ERROR(CheckPart(b.stages(s), absl::StrCat("stage ", s, batch)));
+    }
+    for (int e = 0; e < b.exits_size(); ++e) {
+      HAPI_RETURN_IF_ERROR(CheckPart(b.exits(e), absl::StrCat("exit ", e, batch)));
+    }
+    HAPI_RETURN_IF_ERROR(CheckPart(b.overhead(), absl::StrCat("overhead", batch)));
+  }
+  return absl::OkStatus();
+}
+
+const v1::BatchProfile* FindBatch(const v1::DeviceProfile& profile, int batch_size) {
+  for (const v1::BatchProfile& b : profile.batches()) {
+    if (b.batch_size() == batch_size) return &b;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<v1::DeviceProfile> MakeAnalyticProfile(const std::string& name,
+                                                      const v1::ModelManifest& manifest,
+                                                      double macs_per_second,
+                                                      double per_layer_overhead_s,
+                                                      const std::vector<int>& batch_sizes) {
+  HAPI_RETURN_IF_ERROR(ValidateName(name, "device name"));
+  if (!std::isfinite(macs_per_second) || macs_per_second <= 0 ||
+      !std::isfinite(per_layer_overhead_s) || per_layer_overhead_s < 0) {
+    return absl::InvalidArgumentError(
+        "analytic profile needs macs_per_second > 0 and per_layer_overhead_s >= 0");
+  }
+  v1::DeviceProfile p;
+  p.set_name(name);
+  p.set_model(manifest.name());
+  p.set_model_macs(manifest.full_network_macs());
+  p.set_intra_op_threads(1);
+  p.mutable_analytic()->set_macs_per_second(macs_per_second);
+  p.mutable_analytic()->set_per_layer_overhead_s(per_layer_overhead_s);
+  for (int b : batch_sizes) {
+    if (b <= 0) return absl::InvalidArgumentError(absl::StrCat("batch size ", b));
+    v1::BatchProfile* batch = p.add_batches();
+    batch->set_batch_size(b);
+    for (const auto& s : manifest.stages()) {
+      *batch->add_stages() = Part(b * s.macs() / macs_per_second + s.layers() * per_layer_overhead_s);
+    }
+    for (const auto& e : manifest.exits()) {
+      *batch->add_exits() = Part(b * e.macs() / macs_per_second + e.layers() * per_layer_overhead_s);
+    }
+    *batch->mutable_overhead() = Part(per_layer_overhead_s);
+  }
+  return p;
+}
+
+absl::StatusOr<v1::DeviceProfile> MakeScaledProfile(const std::string& name,
+                                                    const v1::DeviceProfile& base, double factor) {
+  HAPI_RETURN_IF_ERROR(ValidateName(name, "device name"));
+  if (!std::isfinite(factor) || factor <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("scale factor ", factor, " must be > 0"));
+  }
+  v1::DeviceProfile p = base;
+  p.set_name(name);
+  p.clear_source();
+  p.mutable_scaled()->set_base_device(base.name());
+  p.mutable_scaled()->set_factor(factor);
+  for (v1::BatchProfile& b : *p.mutable_batches()) {
+    for (auto& s : *b.mutable_stages()) s = Scale(s, factor);
+    for (auto& e : *b.mutable_exits()) e = Scale(e, factor);
+    *b.mutable_overhead() = Scale(b.overhead(), factor);
+  }
+  return p;
+}
+
+}  // namespace hapi

@@ -1,0 +1,100 @@
+#include "core/latency_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/device_profile.h"
+#include "core/status_macros.h"
+
+namespace hapi {
+
+absl::StatusOr<LatencyModel> LatencyModel::Create(const v1::DeviceProfile& profile,
+                                                  const v1::ModelManifest& manifest) {
+  HAPI_RETURN_IF_ERROR(ValidateDeviceProfile(profile, manifest));
+  const v1::BatchProfile& b = *FindBatch(profile, 1);
+  LatencyModel m;
+  // Means, not medians: the mean of a sum is the sum of the means, so the
+  // predicted mean latency is unbiased even when parts have heavy tails.
+  for (const auto& s : b.stages()) m.stage_s_.push_back(s.mean_s());
+  for (const auto& e : b.exits()) m.head_s_.push_back(e.mean_s());
+  double total = 0;
+  for (double s : m.stage_s_) m.cumulative_s_.push_back(total += s);
+  m.overhead_s_ = b.overhead().mean_s();
+  return m;
+}
+
+double LatencyModel::PathLatency(const Design& design, int depth) const {
+  const int final_exit = num_exits() - 1;
+  int exit = depth < static_cast<int>(design.exits.size()) ? design.exits[depth] : final_exit;
+  double t = overhead_s_ + cumulative_s_[exit];
+  for (int d = 0; d < depth && d < static_cast<int>(design.exits.size()); ++d) {
+    t += head_s_[design.exits[d]];
+  }
+  return t + head_s_[exit];
+}
+
+absl::StatusOr<LatencyPrediction> LatencyModel::Predict(const Design& design,
+                                                        const CalibrationTable& table) const {
+  HAPI_RETURN_IF_ERROR(ValidateDesign(design, num_exits()));
+  if (table.num_exits() != num_exits()) {
+    return absl::InvalidArgumentError(absl::StrCat("calibration table has ", table.num_exits(),
+                                                   " exits, the profile ", num_exits()));
+  }
+  const int depths = static_cast<int>(design.exits.size()) + 1;
+  std::vector<int> counts(depths, 0);
+  int correct = 0;
+  for (int s = 0; s < table.num_samples(); ++s) {
+    int depth = 0;
+    while (depth < depths - 1 &&
+           table.score(design.policy, design.exits[depth], s) < design.thresholds[depth]) {
+      ++depth;
+    }
+    int exit = depth < depths - 1 ? design.exits[depth] : num_exits() - 1;
+    ++counts[depth];
+    correct += table.correct(exit, s);
+  }
+  return FromPathCounts(design, counts, correct);
+}
+
+LatencyPrediction LatencyModel::FromPathCounts(const Design& design,
+                                               const std::vector<int>& counts,
+                                               int correct) const {
+  LatencyPrediction p;
+  p.exit_ratio.assign(num_exits(), 0.0);
+  int n = 0;
+  for (int c : counts) n += c;
+  p.num_samples = n;
+  if (n == 0) return p;
+  p.accuracy = static_cast<double>(correct) / n;
+  // Deeper paths are never faster (more stages, more heads), so the sorted
+  // latencies are the paths in depth order, each repeated counts[d] times.
+  auto percentile = [&](double q) {
+    int64_t rank = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(q * n)));
+    int64_t seen = 0;
+    for (size_t d = 0; d < counts.size(); ++d) {
+      seen += counts[d];
+      if (seen >= rank) return PathLatency(design, static_cast<int>(d));
+    }
+    return PathLatency(design, static_cast<int>(counts.size()) - 1);
+  };
+  double sum = 0;
+  for (size_t d = 0; d < counts.size(); ++d) {
+    if (counts[d] == 0) continue;
+    double t = PathLatency(design, static_cast<int>(d));
+    sum += t * counts[d];
+    int exit = d < design.exits.size() ? design.exits[d] : num_exits() - 1;
+    p.exit_ratio[exit] = static_cast<double>(counts[d]) / n;
+  }
+  p.mean_s = sum / n;
+  // A guaranteed bound, not the slowest sample seen: any input may need
+  // every enabled head and the full network.
+  p.worst_s = PathLatency(design, static_cast<int>(design.exits.size()));
+  p.p50_s = percentile(0.50);
+  p.p95_s = percentile(0.95);
+  p.p99_s = percentile(0.99);
+  p.throughput_rps = p.mean_s > 0 ? 1.0 / p.mean_s : 0;
+  return p;
+}
+
+}  // namespace hapi

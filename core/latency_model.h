@@ -1,0 +1,61 @@
+// Predicts the latency, accuracy and exit ratios of a design on a device from
+// the calibration table and the device profile, without running the network.
+#pragma once
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/calibration_table.h"
+#include "core/design.h"
+#include "hapi/v1/device.pb.h"
+#include "hapi/v1/model.pb.h"
+
+namespace hapi {
+
+struct LatencyPrediction {
+  int num_samples = 0;
+  double accuracy = 0;  // 0..1
+  // Seconds per request at batch 1; percentiles use the nearest-rank rule.
+  double mean_s = 0, p50_s = 0, p95_s = 0, p99_s = 0, worst_s = 0;
+  double throughput_rps = 0;  // 1 / mean at batch 1, one request at a time
+  // Share of samples answered at each model exit (size = model exits; zero
+  // for exits the design does not enable).
+  std::vector<double> exit_ratio;
+};
+
+class LatencyModel {
+ public:
+  // Validates the profile against the model (see ValidateDeviceProfile) and
+  // reads its batch-1 table.
+  static absl::StatusOr<LatencyModel> Create(const v1::DeviceProfile& profile,
+                                             const v1::ModelManifest& manifest);
+
+  int num_exits() const { return static_cast<int>(head_s_.size()); }
+  // Seconds to leave the network at the design's `depth`-th enabled exit
+  // (depth == exits.size() means the final classifier): overhead, every stage
+  // up to that exit, and every enabled head evaluated on the way.
+  double PathLatency(const Design& design, int depth) const;
+  // Seconds to reach and evaluate exit `exit` given the enabled exits before
+  // it; used by the server to decide whether a deadline allows the next exit.
+  double StageSeconds(int stage) const { return stage_s_[stage]; }
+  double HeadSeconds(int exit) const { return head_s_[exit]; }
+  double OverheadSeconds() const { return overhead_s_; }
+
+  // Simulates the design over every sample of `table`.
+  absl::StatusOr<LatencyPrediction> Predict(const Design& design,
+                                            const CalibrationTable& table) const;
+
+  // The same prediction from per-depth sample counts (depth as in
+  // PathLatency) and the number of correct answers: the search scores designs
+  // incrementally and needs no per-sample pass.
+  LatencyPrediction FromPathCounts(const Design& design, const std::vector<int>& counts,
+                                   int correct) const;
+
+ private:
+  std::vector<double> stage_s_;          // per stage
+  std::vector<double> head_s_;           // per model exit (final = classifier)
+  std::vector<double> cumulative_s_;     // stages 0..s inclusive
+  double overhead_s_ = 0;
+};
+
+}  // namespace hapi

@@ -1,0 +1,120 @@
+#include "core/sla.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace hapi {
+
+absl::string_view LatencyStatisticName(LatencyStatistic s) {
+  switch (s) {
+    case LatencyStatistic::kMean: return "mean";
+    case LatencyStatistic::kP50: return "p50";
+    case LatencyStatistic::kP95: return "p95";
+    case LatencyStatistic::kP99: return "p99";
+    case LatencyStatistic::kWorst: return "worst";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<LatencyStatistic> ParseLatencyStatistic(absl::string_view name) {
+  for (auto s : {LatencyStatistic::kMean, LatencyStatistic::kP50, LatencyStatistic::kP95,
+                 LatencyStatistic::kP99, LatencyStatistic::kWorst}) {
+    if (LatencyStatisticName(s) == name) return s;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown latency statistic '", name, "' (mean, p50, p95, p99, worst)"));
+}
+
+double StatisticOf(const LatencyPrediction& p, LatencyStatistic s) {
+  switch (s) {
+    case LatencyStatistic::kMean: return p.mean_s;
+    case LatencyStatistic::kP50: return p.p50_s;
+    case LatencyStatistic::kP95: return p.p95_s;
+    case LatencyStatistic::kP99: return p.p99_s;
+    case LatencyStatistic::kWorst: return p.worst_s;
+  }
+  return p.mean_s;
+}
+
+absl::Status ValidateSla(const Sla& sla) {
+  auto finite_nonneg = [](double v) { return std::isfinite(v) && v >= 0; };
+  if (!finite_nonneg(sla.latency_budget_s)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("latency budget ", sla.latency_budget_s, " s must be finite and >= 0"));
+  }
+  if (sla.objective == SlaObjective::kMaxAccuracy && sla.latency_budget_s <= 0) {
+    return absl::InvalidArgumentError("maximising accuracy needs a latency budget > 0");
+  }
+  if (!finite_nonneg(sla.min_accuracy) || sla.min_accuracy > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("accuracy floor ", sla.min_accuracy, " must be in [0, 1]"));
+  }
+  if (std::isnan(sla.max_accuracy_drop) || sla.max_accuracy_drop > 1 ||
+      std::isinf(sla.max_accuracy_drop)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("accuracy drop ", sla.max_accuracy_drop, " must be in [0, 1]"));
+  }
+  if (!finite_nonneg(sla.min_throughput_rps)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("throughput floor ", sla.min_throughput_rps, " must be finite and >= 0"));
+  }
+  return absl::OkStatus();
+}
+
+double AccuracyFloor(const Sla& sla, double final_accuracy) {
+  if (sla.objective != SlaObjective::kMinLatency) return 0;
+  if (sla.max_accuracy_drop >= 0) return std::max(0.0, final_accuracy - sla.max_accuracy_drop);
+  return sla.min_accuracy;
+}
+
+bool SlaJudge::Feasible(const LatencyPrediction& p) const { return Violation(p) == 0; }
+
+double SlaJudge::Violation(const LatencyPrediction& p) const {
+  double v = 0;
+  if (sla_.latency_budget_s > 0) {
+    v += std::max(0.0, StatisticOf(p, sla_.statistic) / sla_.latency_budget_s - 1.0);
+  }
+  v += std::max(0.0, floor_ - p.accuracy) * 10;  // 0.1 accuracy ~ 100% over budget
+  if (sla_.min_throughput_rps > 0) {
+    v += std::max(0.0, 1.0 - p.throughput_rps / sla_.min_throughput_rps);
+  }
+  return v;
+}
+
+bool SlaJudge::Better(const LatencyPrediction& a, const LatencyPrediction& b) const {
+  double sa = StatisticOf(a, sla_.statistic), sb = StatisticOf(b, sla_.statistic);
+  if (sla_.objective == SlaObjective::kMaxAccuracy) {
+    if (a.accuracy != b.accuracy) return a.accuracy > b.accuracy;
+    return sa < sb;
+  }
+  if (sa != sb) return sa < sb;
+  return a.accuracy > b.accuracy;
+}
+
+std::string DescribeSla(const Sla& sla) {
+  std::string out;
+  if (sla.objective == SlaObjective::kMaxAccuracy) {
+    out = absl::StrFormat("max accuracy with %s latency <= %.3f ms",
+                          LatencyStatisticName(sla.statistic), sla.latency_budget_s * 1e3);
+  } else {
+    out = absl::StrFormat("min %s latency", LatencyStatisticName(sla.statistic));
+    if (sla.max_accuracy_drop >= 0) {
+      absl::StrAppendFormat(&out, " with accuracy >= final - %.2f points",
+                            100 * sla.max_accuracy_drop);
+    } else {
+      absl::StrAppendFormat(&out, " with accuracy >= %.2f%%", 100 * sla.min_accuracy);
+    }
+    if (sla.latency_budget_s > 0) {
+      absl::StrAppendFormat(&out, " and <= %.3f ms", sla.latency_budget_s * 1e3);
+    }
+  }
+  if (sla.min_throughput_rps > 0) {
+    absl::StrAppendFormat(&out, ", throughput >= %.0f/s", sla.min_throughput_rps);
+  }
+  return out;
+}
+
+}  // namespace hapi

@@ -1,0 +1,65 @@
+// Service-level agreements and how a design's prediction is judged by one.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/latency_model.h"
+
+namespace hapi {
+
+enum class LatencyStatistic { kMean, kP50, kP95, kP99, kWorst };
+enum class SlaObjective {
+  kMaxAccuracy,  // highest accuracy with the statistic within the budget
+  kMinLatency,   // lowest statistic with accuracy at or above the floor
+};
+
+struct Sla {
+  // Seconds; required (> 0) for kMaxAccuracy, optional (0 = none) otherwise.
+  double latency_budget_s = 0;
+  LatencyStatistic statistic = LatencyStatistic::kMean;
+  SlaObjective objective = SlaObjective::kMaxAccuracy;
+  // kMinLatency floor: absolute accuracy (0..1) ...
+  double min_accuracy = 0;
+  // ... or, when >= 0, at most this much (0..1) below the final exit's
+  // accuracy on the validation split (resolved by ResolveAccuracyFloor).
+  double max_accuracy_drop = -1;
+  double min_throughput_rps = 0;  // 0 = no floor
+};
+
+absl::string_view LatencyStatisticName(LatencyStatistic s);
+absl::StatusOr<LatencyStatistic> ParseLatencyStatistic(absl::string_view name);
+double StatisticOf(const LatencyPrediction& p, LatencyStatistic s);
+
+// INVALID_ARGUMENT for negative/NaN/inf numbers, a missing budget, floors
+// outside [0, 1].
+absl::Status ValidateSla(const Sla& sla);
+
+// The absolute accuracy floor of a kMinLatency SLA given the final exit's
+// validation accuracy.
+double AccuracyFloor(const Sla& sla, double final_accuracy);
+
+// Judges predictions against one SLA.
+class SlaJudge {
+ public:
+  SlaJudge(const Sla& sla, double final_accuracy)
+      : sla_(sla), floor_(AccuracyFloor(sla, final_accuracy)) {}
+
+  bool Feasible(const LatencyPrediction& p) const;
+  // Strictly better for this SLA's objective (ties broken by the other axis).
+  bool Better(const LatencyPrediction& a, const LatencyPrediction& b) const;
+  // How far from feasible (0 when feasible): relative budget excess plus
+  // accuracy and throughput shortfalls. Guides annealing and local search.
+  double Violation(const LatencyPrediction& p) const;
+  const Sla& sla() const { return sla_; }
+  double accuracy_floor() const { return floor_; }
+
+ private:
+  Sla sla_;
+  double floor_;
+};
+
+std::string DescribeSla(const Sla& sla);
+
+}  // namespace hapi

@@ -1,0 +1,59 @@
+// The network prepared for CPU inference: batch norm folded into the
+// preceding convolutions and the forward pass written with functional ops on
+// plain tensors (no module dispatch). Internal to model/ (includes LibTorch).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "model/early_exit_model.h"
+#include "model/network.h"
+
+namespace hapi {
+
+struct InferenceOptions {
+  bool fuse_batch_norm = true;
+  bool channels_last = false;
+};
+
+class InferenceNetwork {
+ public:
+  // Copies (and folds) the weights of `model`; later changes to the model's
+  // modules do not affect this network.
+  InferenceNetwork(EarlyExitModel& model, const InferenceOptions& options);
+
+  int num_stages() const { return static_cast<int>(stages_.size()); }
+  int num_exits() const { return num_stages(); }
+  const InferenceOptions& options() const { return options_; }
+
+  // Float pixels in [0,1], n x 28 x 28 -> normalised n x 1 x 28 x 28 input.
+  torch::Tensor Input(const float* pixels, int n) const;
+  torch::Tensor Stage(int stage, const torch::Tensor& x) const;
+  torch::Tensor ExitLogits(int exit, const torch::Tensor& features) const;
+
+ private:
+  struct Conv {
+    torch::Tensor weight, bias;  // bias undefined when unfused
+    torch::Tensor bn_scale, bn_shift;  // defined only when BN is not folded
+    int stride = 1, padding = 0;
+    torch::Tensor operator()(const torch::Tensor& x) const;
+  };
+  struct StageOps {
+    Conv conv1, conv2, shortcut;
+    bool residual = false, has_shortcut = false;
+  };
+  struct HeadOps {
+    Conv conv;
+    bool has_conv = false;
+    int pool = 1;
+    torch::Tensor fc_weight, fc_bias;
+  };
+
+  InferenceOptions options_;
+  std::vector<StageOps> stages_;
+  std::vector<HeadOps> heads_;  // per exit; the final one has pool 0 (global mean)
+  float mean_, std_;
+};
+
+}  // namespace hapi

@@ -1,0 +1,278 @@
+#include "optimizer/job_manager.h"
+
+#include <chrono>
+#include <filesystem>
+#include <random>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/files.h"
+#include "glog/logging.h"
+#include "optimizer/metrics.h"
+
+namespace hapi {
+
+std::string NowRfc3339() {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
+}
+
+std::string NewId(const std::string& prefix) {
+  static std::mt19937_64 rng(std::random_device{}());
+  static absl::Mutex mu;
+  uint64_t r;
+  {
+    absl::MutexLock lock(&mu);
+    r = rng();
+  }
+  std::string stamp = absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::UTCTimeZone());
+  std::string id = absl::StrFormat("%s-%s-%04x", prefix.substr(0, 40), stamp, r & 0xffff);
+  return absl::AsciiStrToLower(id);
+}
+
+JobManager::JobManager(StateStore* store, VariantBuilder* builder, OptimizerMetrics* metrics,
+                       JobManagerOptions options)
+    : store_(store), builder_(builder), metrics_(metrics), options_(options) {
+  for (int i = 0; i < std::max(1, options_.workers); ++i) {
+    workers_.emplace_back([this] { WorkerLoop(); });
+  }
+}
+
+JobManager::~JobManager() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    for (auto& [id, r] : active_) r.cancel = true;
+  }
+  for (std::thread& t : workers_) t.join();
+}
+
+absl::StatusOr<v1::Job> JobManager::Submit(const v1::CreateVariantRequest& request) {
+  if (absl::Status st = ValidateName(request.device(), "device name"); !st.ok()) return st;
+  absl::StatusOr<v1::DeviceProfile> profile = store_->GetDevice(request.device());
+  if (!profile.ok()) return profile.status();
+  if (absl::Status st = builder_->Validate(request, *profile); !st.ok()) return st;
+  v1::Job job;
+  job.set_id(NewId("job"));
+  job.set_state(v1::QUEUED);
+  job.set_phase("queued");
+  job.set_model(request.model());
+  job.set_device(request.device());
+  *job.mutable_sla() = request.sla();
+  job.set_created_at(NowRfc3339());
+  job.set_updated_at(job.created_at());
+  {
+    absl::MutexLock lock(&mu_);
+    if (static_cast<int>(queue_.size()) >= options_.max_pending) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the optimizer already has ", queue_.size(), " queued jobs; try again later"));
+    }
+  }
+  if (absl::Status st = store_->PutJob(job, request); !st.ok()) return st;
+  absl::MutexLock lock(&mu_);
+  active_[job.id()] = Running{job, request, false};
+  queue_.push_back(job.id());
+  LOG(INFO) << "job " << job.id() << " queued: model " << request.model() << " device "
+            << request.device();
+  return job;
+}
+
+absl::StatusOr<v1::Job> JobManager::Get(const std::string& id) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it != active_.end()) return it->second.job;
+  }
+  return store_->GetJob(id);
+}
+
+absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
+  bool was_queued = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it == active_.end()) return store_->GetJob(id);  // finished or unknown
+    it->second.cancel = true;
+    for (auto q = queue_.begin(); q != queue_.end(); ++q) {
+      if (*q == id) {
+        queue_.erase(q);
+        was_queued = true;
+        break;
+      }
+    }
+  }
+  if (was_queued) {
+    Publish(id, [](v1::Job* j) {
+      j->set_state(v1::CANCELLED);
+      j->set_phase("cancelled");
+      j->set_error("cancelled before it started");
+      j->set_error_code(static_cast<int>(absl::StatusCode::kCancelled));
+    }, /*persist=*/true);
+    if (metrics_) metrics_->JobFinished("cancelled", 0, 0);
+  }
+  return Get(id);
+}
+
+absl::StatusOr<int64_t> JobManager::Watch(const std::string& id,
+                                          std::function<void(const v1::Job&)> on_update) {
+  v1::Job snapshot;
+  int64_t handle = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it != active_.end()) {
+      handle = next_watch_++;
+      watchers_[handle] = Watcher{id, on_update};
+      snapshot = it->second.job;
+    }
+  }
+  if (handle == 0) {
+    absl::StatusOr<v1::Job> done = store_->GetJob(id);
+    if (!done.ok()) return done.status();
+    on_update(*done);
+    return int64_t{0};
+  }
+  on_update(snapshot);
+  return handle;
+}
+
+void JobManager::Unwatch(int64_t handle) {
+  absl::MutexLock lock(&mu_);
+  watchers_.erase(handle);
+}
+
+void JobManager::Publish(const std::string& id, const std::function<void(v1::Job*)>& change,
+                         bool persist) {
+  v1::Job job;
+  std::vector<std::function<void(const v1::Job&)>> targets;
+  bool finished;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it == active_.end()) return;
+    change(&it->second.job);
+    it->second.job.set_updated_at(NowRfc3339());
+    job = it->second.job;
+    finished = job.state() == v1::SUCCEEDED || job.state() == v1::FAILED ||
+               job.state() == v1::CANCELLED;
+    for (auto w = watchers_.begin(); w != watchers_.end();) {
+      if (w->second.job != id) {
+        ++w;
+        continue;
+      }
+      targets.push_back(w->second.fn);
+      w = finished ? watchers_.erase(w) : std::next(w);
+    }
+    if (finished) active_.erase(it);
+  }
+  if (persist && job.state() != v1::SUCCEEDED) {
+    if (absl::Status st = store_->UpdateJob(job); !st.ok()) {
+      LOG(ERROR) << "job " << id << ": cannot persist state: " << st;
+    }
+  }
+  for (auto& fn : targets) fn(job);
+}
+
+void JobManager::WorkerLoop() {
+  while (true) {
+    std::string id;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](JobManager* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(m->mu_) {
+            return m->stopping_ || !m->queue_.empty();
+          },
+          this));
+      if (stopping_) return;
+      id = queue_.front();
+      queue_.pop_front();
+    }
+    RunJob(id);
+  }
+}
+
+void JobManager::RunJob(const std::string& id) {
+  v1::CreateVariantRequest request;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it == active_.end()) return;
+    request = it->second.request;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  Publish(id, [](v1::Job* j) {
+    j->set_state(v1::RUNNING);
+    j->set_phase("loading");
+  }, /*persist=*/true);
+  LOG(INFO) << "job " << id << " running";
+
+  auto last = std::chrono::steady_clock::now();
+  int64_t evaluated = 0;
+  auto progress = [&](const std::string& phase, double percent, int64_t designs) {
+    evaluated = designs;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last >= std::chrono::milliseconds(100) || phase != "searching") {
+      last = now;
+      Publish(id, [&](v1::Job* j) {
+        j->set_phase(phase);
+        j->set_percent(percent);
+        j->set_designs_evaluated(designs);
+      }, /*persist=*/false);
+    }
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    return it != active_.end() && !it->second.cancel;
+  };
+
+  absl::StatusOr<v1::DeviceProfile> profile = store_->GetDevice(request.device());
+  std::string variant_id = request.variant_id().empty()
+                               ? NewId(absl::StrCat(request.device().substr(0, 24), "-v"))
+                               : request.variant_id();
+  absl::StatusOr<v1::VariantManifest> variant =
+      profile.ok() ? builder_->Build(request, *profile, variant_id, id, progress)
+                   : absl::StatusOr<v1::VariantManifest>(profile.status());
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  if (variant.ok()) {
+    v1::Job done;
+    {
+      absl::MutexLock lock(&mu_);
+      done = active_[id].job;
+    }
+    done.set_state(v1::SUCCEEDED);
+    done.set_phase("done");
+    done.set_percent(100);
+    done.set_variant(variant->id());
+    done.set_designs_evaluated(variant->search().designs_evaluated());
+    // The variant directory is already published; index it and finish the
+    // job in one transaction, before anyone is told it succeeded.
+    absl::Status committed = store_->CommitVariant(*variant, done);
+    if (committed.ok()) {
+      Publish(id, [&](v1::Job* j) { *j = done; }, /*persist=*/false);
+      LOG(INFO) << "job " << id << " succeeded in " << seconds << " s: variant "
+                << variant->id() << " (" << variant->search().designs_evaluated() << " designs)";
+      if (metrics_) {
+        metrics_->JobFinished("succeeded", seconds, variant->search().designs_evaluated());
+      }
+      return;
+    }
+    LOG(ERROR) << "job " << id << ": cannot index variant " << variant->id() << ": " << committed;
+    std::error_code ec;
+    std::filesystem::remove_all(builder_->VariantDir(variant->id()), ec);
+    variant = committed;
+  }
+  const bool cancelled = absl::IsCancelled(variant.status());
+  Publish(id, [&](v1::Job* j) {
+    j->set_state(cancelled ? v1::CANCELLED : v1::FAILED);
+    j->set_phase(cancelled ? "cancelled" : "failed");
+    j->set_error(std::string(variant.status().message()));
+    j->set_error_code(static_cast<int>(variant.status().code()));
+  }, /*persist=*/true);
+  LOG(INFO) << "job " << id << (cancelled ? " cancelled: " : " failed: ") << variant.status();
+  if (metrics_) metrics_->JobFinished(cancelled ? "cancelled" : "failed", seconds, evaluated);
+}
+
+}  // namespace hapi

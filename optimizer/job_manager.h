@@ -1,0 +1,81 @@
+// Variant jobs: queued in a bounded queue, run by a fixed set of worker
+// threads, state persisted in the StateStore, progress pushed to watchers.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "hapi/v1/optimizer.pb.h"
+#include "optimizer/state_store.h"
+#include "optimizer/variant_builder.h"
+
+namespace hapi {
+
+class OptimizerMetrics;
+
+struct JobManagerOptions {
+  int workers = 1;      // concurrent searches
+  int max_pending = 16; // queued jobs beyond this: RESOURCE_EXHAUSTED
+};
+
+class JobManager {
+ public:
+  JobManager(StateStore* store, VariantBuilder* builder, OptimizerMetrics* metrics,
+             JobManagerOptions options);
+  ~JobManager();  // cancels running jobs and joins the workers
+
+  // Validates the request (see VariantBuilder::Validate), records a QUEUED
+  // job and returns it at once.
+  absl::StatusOr<v1::Job> Submit(const v1::CreateVariantRequest& request);
+  absl::StatusOr<v1::Job> Get(const std::string& id);
+  // Cancels a queued or running job; a finished job is returned unchanged.
+  absl::StatusOr<v1::Job> Cancel(const std::string& id);
+
+  // Calls `on_update` with the job's current state now and on every change
+  // until it finishes (the last call has a finished state). Returns a handle
+  // for Unwatch. `on_update` runs on a worker thread and must not block.
+  absl::StatusOr<int64_t> Watch(const std::string& id, std::function<void(const v1::Job&)> on_update);
+  void Unwatch(int64_t handle);
+
+ private:
+  struct Running {
+    v1::Job job;
+    v1::CreateVariantRequest request;
+    bool cancel = false;
+  };
+  void WorkerLoop();
+  void RunJob(const std::string& id);
+  // Updates the in-memory job, notifies watchers, persists when `persist`.
+  void Publish(const std::string& id, const std::function<void(v1::Job*)>& change, bool persist);
+
+  StateStore* const store_;
+  VariantBuilder* const builder_;
+  OptimizerMetrics* const metrics_;
+  const JobManagerOptions options_;
+
+  absl::Mutex mu_;
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Running> active_ ABSL_GUARDED_BY(mu_);  // queued or running
+  struct Watcher {
+    std::string job;
+    std::function<void(const v1::Job&)> fn;
+  };
+  std::map<int64_t, Watcher> watchers_ ABSL_GUARDED_BY(mu_);
+  int64_t next_watch_ ABSL_GUARDED_BY(mu_) = 1;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> workers_;  // constant after construction
+};
+
+std::string NowRfc3339();
+// A fresh id matching the repository name rule, prefixed by `prefix`.
+std::string NewId(const std::string& prefix);
+
+}  // namespace hapi

@@ -1,0 +1,322 @@
+#include "optimizer/optimizer_service.h"
+
+#include <filesystem>
+#include <memory>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/device_profile.h"
+#include "core/files.h"
+#include "core/model_metadata.h"
+#include "core/status_macros.h"
+#include "glog/logging.h"
+#include "rpc/grpc_status.h"
+
+namespace hapi {
+namespace {
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// Streams job updates; lives until gRPC calls OnDone. Updates arrive on job
+// worker threads through a shared state that outlives the reactor.
+class JobWatchReactor : public grpc::ServerWriteReactor<v1::Job> {
+ public:
+  JobWatchReactor(JobManager* jobs, const std::string& id)
+      : jobs_(jobs), shared_(std::make_shared<Shared>()) {
+    shared_->reactor = this;
+    std::shared_ptr<Shared> shared = shared_;
+    absl::StatusOr<int64_t> handle =
+        jobs_->Watch(id, [shared](const v1::Job& job) { shared->Update(job); });
+    if (!handle.ok()) {
+      absl::MutexLock lock(&shared_->mu);
+      shared_->Close(ToGrpcStatus(handle.status()));
+      return;
+    }
+    absl::MutexLock lock(&shared_->mu);
+    handle_ = *handle;
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&shared_->mu);
+    shared_->writing = false;
+    if (!ok) {
+      shared_->Close(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      return;
+    }
+    shared_->WriteNext();
+  }
+  void OnCancel() override {
+    absl::MutexLock lock(&shared_->mu);
+    if (!shared_->writing) shared_->Close(grpc::Status::CANCELLED);
+    shared_->cancelled = true;
+  }
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&shared_->mu);
+      shared_->reactor = nullptr;
+    }
+    if (handle_ != 0) jobs_->Unwatch(handle_);
+    delete this;
+  }
+
+ private:
+  struct Shared {
+    absl::Mutex mu;
+    JobWatchReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+    v1::Job pending ABSL_GUARDED_BY(mu), current ABSL_GUARDED_BY(mu);
+    bool has_pending ABSL_GUARDED_BY(mu) = false;
+    bool writing ABSL_GUARDED_BY(mu) = false;
+    bool final_sent ABSL_GUARDED_BY(mu) = false;
+    bool closed ABSL_GUARDED_BY(mu) = false;
+    bool cancelled ABSL_GUARDED_BY(mu) = false;
+
+    void Update(const v1::Job& job) {
+      absl::MutexLock lock(&mu);
+      pending = job;
+      has_pending = true;
+      if (!writing) WriteNext();
+    }
+    void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      if (closed || reactor == nullptr) return;
+      if (cancelled) {
+        Close(grpc::Status::CANCELLED);
+        return;
+      }
+      if (!has_pending) {
+        if (final_sent) Close(grpc::Status::OK);
+        return;
+      }
+      current = pending;
+      has_pending = false;
+      final_sent = current.state() == v1::SUCCEEDED || current.state() == v1::FAILED ||
+                   current.state() == v1::CANCELLED;
+      writing = true;
+      reactor->StartWrite(&current);
+    }
+    void Close(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      if (closed || reactor == nullptr) return;
+      closed = true;
+      reactor->Finish(status);
+    }
+  };
+
+  JobManager* const jobs_;
+  std::shared_ptr<Shared> shared_;
+  int64_t handle_ = 0;  // set once in the constructor
+};
+
+}  // namespace
+
+OptimizerService::OptimizerService(StateStore* store, JobManager* jobs, VariantBuilder* builder,
+                                   std::string admin_token)
+    : store_(store), jobs_(jobs), builder_(builder), admin_token_(std::move(admin_token)) {}
+
+grpc::ServerUnaryReactor* OptimizerService::RegisterDevice(grpc::CallbackServerContext* ctx,
+                                                           const v1::RegisterDeviceRequest* request,
+                                                           v1::DeviceProfile* response) {
+  absl::Status st = [&]() -> absl::Status {
+    HAPI_RETURN_IF_ERROR(CheckToken(*ctx, admin_token_));
+    const v1::DeviceProfile& profile = request->profile();
+    HAPI_RETURN_IF_ERROR(ValidateName(profile.name(), "device name"));
+    HAPI_RETURN_IF_ERROR(ValidateName(profile.model(), "model name"));
+    absl::StatusOr<ModelMetadata> model = LoadModelMetadata(builder_->ModelDir(profile.model()));
+    if (absl::IsNotFound(model.status())) {
+      return absl::NotFoundError(absl::StrCat("unknown model '", profile.model(), "'"));
+    }
+    HAPI_RETURN_IF_ERROR(model.status());
+    HAPI_RETURN_IF_ERROR(ValidateDeviceProfile(profile, model->manifest));
+    absl::MutexLock lock(&register_mu_);
+    if (!request->overwrite() && store_->GetDevice(profile.name()).ok()) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "device '", profile.name(), "' is already registered (set overwrite to replace it)"));
+    }
+    const std::string dir = builder_->DeviceDir(profile.name());
+    HAPI_RETURN_IF_ERROR(MakeDirectories(dir));
+    HAPI_RETURN_IF_ERROR(WriteTextProtoAtomically(absl::StrCat(dir, "/", kProfileFile), profile));
+    HAPI_RETURN_IF_ERROR(store_->PutDevice(profile, /*overwrite=*/true));
+    *response = profile;
+    LOG(INFO) << "device " << profile.name() << " registered for model " << profile.model();
+    return absl::OkStatus();
+  }();
+  return Done(ctx, st);
+}
+
+grpc::ServerUnaryReactor* OptimizerService::ListDevices(grpc::CallbackServerContext* ctx,
+                                                        const v1::ListDevicesRequest*,
+                                                        v1::ListDevicesResponse* response) {
+  absl::StatusOr<std::vector<v1::DeviceProfile>> devices = store_->ListDevices();
+  if (devices.ok()) {
+    for (auto& d : *devices) *response->add_devices() = std::move(d);
+  }
+  return Done(ctx, devices.status());
+}
+
+grpc::ServerUnaryReactor* OptimizerService::GetDevice(grpc::CallbackServerContext* ctx,
+                                                      const v1::GetDeviceRequest* request,
+                                                      v1::DeviceProfile* response) {
+  absl::Status st = ValidateName(request->name(), "device name");
+  if (st.ok()) {
+    absl::StatusOr<v1::DeviceProfile> d = store_->GetDevice(request->name());
+    if (d.ok()) *response = *std::move(d);
+    st = d.status();
+  }
+  return Done(ctx, st);
+}
+
+grpc::ServerUnaryReactor* OptimizerService::DeleteDevice(grpc::CallbackServerContext* ctx,
+                                                         const v1::DeleteDeviceRequest* request,
+                                                         v1::DeleteResponse*) {
+  absl::Status st = [&]() -> absl::Status {
+    HAPI_RETURN_IF_ERROR(CheckToken(*ctx, admin_token_));
+    HAPI_RETURN_IF_ERROR(ValidateName(request->name(), "device name"));
+    absl::MutexLock lock(&register_mu_);
+    HAPI_RETURN_IF_ERROR(store_->DeleteDevice(request->name()));
+    std::error_code ec;
+    std::filesystem::remove_all(builder_->DeviceDir(request->name()), ec);
+    LOG(INFO) << "device " << request->name() << " deleted";
+    return absl::OkStatus();
+  }();
+  return Done(ctx, st);
+}
+
+grpc::ServerUnaryReactor* OptimizerService::CreateVariant(grpc::CallbackServerContext* ctx,
+                                                          const v1::CreateVariantRequest* request,
+                                                          v1::Job* response) {
+  absl::Status st = CheckToken(*ctx, admin_token_);
+  if (st.ok()) {
+    absl::StatusOr<v1::Job> job = jobs_->Submit(*request);
+    if (job.ok()) *response = *std::move(job);
+    st = job.status();
+  }
+  return Done(ctx, st);
+}
+
+grpc::ServerUnaryReactor* OptimizerService::GetJob(grpc::CallbackServerContext* ctx,
+                                                   const v1::GetJobRequest* request,
+                                                   v1::Job* response) {
+  absl::Status st = ValidateName(request->id(), "job id");
+  if (st.ok()) {
+    absl::StatusOr<v1::Job> job = jobs_->Get(request->id());
+    if (job.ok()) *response = *std::move(job);
+    st = job.status();
+  }
+  return Done(ctx, st);
+}
+
+grpc::ServerUnaryReactor* OptimizerService::ListJobs(grpc::CallbackServerContext* ctx,
+                                                     const v1::ListJobsRequest*,
+                                                     v1::ListJobsResponse* response) {
+  absl::StatusOr<std::vector<v1::Job>> jobs = store_->ListJobs();
+  if (jobs.ok()) {
+    for (auto& j : *jobs) {
+      absl::StatusOr<v1::Job> live = jobs_->Get(j.id());  // running jobs: fresher in memory
+      *response->add_jobs() = live.ok() ? *live : j;
+    }
+  }
+  return Done(ctx, jobs.status());
+}
+
+grpc::ServerWriteReactor<v1::Job>* OptimizerService::WatchJob(grpc::CallbackServerContext* ctx,
+                                                              const v1::GetJobRequest* request) {
+  absl::Status st = ValidateName(request->id(), "job id");
+  if (!st.ok()) {
+    class Failed : public grpc::ServerWriteReactor<v1::Job> {
+     public:
+      explicit Failed(const absl::Status& st) { Finish(ToGrpcStatus(st)); }
+      void OnDone() override { delete this; }
+    };
+    return new Failed(st);
+  }
+  return new JobWatchReactor(jobs_, request->id());
+}
+
+grpc::ServerUnaryReactor* OptimizerService::CancelJob(grpc::CallbackServerContext* ctx,
+                                                      const v1::CancelJobRequest* request,
+                                                      v1::Job* response) {
+  absl::Status st = CheckToken(*ctx, admin_token_);
+  if (st.ok()) st = ValidateName(request->id(), "job id");
+  if (st.ok()) {
+    absl::StatusOr<v1::Job> job = jobs_->Cancel(request->id());
+    if (job.ok()) *response = *std::move(job);
+    st = job.status();
+  }
+  return Done(ctx, st);
+}
+
+grpc::ServerUnaryReactor* OptimizerService::ListVariants(grpc::CallbackServerContext* ctx,
+                                                         const v1::ListVariantsRequest* request,
+                                                         v1::ListVariantsResponse* response) {
+  absl::Status st = absl::OkStatus();
+  if (!request->device().empty()) st = ValidateName(request->device(), "device name");
+  if (st.ok() && !request->model().empty()) st = ValidateName(request->model(), "model name");
+  if (st.ok()) {
+    auto variants = store_->ListVariants(request->device(), request->model());
+    if (variants.ok()) {
+      for (auto& v : *variants) *response->add_variants() = std::move(v);
+    }
+    st = variants.status();
+  }
+  return Done(ctx, st);
+}
+
+grpc::ServerUnaryReactor* OptimizerService::GetVariant(grpc::CallbackServerContext* ctx,
+                                                       const v1::GetVariantRequest* request,
+                                                       v1::VariantManifest* response) {
+  absl::Status st = ValidateName(request->id(), "variant id");
+  if (st.ok()) {
+    auto v = store_->GetVariant(request->id());
+    if (v.ok()) *response = *std::move(v);
+    st = v.status();
+  }
+  return Done(ctx, st);
+}
+
+grpc::ServerUnaryReactor* OptimizerService::DeleteVariant(grpc::CallbackServerContext* ctx,
+                                                          const v1::DeleteVariantRequest* request,
+                                                          v1::DeleteResponse*) {
+  absl::Status st = [&]() -> absl::Status {
+    HAPI_RETURN_IF_ERROR(CheckToken(*ctx, admin_token_));
+    HAPI_RETURN_IF_ERROR(ValidateName(request->id(), "variant id"));
+    // Index first: once the row is gone nobody is handed the directory.
+    HAPI_RETURN_IF_ERROR(store_->DeleteVariant(request->id()));
+    std::error_code ec;
+    std::filesystem::remove_all(builder_->VariantDir(request->id()), ec);
+    LOG(INFO) << "variant " << request->id() << " deleted";
+    return absl::OkStatus();
+  }();
+  return Done(ctx, st);
+}
+
+absl::Status RecoverState(StateStore* store, const VariantBuilder& builder) {
+  HAPI_ASSIGN_OR_RETURN(int failed,
+                        store->FailUnfinishedJobs(
+                            "the optimizer stopped while this job was queued or running; "
+                            "submit it again",
+                            NowRfc3339()));
+  if (failed > 0) LOG(WARNING) << failed << " interrupted job(s) marked FAILED";
+  const std::string variants_dir = absl::StrCat(builder.options().repository, "/variants");
+  std::error_code ec;
+  if (!std::filesystem::exists(variants_dir, ec)) return absl::OkStatus();
+  for (const auto& entry : std::filesystem::directory_iterator(variants_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (absl::StartsWith(name, ".tmp-")) {
+      std::filesystem::remove_all(entry.path(), ec);
+      LOG(WARNING) << "removed half-written " << entry.path();
+      continue;
+    }
+    if (!ValidateName(name, "variant id").ok() || store->GetVariant(name).ok()) continue;
+    v1::VariantManifest v;
+    if (ReadTextProto(absl::StrCat(entry.path().string(), "/", kVariantFile), &v).ok() &&
+        v.id() == name) {
+      HAPI_RETURN_IF_ERROR(store->PutVariant(v));
+      LOG(WARNING) << "indexed variant " << name << " found on disk but not in the index";
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace hapi

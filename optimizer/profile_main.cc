@@ -1,0 +1,97 @@
+// hapi-profile: writes a DeviceProfile (protobuf text) for a model.
+//   measured (default): times every stage and exit head on this machine;
+//   --analytic_gmacs=G: from MACs at G GMAC/s plus a per-layer overhead;
+//   --scale=FILE --factor=F: another profile with latencies times F.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "core/device_profile.h"
+#include "core/fashion_mnist.h"
+#include "core/files.h"
+#include "model/early_exit_model.h"
+#include "model/profiler.h"
+
+ABSL_FLAG(std::string, repository, "repository", "Repository root");
+ABSL_FLAG(std::string, model, "fmnist-resnet", "Model to profile");
+ABSL_FLAG(std::string, device, "", "Device name for the profile (required)");
+ABSL_FLAG(std::string, out, "", "Output file (default: <device>.profile.pbtxt)");
+ABSL_FLAG(std::string, data_dir, hapi::kDefaultFashionMnistDir,
+          "Fashion-MNIST directory; validation images are the profiling inputs");
+ABSL_FLAG(int32_t, threads, 1, "Intra-op threads while measuring (serve with the same)");
+ABSL_FLAG(std::vector<std::string>, batch_sizes, {"1"}, "Batch sizes to measure, e.g. 1,8,32");
+ABSL_FLAG(int32_t, iterations, 400, "Timed passes per batch size");
+ABSL_FLAG(int32_t, warmup, 50, "Untimed warm-up passes per batch size");
+ABSL_FLAG(double, analytic_gmacs, 0, "Analytic profile: sustained GMAC/s (0: measure instead)");
+ABSL_FLAG(double, analytic_layer_overhead_us, 10, "Analytic profile: microseconds per layer");
+ABSL_FLAG(std::string, scale, "", "Scaled profile: the base profile file");
+ABSL_FLAG(double, factor, 1.0, "Scaled profile: latency multiplier (2 = twice as slow)");
+ABSL_FLAG(std::string, description, "", "Free text stored in the profile");
+
+namespace {
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "hapi-profile: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Writes a device profile (per-stage and per-exit latencies) for a model: measured on "
+      "this machine, analytic from MACs, or scaled from another profile.");
+  absl::ParseCommandLine(argc, argv);
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device.empty()) return Fail(absl::InvalidArgumentError("--device is required"));
+  if (absl::Status st = hapi::ValidateName(device, "device name"); !st.ok()) return Fail(st);
+  const std::string out =
+      absl::GetFlag(FLAGS_out).empty() ? absl::StrCat(device, ".profile.pbtxt") : absl::GetFlag(FLAGS_out);
+
+  absl::StatusOr<hapi::v1::DeviceProfile> profile;
+  if (!absl::GetFlag(FLAGS_scale).empty()) {
+    hapi::v1::DeviceProfile base;
+    if (absl::Status st = hapi::ReadTextProto(absl::GetFlag(FLAGS_scale), &base); !st.ok()) {
+      return Fail(st);
+    }
+    profile = hapi::MakeScaledProfile(device, base, absl::GetFlag(FLAGS_factor));
+  } else {
+    const std::string model_name = absl::GetFlag(FLAGS_model);
+    if (absl::Status st = hapi::ValidateName(model_name, "model name"); !st.ok()) return Fail(st);
+    auto model = hapi::EarlyExitModel::Load(
+        absl::StrCat(absl::GetFlag(FLAGS_repository), "/models/", model_name));
+    if (!model.ok()) return Fail(model.status());
+    std::shared_ptr<hapi::EarlyExitModel> shared = *std::move(model);
+    std::vector<int> batches;
+    for (const std::string& s : absl::GetFlag(FLAGS_batch_sizes)) {
+      int b;
+      if (!absl::SimpleAtoi(s, &b) || b <= 0) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat("bad batch size '", s, "'")));
+      }
+      batches.push_back(b);
+    }
+    if (absl::GetFlag(FLAGS_analytic_gmacs) > 0) {
+      profile = hapi::MakeAnalyticProfile(device, shared->manifest(),
+                                          absl::GetFlag(FLAGS_analytic_gmacs) * 1e9,
+                                          absl::GetFlag(FLAGS_analytic_layer_overhead_us) * 1e-6,
+                                          batches);
+    } else {
+      auto data = hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
+      if (!data.ok()) return Fail(data.status());
+      hapi::ProfilerOptions options;
+      options.batch_sizes = batches;
+      options.threads = absl::GetFlag(FLAGS_threads);
+      options.iterations = absl::GetFlag(FLAGS_iterations);
+      options.warmup_iterations = absl::GetFlag(FLAGS_warmup);
+      profile = hapi::ProfileDevice(shared, device, data->validation, options);
+    }
+  }
+  if (!profile.ok()) return Fail(profile.status());
+  profile->set_description(absl::GetFlag(FLAGS_description));
+  if (absl::Status st = hapi::WriteTextProtoAtomically(out, *profile); !st.ok()) return Fail(st);
+  std::cout << "wrote " << out << "\n";
+  return 0;
+}

@@ -1,0 +1,148 @@
+#include "server/batcher.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "server/metrics.h"
+
+namespace hapi {
+
+Batcher::Batcher(BatcherOptions options) : options_(options) {
+  for (int i = 0; i < std::max(1, options_.workers); ++i) {
+    workers_.emplace_back([this] { WorkerLoop(); });
+  }
+}
+
+Batcher::~Batcher() {
+  std::deque<std::unique_ptr<InferenceRequest>> left;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    left.swap(queue_);
+  }
+  for (auto& r : left) {
+    InferenceOutcome out;
+    out.status = absl::UnavailableError("server shutting down");
+    if (r->servable->metrics()) r->servable->metrics()->PendingAdd(-1);
+    r->on_done(out);
+  }
+  for (std::thread& t : workers_) t.join();
+}
+
+int Batcher::queued() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(queue_.size());
+}
+
+absl::Status Batcher::Submit(std::unique_ptr<InferenceRequest> request) {
+  request->enqueued = absl::Now();
+  VariantMetrics* metrics = request->servable->metrics();
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("server shutting down");
+    if (static_cast<int>(queue_.size()) >= options_.queue_capacity) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "server queue is full (", options_.queue_capacity, " requests); retry later"));
+    }
+    queue_.push_back(std::move(request));
+  }
+  if (metrics) metrics->PendingAdd(1);
+  return absl::OkStatus();
+}
+
+void Batcher::WorkerLoop() {
+  while (true) {
+    std::vector<std::unique_ptr<InferenceRequest>> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
+            return b->stopping_ || !b->queue_.empty();
+          },
+          this));
+      if (stopping_) return;
+      if (options_.max_batch > 1) {
+        // Wait (bounded by max_wait from the oldest request's arrival) for
+        // the batch to fill.
+        const absl::Time until = queue_.front()->enqueued + options_.max_wait;
+        auto full = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stopping_ || static_cast<int>(queue_.size()) >= options_.max_batch;
+        };
+        mu_.AwaitWithDeadline(absl::Condition(&full), until);
+        if (stopping_) return;
+        if (queue_.empty()) continue;  // another worker took them
+      }
+      // Same-servable requests only: during a swap old and new never mix.
+      const Servable* servable = queue_.front()->servable.get();
+      for (auto it = queue_.begin();
+           it != queue_.end() && static_cast<int>(batch.size()) < options_.max_batch;) {
+        if ((*it)->servable.get() == servable) {
+          batch.push_back(std::move(*it));
+          it = queue_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    RunBatch(std::move(batch));
+  }
+}
+
+void Batcher::RunBatch(std::vector<std::unique_ptr<InferenceRequest>> batch) {
+  const int n = static_cast<int>(batch.size());
+  const Servable& servable = *batch.front()->servable;
+  VariantMetrics* metrics = servable.metrics();
+  const absl::Time start = absl::Now();
+  std::vector<float> pixels(static_cast<size_t>(n) * 784);
+  for (int i = 0; i < n; ++i) {
+    std::copy(batch[i]->pixels.begin(), batch[i]->pixels.end(), pixels.begin() + i * 784);
+    if (metrics) metrics->Queued(absl::ToDoubleSeconds(start - batch[i]->enqueued));
+  }
+  if (metrics) metrics->Batch(n);
+  std::vector<bool> answered(n, false);
+  std::vector<int> depth_reached(n, 0);
+
+  RunHooks hooks;
+  hooks.on_step = [&](int i, const ExitStep& step) {
+    depth_reached[i] = step.depth;
+    if (metrics) metrics->ExitConfidence(step.exit_index, step.confidence);
+    if (batch[i]->on_step) batch[i]->on_step(step);
+  };
+  hooks.may_continue = [&](int i, int next_depth) {
+    const InferenceRequest& r = *batch[i];
+    if (r.cancelled && r.cancelled->load()) return false;
+    if (r.deadline == absl::InfiniteFuture()) return true;
+    // Predicted time to evaluate the next exit, from where this sample is.
+    double need = servable.SecondsBetweenDepths(depth_reached[i], next_depth);
+    return absl::Now() + absl::Seconds(need) <= r.deadline;
+  };
+  hooks.on_answer = [&](int i, const SampleResult& result) {
+    answered[i] = true;
+    InferenceOutcome out;
+    out.result = result;
+    out.batch_size = n;
+    out.queue_s = absl::ToDoubleSeconds(start - batch[i]->enqueued);
+    out.compute_s = absl::ToDoubleSeconds(absl::Now() - start);
+    if (result.exits_evaluated == 0) {
+      out.status = batch[i]->cancelled && batch[i]->cancelled->load()
+                       ? absl::CancelledError("request cancelled")
+                       : absl::DeadlineExceededError(
+                             "the deadline leaves no time to reach the first exit");
+    } else if (metrics) {
+      metrics->Answered(result.exit_index, out.compute_s, result.confidence);
+    }
+    if (metrics) metrics->PendingAdd(-1);
+    batch[i]->on_done(out);
+  };
+  absl::StatusOr<std::vector<SampleResult>> results =
+      servable.executor().Run(pixels.data(), n, hooks);
+  for (int i = 0; i < n; ++i) {
+    if (answered[i]) continue;
+    InferenceOutcome out;
+    out.status = results.ok() ? absl::InternalError("sample was not answered") : results.status();
+    if (metrics) metrics->PendingAdd(-1);
+    batch[i]->on_done(out);
+  }
+}
+
+}  // namespace hapi

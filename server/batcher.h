@@ -1,0 +1,74 @@
+// Dynamic batching in front of the executor. Requests wait in a bounded queue;
+// a worker takes up to max_batch requests for the same servable (waiting at
+// most max_wait for the batch to fill), runs them through the executor with
+// exit compaction, and answers each request the moment its sample exits.
+#pragma once
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "model/executor.h"
+#include "server/servable.h"
+
+namespace hapi {
+
+struct InferenceOutcome {
+  absl::Status status;  // OK, DEADLINE_EXCEEDED, CANCELLED, INTERNAL
+  SampleResult result;
+  double queue_s = 0;
+  double compute_s = 0;
+  int batch_size = 0;
+};
+
+struct InferenceRequest {
+  std::shared_ptr<const Servable> servable;
+  std::vector<float> pixels;  // 28x28 in [0,1]
+  absl::Time deadline = absl::InfiniteFuture();
+  absl::Time enqueued;
+  // Optional: every exit evaluated, in order (progressive streaming).
+  std::function<void(const ExitStep&)> on_step;
+  // Exactly once, from a worker thread, as soon as the sample has its answer.
+  std::function<void(const InferenceOutcome&)> on_done;
+  // Set by the caller when the client went away: the sample stops at the
+  // next exit boundary.
+  std::shared_ptr<std::atomic<bool>> cancelled;
+};
+
+struct BatcherOptions {
+  int max_batch = 1;                          // 1 = no batching
+  absl::Duration max_wait = absl::Milliseconds(2);
+  int queue_capacity = 256;                   // queued requests beyond this are refused
+  int workers = 1;                            // batches executing at once
+};
+
+class Batcher {
+ public:
+  explicit Batcher(BatcherOptions options);
+  ~Batcher();  // answers queued requests UNAVAILABLE and joins the workers
+
+  // RESOURCE_EXHAUSTED at once when the queue is full; otherwise the request
+  // is answered later through on_done.
+  absl::Status Submit(std::unique_ptr<InferenceRequest> request);
+  int queued() const;
+  const BatcherOptions& options() const { return options_; }
+
+ private:
+  void WorkerLoop();
+  void RunBatch(std::vector<std::unique_ptr<InferenceRequest>> batch);
+
+  const BatcherOptions options_;
+  mutable absl::Mutex mu_;
+  std::deque<std::unique_ptr<InferenceRequest>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> workers_;  // constant after construction
+};
+
+}  // namespace hapi

@@ -1,0 +1,371 @@
+#include "server/inference_service.h"
+
+#include <deque>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "core/files.h"
+#include "glog/logging.h"
+#include "rpc/grpc_status.h"
+#include "server/image_decoder.h"
+
+namespace hapi {
+namespace {
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext& ctx) {
+  auto d = ctx.deadline();
+  if (d == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(d);
+}
+
+// Responses for one streaming call, written one at a time in order; the call
+// finishes once closing was requested and everything queued was written.
+// Lives in a shared_ptr so callbacks from batch workers outlive the reactor.
+template <typename Reactor>
+struct StreamState {
+  absl::Mutex mu;
+  Reactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+  std::deque<v1::ClassifyResponse> queue ABSL_GUARDED_BY(mu);
+  v1::ClassifyResponse current ABSL_GUARDED_BY(mu);
+  bool writing ABSL_GUARDED_BY(mu) = false;
+  bool closing ABSL_GUARDED_BY(mu) = false;
+  bool finished ABSL_GUARDED_BY(mu) = false;
+  grpc::Status status ABSL_GUARDED_BY(mu);
+  // Bidirectional streams: requests read but not answered, and whether the
+  // client has half-closed.
+  int outstanding ABSL_GUARDED_BY(mu) = 0;
+  bool reads_done ABSL_GUARDED_BY(mu) = false;
+
+  void Push(v1::ClassifyResponse r) {
+    absl::MutexLock lock(&mu);
+    queue.push_back(std::move(r));
+    Pump();
+  }
+  void Close(const grpc::Status& s) {
+    absl::MutexLock lock(&mu);
+    CloseLocked(s);
+  }
+  void CloseLocked(const grpc::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (!closing) {
+      closing = true;
+      status = s;
+    }
+    Pump();
+  }
+  void WriteDone(bool ok) {
+    absl::MutexLock lock(&mu);
+    writing = false;
+    if (!ok) {  // the client is gone: drop the rest
+      queue.clear();
+      closing = true;
+      status = grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    }
+    Pump();
+  }
+  void Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (finished || reactor == nullptr || writing) return;
+    if (!queue.empty()) {
+      current = std::move(queue.front());
+      queue.pop_front();
+      writing = true;
+      reactor->StartWrite(&current);
+      return;
+    }
+    if (closing) {
+      finished = true;
+      reactor->Finish(status);
+    }
+  }
+};
+
+v1::ClassifyResponse StepResponse(const Servable& s, const ExitStep& step) {
+  v1::ClassifyResponse r;
+  r.set_label(step.label);
+  r.set_class_name(s.ClassName(step.label));
+  r.set_confidence(step.confidence);
+  v1::ExitResult* e = r.mutable_exit();
+  e->set_exit_index(step.exit_index);
+  e->set_depth(step.depth);
+  e->set_label(step.label);
+  e->set_class_name(s.ClassName(step.label));
+  e->set_confidence(step.confidence);
+  r.set_exits_evaluated(step.depth);
+  r.set_variant(s.variant().id());
+  return r;
+}
+
+class ProgressiveReactor : public grpc::ServerWriteReactor<v1::ClassifyResponse> {
+ public:
+  ProgressiveReactor(InferenceService* service, grpc::CallbackServerContext* ctx,
+                     const v1::ClassifyRequest& request)
+      : state_(std::make_shared<State>()), cancelled_(std::make_shared<std::atomic<bool>>(false)) {
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->reactor = this;
+    }
+    auto state = state_;
+    // The newest step is held back: it becomes the final message when it is
+    // the one that answers.
+    auto pending = std::make_shared<std::optional<v1::ClassifyResponse>>();
+    absl::Status st = service->Submit(
+        request, DeadlineOf(*ctx),
+        [state, pending](const ExitStep& step, const Servable& s) {
+          if (pending->has_value()) state->Push(**pending);
+          *pending = StepResponse(s, step);
+        },
+        [state, pending](const absl::Status& status, const v1::ClassifyResponse& answer) {
+          if (status.ok()) {
+            if (pending->has_value() &&
+                (*pending)->exit().exit_index() != answer.exit().exit_index()) {
+              state->Push(**pending);  // cut short: the answer is an earlier exit
+            }
+            v1::ClassifyResponse last = answer;
+            last.set_final(true);
+            state->Push(std::move(last));
+          }
+          state->Close(ToGrpcStatus(status));
+        },
+        cancelled_);
+    if (!st.ok()) state_->Close(ToGrpcStatus(st));
+  }
+  void OnWriteDone(bool ok) override { state_->WriteDone(ok); }
+  void OnCancel() override { cancelled_->store(true); }
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->reactor = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  using State = StreamState<ProgressiveReactor>;
+  std::shared_ptr<State> state_;
+  std::shared_ptr<std::atomic<bool>> cancelled_;
+};
+
+class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse> {
+ public:
+  StreamReactor(InferenceService* service, grpc::CallbackServerContext* ctx)
+      : service_(service), ctx_(ctx), state_(std::make_shared<State>()) {
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->reactor = this;
+    }
+    StartRead(&request_);
+  }
+  void OnReadDone(bool ok) override {
+    auto state = state_;
+    if (!ok) {
+      absl::MutexLock lock(&state->mu);
+      state->reads_done = true;
+      if (state->outstanding == 0) state->CloseLocked(grpc::Status::OK);
+      return;
+    }
+    {
+      absl::MutexLock lock(&state->mu);
+      ++state->outstanding;
+    }
+    const std::string id = request_.request_id();
+    auto answered = [state, id](const absl::Status& status, const v1::ClassifyResponse& answer) {
+      v1::ClassifyResponse r = answer;
+      r.set_request_id(id);
+      if (!status.ok()) {
+        r.set_error_code(static_cast<int>(status.code()));
+        r.set_error(std::string(status.message()));
+      }
+      absl::MutexLock lock(&state->mu);
+      state->queue.push_back(std::move(r));
+      --state->outstanding;
+      if (state->reads_done && state->outstanding == 0) state->closing = true;
+      state->Pump();
+    };
+    absl::Status st = service_->Submit(request_, DeadlineOf(*ctx_), nullptr, answered, nullptr);
+    if (!st.ok()) answered(st, v1::ClassifyResponse());
+    StartRead(&request_);
+  }
+  void OnWriteDone(bool ok) override { state_->WriteDone(ok); }
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->reactor = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  using State = StreamState<StreamReactor>;
+  InferenceService* const service_;
+  grpc::CallbackServerContext* const ctx_;
+  std::shared_ptr<State> state_;
+  v1::ClassifyRequest request_;
+};
+
+std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(code); }
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::Load(const std::string& variant_id) {
+  absl::MutexLock load_lock(&load_mu_);
+  auto loaded = Servable::Load(repository_, variant_id, options_, metrics_);
+  if (!loaded.ok()) {
+    LOG(WARNING) << "variant " << variant_id << " failed to load, still serving "
+                 << (current() ? current()->variant().id() : std::string("nothing")) << ": "
+                 << loaded.status();
+    return loaded.status();
+  }
+  std::shared_ptr<const Servable> previous;
+  {
+    absl::MutexLock lock(&mu_);
+    previous = current_;
+    current_ = *loaded;
+    ++swaps_;
+  }
+  LOG(INFO) << "serving variant " << variant_id << " (model " << (*loaded)->variant().model()
+            << ", device " << (*loaded)->variant().device() << ")"
+            << (previous ? absl::StrCat(", replacing ", previous->variant().id()) : "");
+  return *loaded;
+}
+
+std::shared_ptr<const Servable> ServableManager::current() const {
+  absl::MutexLock lock(&mu_);
+  return current_;
+}
+
+int64_t ServableManager::swaps() const {
+  absl::MutexLock lock(&mu_);
+  return swaps_;
+}
+
+void FillResponse(const Servable& s, const SampleResult& result, v1::ClassifyResponse* r) {
+  r->set_label(result.label);
+  r->set_class_name(s.ClassName(result.label));
+  r->set_confidence(result.confidence);
+  v1::ExitResult* e = r->mutable_exit();
+  e->set_exit_index(result.exit_index);
+  e->set_depth(result.depth);
+  e->set_label(result.label);
+  e->set_class_name(s.ClassName(result.label));
+  e->set_confidence(result.confidence);
+  r->set_exits_evaluated(result.exits_evaluated);
+  r->set_cut_by_deadline(result.cut_short);
+  r->set_variant(s.variant().id());
+}
+
+InferenceService::InferenceService(ServableManager* servables, Batcher* batcher,
+                                   InferenceServiceOptions options)
+    : servables_(servables), batcher_(batcher), options_(std::move(options)), started_(absl::Now()) {}
+
+absl::Status InferenceService::Submit(
+    const v1::ClassifyRequest& request, absl::Time deadline,
+    std::function<void(const ExitStep&, const Servable&)> on_step,
+    std::function<void(const absl::Status&, const v1::ClassifyResponse&)> on_done,
+    std::shared_ptr<std::atomic<bool>> cancelled) {
+  const absl::Time start = absl::Now();
+  std::shared_ptr<const Servable> servable = servables_->current();
+  if (!servable) return absl::UnavailableError("no variant is loaded yet");
+  ++requests_;
+  VariantMetrics* metrics = servable->metrics();
+  absl::StatusOr<std::vector<float>> pixels = DecodeImage(request.image());
+  if (!pixels.ok()) {
+    if (metrics) metrics->RequestDone(CodeName(pixels.status().code()), 0);
+    return pixels.status();
+  }
+  auto r = std::make_unique<InferenceRequest>();
+  r->servable = servable;
+  r->pixels = *std::move(pixels);
+  r->deadline = deadline;
+  r->cancelled = std::move(cancelled);
+  if (on_step) {
+    const Servable* s = servable.get();
+    r->on_step = [on_step, s](const ExitStep& step) { on_step(step, *s); };
+  }
+  const std::string request_id = request.request_id();
+  r->on_done = [servable, on_done, start, request_id](const InferenceOutcome& out) {
+    v1::ClassifyResponse response;
+    response.set_request_id(request_id);
+    if (out.status.ok()) FillResponse(*servable, out.result, &response);
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    response.set_server_latency_s(seconds);
+    response.set_queue_s(out.queue_s);
+    response.set_batch_size(out.batch_size);
+    if (servable->metrics()) servable->metrics()->RequestDone(CodeName(out.status.code()), seconds);
+    on_done(out.status, response);
+  };
+  absl::Status st = batcher_->Submit(std::move(r));
+  if (!st.ok() && metrics) metrics->RequestDone(CodeName(st.code()), 0);
+  return st;
+}
+
+grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext* ctx,
+                                                     const v1::ClassifyRequest* request,
+                                                     v1::ClassifyResponse* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  absl::Status st = Submit(
+      *request, DeadlineOf(*ctx), nullptr,
+      [reactor, response](const absl::Status& status, const v1::ClassifyResponse& answer) {
+        if (status.ok()) *response = answer;
+        reactor->Finish(ToGrpcStatus(status));
+      },
+      nullptr);
+  if (!st.ok()) reactor->Finish(ToGrpcStatus(st));
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse>*
+InferenceService::ClassifyStream(grpc::CallbackServerContext* ctx) {
+  return new StreamReactor(this, ctx);
+}
+
+grpc::ServerWriteReactor<v1::ClassifyResponse>* InferenceService::ClassifyProgressive(
+    grpc::CallbackServerContext* ctx, const v1::ClassifyRequest* request) {
+  return new ProgressiveReactor(this, ctx, *request);
+}
+
+void InferenceService::FillStatus(v1::ServingStatus* status) const {
+  std::shared_ptr<const Servable> s = servables_->current();
+  status->set_uptime_s(absl::ToDoubleSeconds(absl::Now() - started_));
+  status->set_requests(requests_.load());
+  status->set_variant_swaps(servables_->swaps());
+  if (!s) return;
+  const v1::VariantManifest& v = s->variant();
+  status->set_variant(v.id());
+  status->set_model(v.model());
+  status->set_device(v.device());
+  for (int e : v.enabled_exits()) status->add_enabled_exits(e);
+  for (float t : v.thresholds()) status->add_thresholds(t);
+  status->set_exit_policy(v.exit_policy());
+  status->set_sla(v.sla().ShortDebugString());
+  if (s->metrics()) {
+    for (int64_t c : s->metrics()->ExitCounts()) status->add_exit_counts(c);
+  }
+  status->set_predicted_accuracy(v.predicted_accuracy());
+  status->set_predicted_mean_ms(v.predicted_latency().mean_ms());
+  status->set_loaded_at(absl::FormatTime(absl::RFC3339_sec, s->loaded_at(), absl::UTCTimeZone()));
+}
+
+grpc::ServerUnaryReactor* InferenceService::GetServingStatus(grpc::CallbackServerContext* ctx,
+                                                             const v1::ServingStatusRequest*,
+                                                             v1::ServingStatus* response) {
+  FillStatus(response);
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::LoadVariant(grpc::CallbackServerContext* ctx,
+                                                        const v1::LoadVariantRequest* request,
+                                                        v1::LoadVariantResponse* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  absl::Status st = CheckToken(*ctx, options_.admin_token);
+  if (st.ok()) st = ValidateName(request->variant(), "variant id");
+  // Loading takes a moment (weights, BN folding); it runs on this callback
+  // thread, which gRPC allows for the rare admin call.
+  if (st.ok()) st = servables_->Load(request->variant()).status();
+  if (st.ok()) FillStatus(response->mutable_status());
+  reactor->Finish(ToGrpcStatus(st));
+  return reactor;
+}
+
+}  // namespace hapi

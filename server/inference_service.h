@@ -1,0 +1,87 @@
+// hapi.v1.Inference over gRPC's callback API, plus the variant hot swap.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "hapi/v1/inference.grpc.pb.h"
+#include "server/batcher.h"
+#include "server/metrics.h"
+#include "server/servable.h"
+
+namespace hapi {
+
+// Holds the servable being served. Loading happens beside the current one;
+// the swap is one pointer exchange, and requests keep the servable they
+// started with, so in-flight work finishes on the old variant.
+class ServableManager {
+ public:
+  ServableManager(std::string repository, ExecutorOptions options, ServerMetrics* metrics)
+      : repository_(std::move(repository)), options_(options), metrics_(metrics) {}
+
+  // Loads `variant_id` and swaps it in. On error the current one keeps
+  // serving and the status says why.
+  absl::StatusOr<std::shared_ptr<const Servable>> Load(const std::string& variant_id);
+  std::shared_ptr<const Servable> current() const;
+  int64_t swaps() const;
+  const std::string& repository() const { return repository_; }
+
+ private:
+  const std::string repository_;
+  const ExecutorOptions options_;
+  ServerMetrics* const metrics_;
+  absl::Mutex load_mu_;  // one load at a time
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const Servable> current_ ABSL_GUARDED_BY(mu_);
+  int64_t swaps_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+struct InferenceServiceOptions {
+  std::string admin_token;  // protects LoadVariant when set
+};
+
+class InferenceService final : public v1::Inference::CallbackService {
+ public:
+  InferenceService(ServableManager* servables, Batcher* batcher, InferenceServiceOptions options);
+
+  grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* ctx,
+                                     const v1::ClassifyRequest* request,
+                                     v1::ClassifyResponse* response) override;
+  grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse>* ClassifyStream(
+      grpc::CallbackServerContext* ctx) override;
+  grpc::ServerWriteReactor<v1::ClassifyResponse>* ClassifyProgressive(
+      grpc::CallbackServerContext* ctx, const v1::ClassifyRequest* request) override;
+  grpc::ServerUnaryReactor* GetServingStatus(grpc::CallbackServerContext* ctx,
+                                             const v1::ServingStatusRequest* request,
+                                             v1::ServingStatus* response) override;
+  grpc::ServerUnaryReactor* LoadVariant(grpc::CallbackServerContext* ctx,
+                                        const v1::LoadVariantRequest* request,
+                                        v1::LoadVariantResponse* response) override;
+
+  // Validates and decodes a request and queues it. `on_done` gets the filled
+  // response or the error. Shared by the three classification RPCs.
+  absl::Status Submit(const v1::ClassifyRequest& request, absl::Time deadline,
+                      std::function<void(const ExitStep&, const Servable&)> on_step,
+                      std::function<void(const absl::Status&, const v1::ClassifyResponse&)> on_done,
+                      std::shared_ptr<std::atomic<bool>> cancelled);
+
+ private:
+  void FillStatus(v1::ServingStatus* status) const;
+
+  ServableManager* const servables_;
+  Batcher* const batcher_;
+  const InferenceServiceOptions options_;
+  const absl::Time started_;
+  std::atomic<int64_t> requests_{0};
+};
+
+// Fills the answer fields of a response from an executor result.
+void FillResponse(const Servable& servable, const SampleResult& result,
+                  v1::ClassifyResponse* response);
+
+}  // namespace hapi

@@ -1,0 +1,148 @@
+// hapi-server: serves hapi.v1.Inference for one variant at a time, with
+// progressive early exits, dynamic batching and hot swap.
+#include <csignal>
+#include <memory>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/synchronization/notification.h"
+#include "core/files.h"
+#include "glog/logging.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "model/executor.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
+#include "server/batcher.h"
+#include "server/inference_service.h"
+#include "server/metrics.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address");
+ABSL_FLAG(std::string, repository, "repository", "Repository root");
+ABSL_FLAG(std::string, variant, "", "Variant to serve");
+ABSL_FLAG(std::string, device, "",
+          "Serve the newest variant built for this device, and swap in newer ones as they appear");
+ABSL_FLAG(int32_t, poll_seconds, 5, "With --device: how often to look for a newer variant");
+ABSL_FLAG(int32_t, intra_op_threads, 1, "LibTorch intra-op threads (profile with the same)");
+ABSL_FLAG(int32_t, max_batch, 1, "Largest batch (1: batching off)");
+ABSL_FLAG(double, max_wait_ms, 2.0, "Longest wait for a batch to fill");
+ABSL_FLAG(int32_t, queue_capacity, 256, "Queued requests beyond which requests are refused");
+ABSL_FLAG(int32_t, workers, 1, "Batches executing at once");
+ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "Largest request accepted");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9101", "Prometheus /metrics address (empty: off)");
+ABSL_FLAG(std::string, admin_token, "", "Token required by LoadVariant (empty: none)");
+ABSL_FLAG(std::string, admin_token_file, "", "Read the admin token from this file");
+ABSL_FLAG(bool, fuse_batch_norm, true, "Fold batch norm into convolutions");
+
+namespace {
+absl::Notification* g_shutdown = nullptr;
+void OnSignal(int) {
+  if (g_shutdown && !g_shutdown->HasBeenNotified()) g_shutdown->Notify();
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Serves hapi.v1.Inference: early-exit classification.");
+  absl::ParseCommandLine(argc, argv);
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  const std::string repository = absl::GetFlag(FLAGS_repository);
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (absl::GetFlag(FLAGS_variant).empty() == device.empty()) {
+    LOG(ERROR) << "pass exactly one of --variant or --device";
+    return 2;
+  }
+  std::string token = absl::GetFlag(FLAGS_admin_token);
+  if (!absl::GetFlag(FLAGS_admin_token_file).empty()) {
+    absl::StatusOr<std::string> t = hapi::ReadFile(absl::GetFlag(FLAGS_admin_token_file));
+    if (!t.ok()) {
+      LOG(ERROR) << "admin token: " << t.status();
+      return 1;
+    }
+    token = std::string(absl::StripAsciiWhitespace(*t));
+  }
+  hapi::SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  hapi::ServerMetrics metrics(*registry);
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(absl::GetFlag(FLAGS_metrics_address));
+    } catch (const std::exception& e) {
+      LOG(ERROR) << "cannot serve metrics on " << absl::GetFlag(FLAGS_metrics_address) << ": "
+                 << e.what();
+      return 1;
+    }
+    exposer->RegisterCollectable(registry);
+  }
+
+  hapi::ExecutorOptions executor_options;
+  executor_options.fuse_batch_norm = absl::GetFlag(FLAGS_fuse_batch_norm);
+  hapi::ServableManager servables(repository, executor_options, &metrics);
+  hapi::BatcherOptions batcher_options;
+  batcher_options.max_batch = std::max(1, absl::GetFlag(FLAGS_max_batch));
+  batcher_options.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_max_wait_ms) * 1000);
+  batcher_options.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
+  batcher_options.workers = absl::GetFlag(FLAGS_workers);
+  auto batcher = std::make_unique<hapi::Batcher>(batcher_options);
+  hapi::InferenceServiceOptions service_options;
+  service_options.admin_token = token;
+  hapi::InferenceService service(&servables, batcher.get(), service_options);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    LOG(ERROR) << "cannot listen on " << absl::GetFlag(FLAGS_listen);
+    return 1;
+  }
+  auto* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);  // NOT_SERVING until a variant is loaded
+  health->SetServingStatus("hapi.v1.Inference", false);
+  LOG(INFO) << "hapi-server listening on port " << port;
+
+  auto initial = device.empty() ? absl::StatusOr<std::string>(absl::GetFlag(FLAGS_variant))
+                                : hapi::NewestVariantForDevice(repository, device);
+  if (!initial.ok() || !servables.Load(*initial).ok()) {
+    LOG(ERROR) << "no variant to serve: "
+               << (initial.ok() ? "the variant failed to load (see above)" : initial.status().ToString());
+    return 1;
+  }
+  health->SetServingStatus(true);
+  health->SetServingStatus("hapi.v1.Inference", true);
+
+  absl::Notification shutdown;
+  g_shutdown = &shutdown;
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  std::thread watcher;
+  if (!device.empty()) {
+    watcher = std::thread([&] {
+      while (!shutdown.WaitForNotificationWithTimeout(absl::Seconds(absl::GetFlag(FLAGS_poll_seconds)))) {
+        auto newest = hapi::NewestVariantForDevice(repository, device);
+        auto current = servables.current();
+        if (newest.ok() && current && *newest != current->variant().id()) {
+          LOG(INFO) << "newer variant " << *newest << " for device " << device;
+          servables.Load(*newest).IgnoreError();  // failure logged; the old one keeps serving
+        }
+      }
+    });
+  }
+  shutdown.WaitForNotification();
+  LOG(INFO) << "shutting down";
+  health->SetServingStatus(false);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  if (watcher.joinable()) watcher.join();
+  batcher.reset();
+  return 0;
+}

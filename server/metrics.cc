@@ -1,0 +1,128 @@
+#include "server/metrics.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/servable.h"
+
+namespace hapi {
+namespace {
+
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const auto* b = new prometheus::Histogram::BucketBoundaries{
+      0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
+      0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
+  return *b;
+}
+
+}  // namespace
+
+std::string ExitLabel(int exit, int num_exits) {
+  return exit == num_exits - 1 ? "final" : absl::StrCat(exit);
+}
+
+ServerMetrics::ServerMetrics(prometheus::Registry& r)
+    : requests_(prometheus::BuildCounter().Name("hapi_requests_total")
+                    .Help("Classification requests by variant and gRPC status code").Register(r)),
+      exits_(prometheus::BuildCounter().Name("hapi_exits_total")
+                 .Help("Requests answered at each exit").Register(r)),
+      request_duration_(prometheus::BuildHistogram().Name("hapi_request_duration_seconds")
+                            .Help("Server-side latency of a classification, queue included").Register(r)),
+      queue_duration_(prometheus::BuildHistogram().Name("hapi_queue_duration_seconds")
+                          .Help("Time a request waited for its batch").Register(r)),
+      compute_duration_(prometheus::BuildHistogram().Name("hapi_compute_duration_seconds")
+                            .Help("Network time of a request, by the exit that answered").Register(r)),
+      batch_size_(prometheus::BuildHistogram().Name("hapi_batch_size")
+                      .Help("Requests per executed batch").Register(r)),
+      exit_confidence_(prometheus::BuildHistogram().Name("hapi_exit_confidence")
+                           .Help("Max-softmax confidence seen at each evaluated exit").Register(r)),
+      exit_threshold_(prometheus::BuildGauge().Name("hapi_exit_threshold")
+                          .Help("Confidence threshold of each enabled exit").Register(r)),
+      predicted_exit_ratio_(prometheus::BuildGauge().Name("hapi_predicted_exit_ratio")
+                                .Help("Share of requests the optimizer predicts each exit answers").Register(r)),
+      sla_latency_(prometheus::BuildGauge().Name("hapi_sla_latency_seconds")
+                       .Help("SLA latency budget (statistic label says which)").Register(r)),
+      sla_violations_(prometheus::BuildCounter().Name("hapi_sla_violations_total")
+                          .Help("Requests slower than the SLA budget").Register(r)),
+      pending_(prometheus::BuildGauge().Name("hapi_pending_requests")
+                   .Help("Requests queued or running").Register(r)),
+      variant_info_(prometheus::BuildGauge().Name("hapi_variant_info")
+                        .Help("The variant being served (value 1)").Register(r)) {}
+
+std::shared_ptr<VariantMetrics> ServerMetrics::ForVariant(const Servable& s) {
+  const v1::VariantManifest& v = s.variant();
+  const int num_exits = s.model().exits_size();
+  auto m = std::make_shared<VariantMetrics>();
+  m->requests_family_ = &requests_;
+  m->variant_ = v.id();
+  const prometheus::Labels base{{"variant", v.id()}};
+  m->request_duration_ = &request_duration_.Add(base, LatencyBuckets());
+  m->queue_duration_ = &queue_duration_.Add(base, LatencyBuckets());
+  m->batch_size_ = &batch_size_.Add(base, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128});
+  m->pending_ = &pending_.Add(base);
+  m->violations_ = &sla_violations_.Add(base);
+  for (const char* code : {"OK", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED",
+                           "CANCELLED", "INTERNAL"}) {
+    requests_.Add({{"variant", v.id()}, {"code", code}});
+  }
+  // Which exits can answer: the enabled ones and the final classifier.
+  std::vector<bool> enabled(num_exits, false);
+  for (int e : v.enabled_exits()) enabled[e] = true;
+  enabled[num_exits - 1] = true;
+  m->exits_.assign(num_exits, nullptr);
+  m->compute_.assign(num_exits, nullptr);
+  m->confidence_.assign(num_exits, nullptr);
+  for (int e = 0; e < num_exits; ++e) {
+    if (!enabled[e]) continue;
+    prometheus::Labels l{{"variant", v.id()}, {"exit", ExitLabel(e, num_exits)}};
+    m->exits_[e] = &exits_.Add(l);
+    m->compute_[e] = &compute_duration_.Add(l, LatencyBuckets());
+    m->confidence_[e] = &exit_confidence_.Add(
+        l, prometheus::Histogram::BucketBoundaries{0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999});
+    double ratio = e < v.predicted_exit_ratios_size() ? v.predicted_exit_ratios(e) : 0.0;
+    predicted_exit_ratio_.Add(l).Set(ratio);
+  }
+  for (int i = 0; i < v.enabled_exits_size() && i < v.thresholds_size(); ++i) {
+    exit_threshold_.Add({{"variant", v.id()}, {"exit", ExitLabel(v.enabled_exits(i), num_exits)}})
+        .Set(v.thresholds(i));
+  }
+  static const char* kStat[] = {"mean", "mean", "p50", "p95", "p99", "worst"};
+  const int stat = static_cast<int>(v.sla().statistic());
+  if (v.sla().latency_budget_ms() > 0) {
+    sla_latency_.Add({{"variant", v.id()}, {"statistic", kStat[stat >= 0 && stat < 6 ? stat : 0]}})
+        .Set(v.sla().latency_budget_ms() * 1e-3);
+    m->sla_budget_s_ = v.sla().latency_budget_ms() * 1e-3;
+  }
+  variant_info_.Add({{"variant", v.id()}, {"model", v.model()}, {"device", v.device()}}).Set(1);
+  return m;
+}
+
+void VariantMetrics::RequestDone(const std::string& code, double seconds) {
+  requests_family_->Add({{"variant", variant_}, {"code", code}}).Increment();
+  if (code == "OK") {
+    request_duration_->Observe(seconds);
+    if (sla_budget_s_ > 0 && seconds > sla_budget_s_) violations_->Increment();
+  }
+}
+
+void VariantMetrics::Answered(int exit, double compute_seconds, double) {
+  if (exit >= 0 && exit < static_cast<int>(exits_.size()) && exits_[exit] != nullptr) {
+    exits_[exit]->Increment();
+    compute_[exit]->Observe(compute_seconds);
+  }
+}
+
+void VariantMetrics::ExitConfidence(int exit, double confidence) {
+  if (exit >= 0 && exit < static_cast<int>(confidence_.size()) && confidence_[exit] != nullptr) {
+    confidence_[exit]->Observe(confidence);
+  }
+}
+
+std::vector<int64_t> VariantMetrics::ExitCounts() const {
+  std::vector<int64_t> out;
+  for (prometheus::Counter* c : exits_) out.push_back(c ? static_cast<int64_t>(c->Value()) : 0);
+  return out;
+}
+
+void VariantMetrics::Queued(double seconds) { queue_duration_->Observe(seconds); }
+void VariantMetrics::Batch(int size) { batch_size_->Observe(size); }
+
+}  // namespace hapi

@@ -1,0 +1,73 @@
+// The server's Prometheus metrics (DESIGN.md section 6): families created
+// once from an injected registry, per-variant children cached in a
+// VariantMetrics made when the variant loads.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace hapi {
+
+class Servable;
+
+// Children for one variant. Exit vectors are indexed by model exit.
+class VariantMetrics {
+ public:
+  void RequestDone(const std::string& code, double seconds);
+  void Answered(int exit, double compute_seconds, double confidence);
+  void ExitConfidence(int exit, double confidence);
+  void Queued(double seconds);
+  void Batch(int size);
+  void PendingAdd(double delta) { pending_->Increment(delta); }
+  // Answers per model exit since the variant loaded.
+  std::vector<int64_t> ExitCounts() const;
+
+ private:
+  friend class ServerMetrics;
+  prometheus::Family<prometheus::Counter>* requests_family_ = nullptr;
+  std::string variant_;
+  prometheus::Histogram* request_duration_ = nullptr;
+  prometheus::Histogram* queue_duration_ = nullptr;
+  prometheus::Histogram* batch_size_ = nullptr;
+  prometheus::Gauge* pending_ = nullptr;
+  prometheus::Counter* violations_ = nullptr;
+  double sla_budget_s_ = 0;  // per-request budget for the violation count (0: none)
+  std::vector<prometheus::Counter*> exits_;
+  std::vector<prometheus::Histogram*> compute_;
+  std::vector<prometheus::Histogram*> confidence_;
+};
+
+class ServerMetrics {
+ public:
+  explicit ServerMetrics(prometheus::Registry& registry);
+  // Creates (or finds) the children of `servable`'s variant and sets its
+  // gauges: thresholds, predicted exit ratios, SLA target, variant info.
+  std::shared_ptr<VariantMetrics> ForVariant(const Servable& servable);
+
+ private:
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& exits_;
+  prometheus::Family<prometheus::Histogram>& request_duration_;
+  prometheus::Family<prometheus::Histogram>& queue_duration_;
+  prometheus::Family<prometheus::Histogram>& compute_duration_;
+  prometheus::Family<prometheus::Histogram>& batch_size_;
+  prometheus::Family<prometheus::Histogram>& exit_confidence_;
+  prometheus::Family<prometheus::Gauge>& exit_threshold_;
+  prometheus::Family<prometheus::Gauge>& predicted_exit_ratio_;
+  prometheus::Family<prometheus::Gauge>& sla_latency_;
+  prometheus::Family<prometheus::Counter>& sla_violations_;
+  prometheus::Family<prometheus::Gauge>& pending_;
+  prometheus::Family<prometheus::Gauge>& variant_info_;
+};
+
+// Exit label: the model exit index, or "final" for the final classifier.
+std::string ExitLabel(int exit, int num_exits);
+
+}  // namespace hapi

@@ -79,7 +79,10 @@ absl::StatusOr<CalibrationTable> CalibrationTable::Parse(absl::string_view data)
   uint64_t samples = GetU32(p), exits = GetU32(p + 4), classes = GetU32(p + 8);
   p += 12;
   if (exits == 0 || classes < 2 || classes > 255) return corrupt("bad dimensions");
+  // Both are 32-bit, so cells cannot overflow; bounding cells by the bytes
+  // present keeps the size formula below from overflowing on a crafted header.
   uint64_t cells = samples * exits;
+  if (cells > data.size()) return corrupt("dimensions larger than the file");
   uint64_t expected = sizeof(kMagic) + 12 + samples + cells + kNumExitPolicies * cells * 4 + 4;
   if (data.size() != expected) {
     return corrupt(absl::StrCat("size ", data.size(), ", expected ", expected));

@@ -158,6 +158,7 @@ absl::StatusOr<FashionMnist> LoadFashionMnist(const std::string& dir, uint64_t s
   }
 
   FashionMnist data;
+  data.split_seed = split_seed;
   data.test = *std::move(test);
   std::vector<int> perm = SeededPermutation(full_train->size(), split_seed);
   auto copy_into = [&](ImageSet* dst, int begin, int end) {

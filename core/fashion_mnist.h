@@ -30,6 +30,7 @@ struct FashionMnist {
   ImageSet train;       // 55,000 of the official training set
   ImageSet validation;  // the other 5,000: designs are chosen here only
   ImageSet test;        // the official 10,000 test set: reporting only
+  uint64_t split_seed = 0;
 };
 
 inline constexpr int kValidationSize = 5000;

@@ -15,6 +15,10 @@ absl::StatusOr<ModelMetadata> LoadModelMetadata(const std::string& model_dir) {
   HAPI_RETURN_IF_ERROR(st);
   for (auto [file, table] : {std::pair{m.manifest.validation_calibration(), &m.validation},
                              std::pair{m.manifest.test_calibration(), &m.test}}) {
+    if (file.empty() || file.find('/') != std::string::npos || file == "..") {
+      return absl::DataLossError(absl::StrCat(model_dir, "/", kManifestFile,
+                                              ": invalid calibration file name '", file, "'"));
+    }
     std::string path = absl::StrCat(model_dir, "/", file);
     HAPI_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
     absl::StatusOr<CalibrationTable> parsed = CalibrationTable::Parse(bytes);

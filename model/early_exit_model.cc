@@ -1,6 +1,8 @@
 #include "model/early_exit_model.h"
 
 #include <filesystem>
+#include <map>
+#include <vector>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -44,15 +46,41 @@ absl::StatusOr<std::string> SerializeModule(Module& module, const std::string& w
   }
 }
 
+std::map<std::string, std::vector<int64_t>> Shapes(torch::nn::Module& module) {
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& p : module.named_parameters()) shapes[p.key()] = p.value().sizes().vec();
+  for (const auto& b : module.named_buffers()) shapes[b.key()] = b.value().sizes().vec();
+  return shapes;
+}
+
 template <typename Module>
 absl::Status LoadModule(Module& module, const std::string& path) {
   HAPI_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  // torch::load replaces tensors wholesale, shapes included: check that the
+  // file holds weights of this architecture.
+  const auto expected = Shapes(*module);
   try {
     std::istringstream in(bytes);
     torch::load(module, in);
   } catch (const c10::Error& e) {
     return absl::DataLossError(
         absl::StrCat("cannot load weights ", path, ": ", e.what_without_backtrace()));
+  }
+  const auto loaded = Shapes(*module);
+  for (const auto& [name, shape] : expected) {
+    auto it = loaded.find(name);
+    if (it == loaded.end() || it->second != shape) {
+      return absl::DataLossError(absl::StrCat("cannot load weights ", path, ": tensor ", name,
+                                              " has the wrong shape for this architecture"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Files named by a manifest must stay inside the model directory.
+absl::Status CheckRelativeFile(const std::string& file, const std::string& what) {
+  if (file.empty() || file.find('/') != std::string::npos || file == "." || file == "..") {
+    return absl::DataLossError(absl::StrCat("manifest names an invalid ", what, " file '", file, "'"));
   }
   return absl::OkStatus();
 }
@@ -102,6 +130,8 @@ absl::StatusOr<std::unique_ptr<EarlyExitModel>> EarlyExitModel::Load(
   model->manifest_ = manifest;
   *model->manifest_.mutable_stages() = derived.stages();
   *model->manifest_.mutable_exits() = derived.exits();
+  HAPI_RETURN_IF_ERROR(CheckRelativeFile(manifest.backbone_weights(), "backbone weights"));
+  HAPI_RETURN_IF_ERROR(CheckRelativeFile(manifest.exit_weights(), "exit weights"));
   HAPI_RETURN_IF_ERROR(LoadModule(model->network_->backbone(),
                                   absl::StrCat(model_dir, "/", manifest.backbone_weights())));
   HAPI_RETURN_IF_ERROR(LoadModule(model->network_->exit_heads(),

@@ -161,6 +161,9 @@ absl::Status TrainBackbone(const v1::TrainingConfig& config, const ImageSet& tra
                     absl::StrFormat("loss %.3f acc %.1f%%", loss_sum / seen, 100.0 * hits / seen));
       }
     }
+    // Eval mode: batch-norm uses (and keeps) its running statistics, so the
+    // validation images neither change the backbone nor see batch statistics.
+    net.SetTraining(false, false);
     double val_acc = FinalAccuracy(net, validation, mean, std);
     double seconds = ElapsedSince(start);
     report->add_backbone_epoch_seconds(seconds);
@@ -299,7 +302,7 @@ absl::StatusOr<std::unique_ptr<EarlyExitModel>> TrainEarlyExitModel(
   m->mutable_split()->set_train(train.size());
   m->mutable_split()->set_validation(data.validation.size());
   m->mutable_split()->set_test(data.test.size());
-  m->mutable_split()->set_split_seed(kDefaultSplitSeed);
+  m->mutable_split()->set_split_seed(data.split_seed);
   m->mutable_report()->set_num_parameters(model->network().NumParameters());
   try {
     HAPI_RETURN_IF_ERROR(TrainBackbone(config, train, data.validation, options, model.get()));

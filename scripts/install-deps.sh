@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   # RPC, serialisation, base libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libgoogle-glog-dev libgflags-dev
+  libabsl-dev libgoogle-glog-dev libgflags-dev libcli11-dev
   # model library
   libtorch-dev
   # metrics, state, images

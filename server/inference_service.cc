@@ -208,7 +208,7 @@ std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(co
 
 absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::Load(const std::string& variant_id) {
   absl::MutexLock load_lock(&load_mu_);
-  auto loaded = Servable::Load(repository_, variant_id, options_, metrics_);
+  auto loaded = Servable::Load(repository_, variant_id, options_, metrics_, full_network_);
   if (!loaded.ok()) {
     LOG(WARNING) << "variant " << variant_id << " failed to load, still serving "
                  << (current() ? current()->variant().id() : std::string("nothing")) << ": "

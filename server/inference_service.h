@@ -21,8 +21,12 @@ namespace hapi {
 // started with, so in-flight work finishes on the old variant.
 class ServableManager {
  public:
-  ServableManager(std::string repository, ExecutorOptions options, ServerMetrics* metrics)
-      : repository_(std::move(repository)), options_(options), metrics_(metrics) {}
+  ServableManager(std::string repository, ExecutorOptions options, ServerMetrics* metrics,
+                  bool full_network = false)
+      : repository_(std::move(repository)),
+        options_(options),
+        metrics_(metrics),
+        full_network_(full_network) {}
 
   // Loads `variant_id` and swaps it in. On error the current one keeps
   // serving and the status says why.
@@ -35,6 +39,7 @@ class ServableManager {
   const std::string repository_;
   const ExecutorOptions options_;
   ServerMetrics* const metrics_;
+  const bool full_network_;
   absl::Mutex load_mu_;  // one load at a time
   mutable absl::Mutex mu_;
   std::shared_ptr<const Servable> current_ ABSL_GUARDED_BY(mu_);

@@ -16,7 +16,8 @@ Servable::~Servable() = default;
 absl::StatusOr<std::shared_ptr<const Servable>> Servable::Load(const std::string& repository,
                                                                const std::string& variant_id,
                                                                const ExecutorOptions& options,
-                                                               ServerMetrics* metrics) {
+                                                               ServerMetrics* metrics,
+                                                               bool full_network) {
   HAPI_RETURN_IF_ERROR(ValidateName(variant_id, "variant id"));
   std::shared_ptr<Servable> s(new Servable());
   const std::string path = absl::StrCat(repository, "/variants/", variant_id, "/variant.pbtxt");
@@ -26,6 +27,14 @@ absl::StatusOr<std::shared_ptr<const Servable>> Servable::Load(const std::string
   const v1::VariantManifest& v = s->variant_;
   HAPI_RETURN_IF_ERROR(ValidateName(v.model(), "model name"));
   HAPI_RETURN_IF_ERROR(ValidateName(v.device(), "device name"));
+  if (full_network) {
+    s->variant_.set_id(absl::StrCat(v.id(), ".full"));
+    s->variant_.clear_enabled_exits();
+    s->variant_.clear_thresholds();
+    s->variant_.clear_predicted_exit_ratios();
+    *s->variant_.mutable_predicted_latency() = v.full_network_latency();
+    s->variant_.set_predicted_accuracy(v.final_exit_accuracy());
+  }
   HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model,
                         EarlyExitModel::Load(absl::StrCat(repository, "/models/", v.model())));
   std::shared_ptr<EarlyExitModel> shared_model = std::move(model);

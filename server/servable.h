@@ -23,10 +23,13 @@ class Servable {
   // Reads repository/variants/<id>/variant.pbtxt, the model it names and the
   // device profile; NOT_FOUND for an unknown variant, INVALID_ARGUMENT or
   // DATA_LOSS (naming the file) for a broken one.
+  // With `full_network`, the variant's model runs without early exits (the
+  // baseline to measure a variant against); its id gets the suffix ".full".
   static absl::StatusOr<std::shared_ptr<const Servable>> Load(const std::string& repository,
                                                               const std::string& variant_id,
                                                               const ExecutorOptions& options,
-                                                              ServerMetrics* metrics);
+                                                              ServerMetrics* metrics,
+                                                              bool full_network = false);
   ~Servable();
 
   const v1::VariantManifest& variant() const { return variant_; }

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <set>
 #include <sstream>
 
 #include "CLI/CLI.hpp"
@@ -282,10 +283,33 @@ int main(int argc, char** argv) {
   export_samples->add_option("--out", out_dir)->capture_default_str();
   export_samples->add_option("--count", export_count)->capture_default_str();
 
+  // An unknown subcommand would otherwise be reported as a missing one.
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("-", 0) == 0) {
+      static const std::set<std::string> kWithValue = {"--target", "--token", "--token_file",
+                                                       "--ca_cert", "--timeout", "--data_dir"};
+      if (kWithValue.count(arg)) ++i;
+      continue;
+    }
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands({})) known |= sub->get_name() == arg;
+    if (!known) {
+      std::fprintf(stderr, "hapi-client: unknown subcommand '%s' (see hapi-client --help)\n",
+                   arg.c_str());
+      return 2;
+    }
+    break;
+  }
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "hapi-client: %s (see --help)\n", e.what());
+    return e.get_exit_code() == 0 ? 2 : e.get_exit_code();
   }
 
   try {

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Server benchmark: the early-exit variant vs the same server serving the full
+# network, at batch 1 (one client) and under concurrent load with batching off
+# and on. Needs a built tree and a variant in the repository (scripts/main.sh
+# makes one). Prints a markdown table.
+# Usage: bench/server_bench.sh VARIANT [COUNT] [DURATION_S]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VARIANT=${1:?usage: bench/server_bench.sh VARIANT [COUNT] [DURATION_S]}
+COUNT=${2:-10000}
+DURATION=${3:-15}
+REPOSITORY=${REPOSITORY:-repository}
+PORT=${PORT:-50071}
+BIN=build
+OUT=var/server-bench-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+pid=""
+trap '[[ -n $pid ]] && kill $pid 2>/dev/null; wait 2>/dev/null || true' EXIT
+
+serve() {  # serve <log> [flags...]
+  local log=$1; shift
+  "$BIN/server/hapi-server" --repository="$REPOSITORY" --variant="$VARIANT" \
+    --listen="127.0.0.1:$PORT" --metrics_address= --intra_op_threads=1 "$@" > "$OUT/$log.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do
+    "$BIN/client/hapi-client" --target="127.0.0.1:$PORT" status >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "server did not start; see $OUT/$log.log" >&2; exit 1
+}
+stop() { kill "$pid"; wait "$pid" || true; pid=""; }
+bench() {  # bench <name> [client flags...]
+  local name=$1; shift
+  "$BIN/client/hapi-client" --target="127.0.0.1:$PORT" bench --no_progress --json="$OUT/$name.json" "$@" \
+    > "$OUT/$name.txt"
+}
+
+serve early-b1;  bench early-b1 --count="$COUNT" --concurrency=1; stop
+serve full-b1 --full_network; bench full-b1 --count="$COUNT" --concurrency=1; stop
+for c in 8 32; do
+  serve early-c$c-nobatch --max_batch=1 --workers=2; bench early-c$c-nobatch --duration="$DURATION" --concurrency=$c; stop
+  serve early-c$c-batch --max_batch=32 --max_wait_ms=2 --workers=2; bench early-c$c-batch --duration="$DURATION" --concurrency=$c; stop
+  serve full-c$c-nobatch --full_network --max_batch=1 --workers=2; bench full-c$c-nobatch --duration="$DURATION" --concurrency=$c; stop
+  serve full-c$c-batch --full_network --max_batch=32 --max_wait_ms=2 --workers=2; bench full-c$c-batch --duration="$DURATION" --concurrency=$c; stop
+done
+
+python3 - "$OUT" <<'PY'
+import json, sys, glob, os
+out = sys.argv[1]
+rows = []
+for name in ["early-b1", "full-b1", "early-c8-nobatch", "early-c8-batch", "full-c8-nobatch", "full-c8-batch",
+             "early-c32-nobatch", "early-c32-batch", "full-c32-nobatch", "full-c32-batch"]:
+    j = json.load(open(f"{out}/{name}.json"))
+    mean = j["seconds"] / max(1, j["requests"]) * 1e3 if name.endswith("b1") else float("nan")
+    rows.append((name, j))
+print("| run | requests | throughput req/s | p50 ms | p99 ms | accuracy |")
+print("|---|---|---|---|---|---|")
+for name, j in rows:
+    acc = f"{100*j['accuracy']:.2f}%" if j["accuracy"] is not None else "-"
+    print(f"| {name} | {j['requests']} | {j['throughput_rps']:.1f} | {j['latency_ms']['p50']:.3f} | {j['latency_ms']['p99']:.3f} | {acc} |")
+e, f = json.load(open(f"{out}/early-b1.json")), json.load(open(f"{out}/full-b1.json"))
+me, mf = e["seconds"] / e["requests"] * 1e3, f["seconds"] / f["requests"] * 1e3
+print(f"\nbatch 1, one client: early-exit mean {me:.3f} ms vs full network {mf:.3f} ms -> {mf/me:.2f}x; "
+      f"accuracy {100*e['accuracy']:.2f}% vs {100*f['accuracy']:.2f}%")
+for c in (8, 32):
+    for kind in ("early", "full"):
+        nb = json.load(open(f"{out}/{kind}-c{c}-nobatch.json"))["throughput_rps"]
+        b = json.load(open(f"{out}/{kind}-c{c}-batch.json"))["throughput_rps"]
+        print(f"{c} clients, {kind}: batching {b:.0f} req/s vs off {nb:.0f} req/s -> {b/nb:.2f}x")
+print(f"\nraw results in {out}/")
+PY

@@ -18,7 +18,7 @@
 #include "optimizer/optimizer_service.h"
 #include "optimizer/state_store.h"
 #include "optimizer/variant_builder.h"
-#include "prometheus/exposer.h"
+#include "rpc/process.h"
 #include "prometheus/registry.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "gRPC listen address");
@@ -46,12 +46,13 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
 
   const std::string repository = absl::GetFlag(FLAGS_repository);
-  std::string token = absl::GetFlag(FLAGS_admin_token);
-  if (!absl::GetFlag(FLAGS_admin_token_file).empty()) {
-    absl::StatusOr<std::string> t = hapi::ReadFile(absl::GetFlag(FLAGS_admin_token_file));
-    if (!t.ok()) LOG(FATAL) << "admin token: " << t.status();
-    token = std::string(absl::StripAsciiWhitespace(*t));
+  absl::StatusOr<std::string> resolved =
+      hapi::ResolveToken(absl::GetFlag(FLAGS_admin_token), absl::GetFlag(FLAGS_admin_token_file));
+  if (!resolved.ok()) {
+    LOG(ERROR) << resolved.status();
+    return 1;
   }
+  const std::string token = *resolved;
   for (const char* sub : {"/models", "/devices", "/variants"}) {
     if (absl::Status st = hapi::MakeDirectories(repository + sub); !st.ok()) {
       LOG(ERROR) << st;
@@ -64,16 +65,10 @@ int main(int argc, char** argv) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   hapi::OptimizerMetrics metrics(*registry);
-  std::unique_ptr<prometheus::Exposer> exposer;
-  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(absl::GetFlag(FLAGS_metrics_address));
-    } catch (const std::exception& e) {
-      LOG(ERROR) << "cannot serve metrics on " << absl::GetFlag(FLAGS_metrics_address) << ": "
-                 << e.what();
-      return 1;
-    }
-    exposer->RegisterCollectable(registry);
+  auto exposer = hapi::StartMetrics(absl::GetFlag(FLAGS_metrics_address), registry);
+  if (!exposer.ok()) {
+    LOG(ERROR) << exposer.status();
+    return 1;
   }
 
   const std::string state_path = absl::GetFlag(FLAGS_state).empty()

@@ -15,7 +15,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "model/executor.h"
-#include "prometheus/exposer.h"
+#include "rpc/process.h"
 #include "prometheus/registry.h"
 #include "server/batcher.h"
 #include "server/inference_service.h"
@@ -58,29 +58,21 @@ int main(int argc, char** argv) {
     LOG(ERROR) << "pass exactly one of --variant or --device";
     return 2;
   }
-  std::string token = absl::GetFlag(FLAGS_admin_token);
-  if (!absl::GetFlag(FLAGS_admin_token_file).empty()) {
-    absl::StatusOr<std::string> t = hapi::ReadFile(absl::GetFlag(FLAGS_admin_token_file));
-    if (!t.ok()) {
-      LOG(ERROR) << "admin token: " << t.status();
-      return 1;
-    }
-    token = std::string(absl::StripAsciiWhitespace(*t));
+  absl::StatusOr<std::string> resolved =
+      hapi::ResolveToken(absl::GetFlag(FLAGS_admin_token), absl::GetFlag(FLAGS_admin_token_file));
+  if (!resolved.ok()) {
+    LOG(ERROR) << resolved.status();
+    return 1;
   }
+  const std::string token = *resolved;
   hapi::SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
 
   auto registry = std::make_shared<prometheus::Registry>();
   hapi::ServerMetrics metrics(*registry);
-  std::unique_ptr<prometheus::Exposer> exposer;
-  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(absl::GetFlag(FLAGS_metrics_address));
-    } catch (const std::exception& e) {
-      LOG(ERROR) << "cannot serve metrics on " << absl::GetFlag(FLAGS_metrics_address) << ": "
-                 << e.what();
-      return 1;
-    }
-    exposer->RegisterCollectable(registry);
+  auto exposer = hapi::StartMetrics(absl::GetFlag(FLAGS_metrics_address), registry);
+  if (!exposer.ok()) {
+    LOG(ERROR) << exposer.status();
+    return 1;
   }
 
   hapi::ExecutorOptions executor_options;

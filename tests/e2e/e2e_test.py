@@ -26,6 +26,8 @@ PROFILE = f"{BUILD}/optimizer/hapi-profile"
 OPTIMIZER = f"{BUILD}/optimizer/hapi-optimizer"
 SERVER = f"{BUILD}/server/hapi-server"
 CLIENT = f"{BUILD}/client/hapi-client"
+EVALUATE = f"{BUILD}/bench/hapi-evaluate"
+SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def free_port():
@@ -185,6 +187,21 @@ class EndToEnd(unittest.TestCase):
                                    "--watch"], r"FAILED.*fastest achievable")
         self.assertEqual(p.returncode, 3)
         self.expect_cli_error([*self.opt, "devices", "register", "/nonexistent.pbtxt"], r"nonexistent")
+
+    def test_3_evaluation_runs_on_a_tiny_configuration(self):
+        out = os.path.join(self.tmp, "evaluation")
+        run(EVALUATE, f"--repository={self.repo}", "--model=tiny", f"--out={out}", "--budgets=2",
+            "--measure_samples=40", "--light_epochs=1", "--train_limit=300", "--profile_iterations=20",
+            f"--plot_script={SOURCE}/bench/plot_evaluation.py", timeout=600)
+        for stat in ("mean", "p95"):
+            rows = open(os.path.join(out, f"sweep-{stat}.csv")).read().strip().splitlines()
+            self.assertEqual(len(rows), 1 + 2 * 8)  # header + budgets x schemes
+        hapi_rows = [r for r in open(os.path.join(out, "sweep-mean.csv")) if ",hapi," in r]
+        self.assertTrue(all(r.split(",")[3] for r in hapi_rows), "hapi must meet every budget")
+        light = open(os.path.join(out, "lightweight.csv")).read().strip().splitlines()
+        self.assertEqual(len(light), 3)
+        for fig in ("accuracy-vs-budget-mean.svg", "exit-distribution.svg", "pareto.svg"):
+            self.assertGreater(os.path.getsize(os.path.join(out, fig)), 1000, fig)
 
 
 if __name__ == "__main__":

@@ -228,10 +228,19 @@ int main(int argc, char** argv) {
   bool overwrite = false;
   dev_register->add_option("profile", profile_file, "Profile (protobuf text)")->required();
   dev_register->add_flag("--overwrite", overwrite, "Replace an existing device");
+  std::string device_name;
+  auto* dev_measure = devices->add_subcommand(
+      "measure", "Have the optimizer profile its own machine and register it as a device");
+  std::string measure_model = "fmnist-resnet";
+  int measure_threads = 1, measure_iterations = 0;
+  dev_measure->add_option("name", device_name, "Device name")->required();
+  dev_measure->add_option("--model", measure_model)->capture_default_str();
+  dev_measure->add_option("--threads", measure_threads, "Intra-op threads")->capture_default_str();
+  dev_measure->add_option("--iterations", measure_iterations, "Timed passes (0: default)");
+  dev_measure->add_flag("--overwrite", overwrite, "Replace an existing device");
   auto* dev_list = devices->add_subcommand("list", "List devices");
   auto* dev_get = devices->add_subcommand("get", "Show a device");
   auto* dev_delete = devices->add_subcommand("delete", "Delete a device");
-  std::string device_name;
   dev_get->add_option("name", device_name)->required();
   dev_delete->add_option("name", device_name)->required();
 
@@ -437,6 +446,18 @@ int main(int argc, char** argv) {
         hapi::v1::DeviceProfile resp;
         Check(stub->RegisterDevice(&ctx, req, &resp), "register device");
         std::cout << "registered device " << resp.name() << " for model " << resp.model() << "\n";
+      } else if (*dev_measure) {
+        grpc::ClientContext measure_ctx;
+        conn.Prepare(&measure_ctx, 600);
+        hapi::v1::RegisterDeviceRequest req;
+        req.mutable_measure_locally()->set_device(device_name);
+        req.mutable_measure_locally()->set_model(measure_model);
+        req.mutable_measure_locally()->set_threads(measure_threads);
+        req.mutable_measure_locally()->set_iterations(measure_iterations);
+        req.set_overwrite(overwrite);
+        hapi::v1::DeviceProfile resp;
+        Check(stub->RegisterDevice(&measure_ctx, req, &resp), "measure device");
+        std::cout << "measured and registered device " << resp.name() << " for model " << resp.model() << "\n";
       } else if (*dev_list) {
         hapi::v1::ListDevicesResponse resp;
         Check(stub->ListDevices(&ctx, hapi::v1::ListDevicesRequest(), &resp), "list devices");

@@ -1,5 +1,6 @@
 // hapi-optimizer: the hapi.v1.Optimizer gRPC service.
 #include <csignal>
+#include <filesystem>
 #include <memory>
 
 #include "absl/flags/flag.h"
@@ -31,6 +32,8 @@ ABSL_FLAG(int32_t, threshold_grid, 64, "Thresholds per exit in the search grid")
 ABSL_FLAG(std::string, admin_token, "", "Token required on mutating RPCs (empty: none)");
 ABSL_FLAG(std::string, admin_token_file, "", "Read the admin token from this file");
 ABSL_FLAG(std::string, gnuplot, "gnuplot", "gnuplot binary for Pareto plots (empty: no plots)");
+ABSL_FLAG(std::string, profiler, "",
+          "hapi-profile binary for measure_locally registrations (default: next to this binary)");
 
 namespace {
 absl::Notification* g_shutdown = nullptr;
@@ -92,7 +95,13 @@ int main(int argc, char** argv) {
   job_options.workers = absl::GetFlag(FLAGS_workers);
   job_options.max_pending = absl::GetFlag(FLAGS_max_pending);
   auto jobs = std::make_unique<hapi::JobManager>(store->get(), &builder, &metrics, job_options);
-  hapi::OptimizerService service(store->get(), jobs.get(), &builder, token);
+  std::string profiler = absl::GetFlag(FLAGS_profiler);
+  if (profiler.empty()) {
+    std::error_code ec;
+    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) profiler = (self.parent_path() / "hapi-profile").string();
+  }
+  hapi::OptimizerService service(store->get(), jobs.get(), &builder, token, profiler);
 
   grpc::ServerBuilder server_builder;
   int port = 0;

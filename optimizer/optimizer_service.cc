@@ -1,5 +1,9 @@
 #include "optimizer/optimizer_service.h"
 
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <memory>
 
@@ -112,15 +116,81 @@ class JobWatchReactor : public grpc::ServerWriteReactor<v1::Job> {
 }  // namespace
 
 OptimizerService::OptimizerService(StateStore* store, JobManager* jobs, VariantBuilder* builder,
-                                   std::string admin_token)
-    : store_(store), jobs_(jobs), builder_(builder), admin_token_(std::move(admin_token)) {}
+                                   std::string admin_token, std::string profiler_binary)
+    : store_(store),
+      jobs_(jobs),
+      builder_(builder),
+      admin_token_(std::move(admin_token)),
+      profiler_binary_(std::move(profiler_binary)) {}
+
+namespace {
+
+// Runs hapi-profile on this machine and reads the profile it writes. A
+// separate process keeps LibTorch out of the optimizer and its threads out of
+// the measurement.
+absl::StatusOr<v1::DeviceProfile> MeasureThisMachine(const std::string& binary,
+                                                     const std::string& repository,
+                                                     const v1::MeasureLocally& m) {
+  if (binary.empty()) {
+    return absl::FailedPreconditionError("this optimizer was started without a profiler binary");
+  }
+  HAPI_RETURN_IF_ERROR(ValidateName(m.device(), "device name"));
+  HAPI_RETURN_IF_ERROR(ValidateName(m.model(), "model name"));
+  if (m.threads() < 0 || m.threads() > 256 || m.iterations() < 0 || m.iterations() > 100000) {
+    return absl::InvalidArgumentError("threads must be in 0..256 and iterations in 0..100000");
+  }
+  char tmpl[] = "/tmp/hapi-profile-XXXXXX";
+  int fd = ::mkstemp(tmpl);
+  if (fd < 0) return absl::InternalError("cannot create a temporary file");
+  ::close(fd);
+  const std::string out = tmpl;
+  std::vector<std::string> args = {binary,
+                                   absl::StrCat("--repository=", repository),
+                                   absl::StrCat("--model=", m.model()),
+                                   absl::StrCat("--device=", m.device()),
+                                   absl::StrCat("--threads=", m.threads() > 0 ? m.threads() : 1),
+                                   absl::StrCat("--out=", out),
+                                   "--progress=false",
+                                   "--description=measured by hapi-optimizer on its own machine"};
+  if (m.iterations() > 0) args.push_back(absl::StrCat("--iterations=", m.iterations()));
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  if (::posix_spawn(&pid, binary.c_str(), nullptr, nullptr, argv.data(), environ) != 0) {
+    ::unlink(out.c_str());
+    return absl::FailedPreconditionError(absl::StrCat("cannot run the profiler ", binary));
+  }
+  int wstatus = 0;
+  ::waitpid(pid, &wstatus, 0);
+  v1::DeviceProfile profile;
+  absl::Status read = ReadTextProto(out, &profile);
+  ::unlink(out.c_str());
+  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("profiling failed (", binary, " exited with status ", WEXITSTATUS(wstatus),
+                     "); see the optimizer's log"));
+  }
+  HAPI_RETURN_IF_ERROR(read);
+  return profile;
+}
+
+}  // namespace
 
 grpc::ServerUnaryReactor* OptimizerService::RegisterDevice(grpc::CallbackServerContext* ctx,
                                                            const v1::RegisterDeviceRequest* request,
                                                            v1::DeviceProfile* response) {
   absl::Status st = [&]() -> absl::Status {
     HAPI_RETURN_IF_ERROR(CheckToken(*ctx, admin_token_));
-    const v1::DeviceProfile& profile = request->profile();
+    v1::DeviceProfile measured;
+    if (request->has_measure_locally()) {
+      LOG(INFO) << "profiling this machine as device " << request->measure_locally().device();
+      HAPI_ASSIGN_OR_RETURN(measured, MeasureThisMachine(profiler_binary_,
+                                                         builder_->options().repository,
+                                                         request->measure_locally()));
+    }
+    const v1::DeviceProfile& profile =
+        request->has_measure_locally() ? measured : request->profile();
     HAPI_RETURN_IF_ERROR(ValidateName(profile.name(), "device name"));
     HAPI_RETURN_IF_ERROR(ValidateName(profile.model(), "model name"));
     absl::StatusOr<ModelMetadata> model = LoadModelMetadata(builder_->ModelDir(profile.model()));

@@ -15,8 +15,10 @@ namespace hapi {
 class OptimizerService final : public v1::Optimizer::CallbackService {
  public:
   // `admin_token` (may be empty) protects the mutating RPCs.
+  // `profiler_binary` (hapi-profile) serves measure_locally registrations;
+  // empty disables them.
   OptimizerService(StateStore* store, JobManager* jobs, VariantBuilder* builder,
-                   std::string admin_token);
+                   std::string admin_token, std::string profiler_binary = "");
 
   grpc::ServerUnaryReactor* RegisterDevice(grpc::CallbackServerContext* ctx,
                                            const v1::RegisterDeviceRequest* request,
@@ -58,6 +60,7 @@ class OptimizerService final : public v1::Optimizer::CallbackService {
   JobManager* const jobs_;
   VariantBuilder* const builder_;
   const std::string admin_token_;
+  const std::string profiler_binary_;
   absl::Mutex register_mu_;  // one device registration at a time (file + row)
 };
 

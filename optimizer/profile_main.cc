@@ -32,6 +32,7 @@ ABSL_FLAG(double, analytic_layer_overhead_us, 10, "Analytic profile: microsecond
 ABSL_FLAG(std::string, scale, "", "Scaled profile: the base profile file");
 ABSL_FLAG(double, factor, 1.0, "Scaled profile: latency multiplier (2 = twice as slow)");
 ABSL_FLAG(std::string, description, "", "Free text stored in the profile");
+ABSL_FLAG(bool, progress, true, "Show a progress bar while measuring");
 
 namespace {
 int Fail(const absl::Status& status) {
@@ -86,6 +87,7 @@ int main(int argc, char** argv) {
       options.threads = absl::GetFlag(FLAGS_threads);
       options.iterations = absl::GetFlag(FLAGS_iterations);
       options.warmup_iterations = absl::GetFlag(FLAGS_warmup);
+      options.progress = absl::GetFlag(FLAGS_progress);
       profile = hapi::ProfileDevice(shared, device, data->validation, options);
     }
   }

@@ -94,6 +94,12 @@ class EndToEnd(unittest.TestCase):
     def test_1_register_optimize_serve_classify(self):
         out = run(CLIENT, *self.opt, "devices", "register", self.profile).stdout
         self.assertIn("registered device dev", out)
+        # The optimizer can also measure its own machine (it runs hapi-profile).
+        out = run(CLIENT, *self.opt, "devices", "measure", "local", "--model=tiny", "--iterations=20").stdout
+        self.assertIn("measured and registered device local", out)
+        listed = run(CLIENT, *self.opt, "devices", "list").stdout
+        self.assertRegex(listed, r"local\s+model tiny\s+measured")
+        self.assertTrue(os.path.exists(f"{self.repo}/devices/local/profile.pbtxt"))
         # A budget between the fastest design and the full network.
         variant_out = run(CLIENT, *self.opt, "variants", "create", "--model=tiny", "--device=dev",
                           "--objective=min-latency", "--max-drop=1.0", "--id=e2e-variant",

@@ -12,6 +12,18 @@ namespace hapi {
 absl::StatusOr<LatencyModel> LatencyModel::Create(const v1::DeviceProfile& profile,
                                                   const v1::ModelManifest& manifest) {
   HAPI_RETURN_IF_ERROR(ValidateDeviceProfile(profile, manifest));
+  // The model's invariant: exit e reads the output of stage e.
+  if (manifest.exits_size() != manifest.stages_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("model '", manifest.name(), "' has ",
+                                                   manifest.exits_size(), " exits for ",
+                                                   manifest.stages_size(), " stages"));
+  }
+  for (int e = 0; e < manifest.exits_size(); ++e) {
+    if (manifest.exits(e).after_stage() != e) {
+      return absl::InvalidArgumentError(absl::StrCat("model '", manifest.name(), "': exit ", e,
+                                                     " is not after stage ", e));
+    }
+  }
   const v1::BatchProfile& b = *FindBatch(profile, 1);
   LatencyModel m;
   // Means, not medians: the mean of a sum is the sum of the means, so the

@@ -28,7 +28,7 @@ std::string NewId(const std::string& prefix) {
     r = rng();
   }
   std::string stamp = absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::UTCTimeZone());
-  std::string id = absl::StrFormat("%s-%s-%04x", prefix.substr(0, 40), stamp, r & 0xffff);
+  std::string id = absl::StrFormat("%s-%s-%08x", prefix.substr(0, 36), stamp, r & 0xffffffffULL);
   return absl::AsciiStrToLower(id);
 }
 

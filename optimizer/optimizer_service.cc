@@ -77,12 +77,23 @@ class JobWatchReactor : public grpc::ServerWriteReactor<v1::Job> {
     bool final_sent ABSL_GUARDED_BY(mu) = false;
     bool closed ABSL_GUARDED_BY(mu) = false;
     bool cancelled ABSL_GUARDED_BY(mu) = false;
+    bool seen_final ABSL_GUARDED_BY(mu) = false;
+    double last_percent ABSL_GUARDED_BY(mu) = 0;
 
     void Update(const v1::Job& job) {
       absl::MutexLock lock(&mu);
+      // Updates can race the initial snapshot: once a finished state is
+      // seen nothing replaces it, and progress never goes backwards.
+      if (seen_final) return;
+      if (!IsFinished(job) && job.percent() < last_percent) return;
+      seen_final = IsFinished(job);
+      last_percent = job.percent();
       pending = job;
       has_pending = true;
       if (!writing) WriteNext();
+    }
+    static bool IsFinished(const v1::Job& j) {
+      return j.state() == v1::SUCCEEDED || j.state() == v1::FAILED || j.state() == v1::CANCELLED;
     }
     void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
       if (closed || reactor == nullptr) return;
@@ -96,8 +107,7 @@ class JobWatchReactor : public grpc::ServerWriteReactor<v1::Job> {
       }
       current = pending;
       has_pending = false;
-      final_sent = current.state() == v1::SUCCEEDED || current.state() == v1::FAILED ||
-                   current.state() == v1::CANCELLED;
+      final_sent = final_sent || IsFinished(current);
       writing = true;
       reactor->StartWrite(&current);
     }

@@ -149,7 +149,7 @@ absl::Status StateStore::DeleteDevice(const std::string& name) {
 absl::Status StateStore::PutJob(const v1::Job& job, const v1::CreateVariantRequest& request) {
   absl::MutexLock lock(&mu_);
   Statement st(db_,
-               "INSERT OR REPLACE INTO jobs(id, state, job, request, seq) VALUES(?,?,?,?,"
+               "INSERT INTO jobs(id, state, job, request, seq) VALUES(?,?,?,?,"
                "(SELECT IFNULL(MAX(seq), 0) + 1 FROM jobs))");
   if (!st.ok()) return st.Error("prepare");
   st.Bind(1, job.id());

@@ -544,7 +544,15 @@ TEST_F(SearchTest, EveryAlgorithmMeetsItsSlaForEveryStatistic) {
           const std::string context =
               absl::StrFormat("%s per_exit=%d %s <= %.4f ms", algorithm, per_exit,
                               LatencyStatisticName(stat), budget / kMs);
-          ASSERT_THAT(r, IsOk()) << context;
+          if (algorithm == "exhaustive") {
+            ASSERT_THAT(r, IsOk()) << context;
+          } else if (!r.ok()) {
+            // The heuristics may miss a feasible design (see
+            // HapiFindsFeasibleDesignsForTailLatencySlas), but
+            // only ever by saying so.
+            EXPECT_THAT(r, StatusIs(absl::StatusCode::kFailedPrecondition)) << context;
+            continue;
+          }
           ExpectMeetsSla(*r, p.sla, *table_, *latency_, context);
         }
       }
@@ -801,7 +809,7 @@ TEST_F(SearchTest, ProgressReturningFalseCancels) {
 // Tracker::Progress call and ignores the result of its final
 // tracker.Progress(1.0), so with a threshold grid below 64 entries (a small
 // --threshold_grid, or ties in the scores) it can never be cancelled.
-TEST_F(SearchTest, DISABLED_HapiHonoursCancellationWithASmallGrid) {
+TEST_F(SearchTest, HapiHonoursCancellationWithASmallGrid) {
   SearchProblem p = Problem(MaxAccuracy(0.6 * FullNetworkMean()), 16, /*per_exit=*/true);
   int calls = 0;
   p.progress = [&](double, int64_t) {
@@ -810,6 +818,43 @@ TEST_F(SearchTest, DISABLED_HapiHonoursCancellationWithASmallGrid) {
   };
   EXPECT_THAT(Search("hapi")->Search(p), StatusIs(absl::StatusCode::kCancelled));
   EXPECT_GE(calls, 1);
+}
+
+// BUG (see the report): for tail statistics (p95, p99) enabling any single
+// exit makes the statistic worse (the slowest 5% still take the full path,
+// now with one more head), so HapiSearch's greedy paths stop at once and its
+// hill climbing from the least-violating seeds stays on that plateau. It then
+// answers FAILED_PRECONDITION "the fastest achievable p95 latency on this
+// device is 3.970 ms" (the full network) although exhaustive search finds
+// exits [1, 2, 3, 4] at 0.539 with p95 3.41 ms on the same space.
+TEST_F(SearchTest, HapiFindsFeasibleDesignsForTailLatencySlas) {
+  const double full_p95 = PredictOrDie(Design::FinalOnly()).p95_s;
+  for (double f : {0.88, 0.9, 0.95, 0.98}) {
+    SearchProblem p = Problem(MaxAccuracy(f * full_p95, LatencyStatistic::kP95));
+    absl::StatusOr<SearchResult> exact = Search("exhaustive")->Search(p);
+    ASSERT_THAT(exact, IsOk()) << "budget " << f << " x full p95";
+    absl::StatusOr<SearchResult> hapi = Search("hapi")->Search(p);
+    ASSERT_THAT(hapi, IsOk()) << "budget " << f << " x full p95; exhaustive found "
+                              << DescribeDesign(exact->design);
+    EXPECT_GE(hapi->prediction.accuracy, exact->prediction.accuracy - 0.001);
+  }
+}
+
+// BUG (see the report): SearchSpace documents an ascending threshold grid
+// and DesignEvaluator relies on it (a sample "clears every threshold up to
+// its score"), but CheckProblem does not enforce it. With the grid
+// {0.9, 0.5} the evaluator treats 0.5 like 0.9, so hapi, random and
+// annealing answer FAILED_PRECONDITION ("fastest achievable ... 3.257 ms")
+// while exhaustive (sample by sample) finds exits [2, 4] at 0.5, 2.39 ms.
+// Either reject such a grid or score it correctly; this test asks for the
+// former.
+TEST_F(SearchTest, UnsortedThresholdGridIsRejected) {
+  SearchProblem p = Problem(MaxAccuracy(2.5 * kMs));
+  p.space.thresholds = {0.9f, 0.5f};
+  for (const std::string& algorithm : kAlgorithms) {
+    EXPECT_THAT(Search(algorithm)->Search(p), StatusIs(absl::StatusCode::kInvalidArgument))
+        << algorithm;
+  }
 }
 
 TEST_F(SearchTest, EvaluatorAgreesWithPredictOnRandomDesigns) {

@@ -35,16 +35,10 @@ ABSL_FLAG(std::string, gnuplot, "gnuplot", "gnuplot binary for Pareto plots (emp
 ABSL_FLAG(std::string, profiler, "",
           "hapi-profile binary for measure_locally registrations (default: next to this binary)");
 
-namespace {
-absl::Notification* g_shutdown = nullptr;
-void OnSignal(int) {
-  if (g_shutdown && !g_shutdown->HasBeenNotified()) g_shutdown->Notify();
-}
-}  // namespace
-
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Serves hapi.v1.Optimizer: device profiles, variant jobs, variants.");
   absl::ParseCommandLine(argc, argv);
+  hapi::BlockTerminationSignals();  // before any thread starts
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
 
@@ -120,11 +114,9 @@ int main(int argc, char** argv) {
             << ", state " << state_path << (token.empty() ? "" : ", operator token required");
 
   absl::Notification shutdown;
-  g_shutdown = &shutdown;
-  std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, OnSignal);
-  shutdown.WaitForNotification();
-  LOG(INFO) << "shutting down";
+  const int sig = hapi::WaitForTerminationSignal();
+  shutdown.Notify();
+  LOG(INFO) << "signal " << sig << ": shutting down";
   health->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   jobs.reset();  // cancels running jobs; they end CANCELLED

@@ -18,4 +18,11 @@ absl::StatusOr<std::string> ResolveToken(const std::string& token, const std::st
 absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetrics(
     const std::string& address, const std::shared_ptr<prometheus::Registry>& registry);
 
+// Blocks SIGINT and SIGTERM in the calling thread and every thread it starts
+// afterwards; call first thing in main. WaitForTerminationSignal then takes
+// them synchronously (no async-signal-safety traps).
+void BlockTerminationSignals();
+// Blocks until SIGINT or SIGTERM arrives; returns it.
+int WaitForTerminationSignal();
+
 }  // namespace hapi

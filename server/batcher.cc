@@ -7,7 +7,17 @@
 
 namespace hapi {
 
-Batcher::Batcher(BatcherOptions options) : options_(options) {
+namespace {
+BatcherOptions Clamped(BatcherOptions o) {
+  o.max_batch = std::max(1, o.max_batch);
+  o.workers = std::max(1, o.workers);
+  o.queue_capacity = std::max(1, o.queue_capacity);
+  if (o.max_wait < absl::ZeroDuration()) o.max_wait = absl::ZeroDuration();
+  return o;
+}
+}  // namespace
+
+Batcher::Batcher(BatcherOptions options) : options_(Clamped(options)) {
   for (int i = 0; i < std::max(1, options_.workers); ++i) {
     workers_.emplace_back([this] { WorkerLoop(); });
   }
@@ -44,9 +54,9 @@ absl::Status Batcher::Submit(std::unique_ptr<InferenceRequest> request) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "server queue is full (", options_.queue_capacity, " requests); retry later"));
     }
+    if (metrics) metrics->PendingAdd(1);  // before a worker can take it
     queue_.push_back(std::move(request));
   }
-  if (metrics) metrics->PendingAdd(1);
   return absl::OkStatus();
 }
 

@@ -222,6 +222,9 @@ absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::Load(const std:
     current_ = *loaded;
     ++swaps_;
   }
+  if (previous && metrics_ && previous->variant().id() != (*loaded)->variant().id()) {
+    metrics_->Retire(*previous);
+  }
   LOG(INFO) << "serving variant " << variant_id << " (model " << (*loaded)->variant().model()
             << ", device " << (*loaded)->variant().device() << ")"
             << (previous ? absl::StrCat(", replacing ", previous->variant().id()) : "");
@@ -335,7 +338,7 @@ void InferenceService::FillStatus(v1::ServingStatus* status) const {
   status->set_device(v.device());
   for (int e : v.enabled_exits()) status->add_enabled_exits(e);
   for (float t : v.thresholds()) status->add_thresholds(t);
-  status->set_exit_policy(v.exit_policy());
+  status->set_exit_policy(v.exit_policy().empty() ? "max_softmax" : v.exit_policy());
   status->set_sla(v.sla().ShortDebugString());
   if (s->metrics()) {
     for (int64_t c : s->metrics()->ExitCounts()) status->add_exit_counts(c);

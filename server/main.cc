@@ -40,16 +40,10 @@ ABSL_FLAG(bool, fuse_batch_norm, true, "Fold batch norm into convolutions");
 ABSL_FLAG(bool, full_network, false,
           "Serve the variant's model without early exits (a baseline for measurements)");
 
-namespace {
-absl::Notification* g_shutdown = nullptr;
-void OnSignal(int) {
-  if (g_shutdown && !g_shutdown->HasBeenNotified()) g_shutdown->Notify();
-}
-}  // namespace
-
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Serves hapi.v1.Inference: early-exit classification.");
   absl::ParseCommandLine(argc, argv);
+  hapi::BlockTerminationSignals();  // before any thread starts
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   const std::string repository = absl::GetFlag(FLAGS_repository);
@@ -117,9 +111,6 @@ int main(int argc, char** argv) {
   health->SetServingStatus("hapi.v1.Inference", true);
 
   absl::Notification shutdown;
-  g_shutdown = &shutdown;
-  std::signal(SIGINT, OnSignal);
-  std::signal(SIGTERM, OnSignal);
   std::thread watcher;
   if (!device.empty()) {
     watcher = std::thread([&] {
@@ -133,8 +124,9 @@ int main(int argc, char** argv) {
       }
     });
   }
-  shutdown.WaitForNotification();
-  LOG(INFO) << "shutting down";
+  const int sig = hapi::WaitForTerminationSignal();
+  shutdown.Notify();
+  LOG(INFO) << "signal " << sig << ": shutting down";
   health->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   if (watcher.joinable()) watcher.join();

@@ -92,7 +92,13 @@ std::shared_ptr<VariantMetrics> ServerMetrics::ForVariant(const Servable& s) {
     m->sla_budget_s_ = v.sla().latency_budget_ms() * 1e-3;
   }
   variant_info_.Add({{"variant", v.id()}, {"model", v.model()}, {"device", v.device()}}).Set(1);
+  for (prometheus::Counter* c : m->exits_) m->exit_baseline_.push_back(c ? c->Value() : 0.0);
   return m;
+}
+
+void ServerMetrics::Retire(const Servable& s) {
+  const v1::VariantManifest& v = s.variant();
+  variant_info_.Add({{"variant", v.id()}, {"model", v.model()}, {"device", v.device()}}).Set(0);
 }
 
 void VariantMetrics::RequestDone(const std::string& code, double seconds) {
@@ -118,7 +124,9 @@ void VariantMetrics::ExitConfidence(int exit, double confidence) {
 
 std::vector<int64_t> VariantMetrics::ExitCounts() const {
   std::vector<int64_t> out;
-  for (prometheus::Counter* c : exits_) out.push_back(c ? static_cast<int64_t>(c->Value()) : 0);
+  for (size_t e = 0; e < exits_.size(); ++e) {
+    out.push_back(exits_[e] ? static_cast<int64_t>(exits_[e]->Value() - exit_baseline_[e]) : 0);
+  }
   return out;
 }
 

@@ -42,6 +42,7 @@ class VariantMetrics {
   std::vector<prometheus::Counter*> exits_;
   std::vector<prometheus::Histogram*> compute_;
   std::vector<prometheus::Histogram*> confidence_;
+  std::vector<double> exit_baseline_;  // counter values when this load began
 };
 
 class ServerMetrics {
@@ -50,6 +51,8 @@ class ServerMetrics {
   // Creates (or finds) the children of `servable`'s variant and sets its
   // gauges: thresholds, predicted exit ratios, SLA target, variant info.
   std::shared_ptr<VariantMetrics> ForVariant(const Servable& servable);
+  // The variant is no longer served: its info gauge drops to 0.
+  void Retire(const Servable& servable);
 
  private:
   prometheus::Family<prometheus::Counter>& requests_;

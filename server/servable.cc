@@ -25,6 +25,10 @@ absl::StatusOr<std::shared_ptr<const Servable>> Servable::Load(const std::string
   if (absl::IsNotFound(st)) return absl::NotFoundError(absl::StrCat("unknown variant '", variant_id, "'"));
   HAPI_RETURN_IF_ERROR(st);
   const v1::VariantManifest& v = s->variant_;
+  if (v.id() != variant_id) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " names variant '", v.id(),
+                                                   "'; it must match its directory"));
+  }
   HAPI_RETURN_IF_ERROR(ValidateName(v.model(), "model name"));
   HAPI_RETURN_IF_ERROR(ValidateName(v.device(), "device name"));
   if (full_network) {
@@ -35,8 +39,14 @@ absl::StatusOr<std::shared_ptr<const Servable>> Servable::Load(const std::string
     *s->variant_.mutable_predicted_latency() = v.full_network_latency();
     s->variant_.set_predicted_accuracy(v.final_exit_accuracy());
   }
-  HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model,
-                        EarlyExitModel::Load(absl::StrCat(repository, "/models/", v.model())));
+  absl::StatusOr<std::unique_ptr<EarlyExitModel>> loaded_model =
+      EarlyExitModel::Load(absl::StrCat(repository, "/models/", v.model()));
+  if (!loaded_model.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("variant '", variant_id, "' needs model '",
+                                                      v.model(), "': ",
+                                                      loaded_model.status().message()));
+  }
+  std::unique_ptr<EarlyExitModel> model = *std::move(loaded_model);
   std::shared_ptr<EarlyExitModel> shared_model = std::move(model);
   Design design;
   design.exits.assign(v.enabled_exits().begin(), v.enabled_exits().end());

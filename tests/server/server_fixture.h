@@ -1,0 +1,103 @@
+// Shared set-up for the inference-server tests: a tiny trained model in a
+// temporary repository (models/tiny, three device profiles, four variants),
+// test images, the executor's reference answers, and an in-process server
+// stack (ServableManager + Batcher + InferenceService behind a real gRPC
+// server on 127.0.0.1). Torch-free headers only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "core/design.h"
+#include "grpcpp/grpcpp.h"
+#include "hapi/v1/inference.grpc.pb.h"
+#include "hapi/v1/optimizer.pb.h"
+#include "model/early_exit_model.h"
+#include "model/executor.h"
+#include "prometheus/registry.h"
+#include "server/batcher.h"
+#include "server/inference_service.h"
+#include "server/metrics.h"
+
+namespace hapi {
+namespace testing {
+
+// Variants written into the repository:
+//   v1     device dev:     exits {0, 2}, median thresholds (a good mix of exits)
+//   v2     device dev:     exits {1, 3}, median thresholds
+//   deep   device slow:    exits {0, 2}, thresholds 1.0 (almost everything goes
+//                          to the final exit); the slow profile predicts exit 0
+//                          in ~10 ms and each later stage in 5 s
+//   stuck  device glacial: exits {0}; stage 0 is predicted to take 100 s
+inline constexpr char kModelName[] = "tiny";
+
+struct ServerFixture {
+  std::string repository;
+  std::shared_ptr<EarlyExitModel> model;  // loaded from the repository
+  int num_images = 0;
+  std::vector<uint8_t> images;  // num_images x 28 x 28, Fashion-MNIST test split
+  std::vector<int> true_labels;
+
+  const uint8_t* image(int i) const { return images.data() + static_cast<size_t>(i) * 784; }
+  std::vector<float> Pixels(int i) const;
+  // The manifest written at repository/variants/<id>/variant.pbtxt.
+  v1::VariantManifest Variant(const std::string& id) const;
+};
+
+// Built once per process (training is cached on disk between the processes
+// ctest starts, keyed by this binary's identity).
+const ServerFixture& Fixture();
+
+Design DesignOf(const v1::VariantManifest& variant);
+
+// EarlyExitExecutor::Run at batch 1 for image `i` under `variant`, with the
+// server's default executor options. Results are memoised per variant.
+const SampleResult& Expected(const std::string& variant, int i);
+
+v1::ClassifyRequest RawRequest(const uint8_t* image, const std::string& request_id = "");
+std::string EncodePng(const uint8_t* pixels, int width, int height, int channels);
+
+struct TestServerOptions {
+  std::string variant = "v1";  // empty: nothing loaded
+  BatcherOptions batcher;
+  InferenceServiceOptions service;
+  int max_receive_bytes = 0;  // 0: gRPC's default
+};
+
+// The real service stack in-process, listening on 127.0.0.1:<ephemeral>.
+class TestServer {
+ public:
+  explicit TestServer(TestServerOptions options = {});
+  ~TestServer();
+  TestServer(const TestServer&) = delete;
+  TestServer& operator=(const TestServer&) = delete;
+
+  v1::Inference::Stub& stub() { return *stub_; }
+  std::shared_ptr<grpc::Channel> NewChannel() const;
+  ServableManager& servables() { return *servables_; }
+  prometheus::Registry& registry() { return *registry_; }
+  int port() const { return port_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<ServableManager> servables_;
+  std::unique_ptr<Batcher> batcher_;
+  std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::Inference::Stub> stub_;
+  int port_ = 0;
+};
+
+// Unary Classify with a client deadline `timeout` from now (InfiniteDuration:
+// none).
+grpc::Status Classify(v1::Inference::Stub& stub, const v1::ClassifyRequest& request,
+                      v1::ClassifyResponse* response,
+                      absl::Duration timeout = absl::Seconds(60));
+
+}  // namespace testing
+}  // namespace hapi

@@ -68,7 +68,7 @@ EXPOSE 50051 9101 50052 9102
 # use grpc.health.v1 natively, see deploy/k8s.) The optimizer's container
 # overrides this check (docker-compose.yml).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["hapi-client", "--target=127.0.0.1:50051", "--timeout=3", "status"]
+    CMD ["hapi-client", "--target=127.0.0.1:50051", "--timeout=3", "health"]
 
 # Default: serve the newest variant for device cpu-standard from the
 # repository. Override the command for the optimizer or another device:

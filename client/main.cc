@@ -20,6 +20,7 @@
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "hapi/v1/inference.grpc.pb.h"
 #include "hapi/v1/optimizer.grpc.pb.h"
 #include "stb_image_write.h"
@@ -59,6 +60,7 @@ struct Connection {
   bool tls = false;
   std::string ca_cert;
   double timeout_s = 30;
+  std::string lb_policy;
 
   std::shared_ptr<grpc::Channel> Channel() const {
     std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
@@ -73,6 +75,7 @@ struct Connection {
     }
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(16 << 20);
+    if (!lb_policy.empty()) args.SetLoadBalancingPolicyName(lb_policy);
     return grpc::CreateCustomChannel(target, creds, args);
   }
   std::string Token() const {
@@ -182,6 +185,8 @@ int main(int argc, char** argv) {
   app.add_flag("--tls", conn.tls, "Use TLS");
   app.add_option("--ca_cert", conn.ca_cert, "PEM root certificates for --tls");
   app.add_option("--timeout", conn.timeout_s, "RPC timeout in seconds (0: none)")->capture_default_str();
+  app.add_option("--lb_policy", conn.lb_policy,
+                 "gRPC load-balancing policy, e.g. round_robin across a headless Service's pods");
   std::string data_dir = hapi::kDefaultFashionMnistDir;
   app.add_option("--data_dir", data_dir, "Fashion-MNIST directory (for --idx, bench, export-samples)");
 
@@ -213,6 +218,11 @@ int main(int argc, char** argv) {
   bench->add_option("--json", json_out, "Write the summary as JSON");
   bool no_progress = false;
   bench->add_flag("--no_progress", no_progress, "No live progress line");
+
+  // health
+  auto* health = app.add_subcommand("health", "grpc.health.v1 check: exit 0 only when SERVING");
+  std::string health_service;
+  health->add_option("--service", health_service, "Service name (empty: the whole server)");
 
   // status / load-variant
   auto* status = app.add_subcommand("status", "Show what a server serves");
@@ -297,7 +307,8 @@ int main(int argc, char** argv) {
     std::string arg = argv[i];
     if (arg.rfind("-", 0) == 0) {
       static const std::set<std::string> kWithValue = {"--target", "--token", "--token_file",
-                                                       "--ca_cert", "--timeout", "--data_dir"};
+                                                       "--ca_cert", "--timeout", "--data_dir",
+                                                       "--lb_policy"};
       if (kWithValue.count(arg)) ++i;
       continue;
     }
@@ -415,6 +426,16 @@ int main(int argc, char** argv) {
       if (!json_out.empty()) {
         if (auto st = hapi::WriteFileAtomically(json_out, hapi::LoadReportJson(report)); !st.ok()) Die(std::string(st.message()));
       }
+    } else if (*health) {
+      auto stub = grpc::health::v1::Health::NewStub(conn.Channel());
+      grpc::ClientContext ctx;
+      conn.Prepare(&ctx);
+      grpc::health::v1::HealthCheckRequest req;
+      req.set_service(health_service);
+      grpc::health::v1::HealthCheckResponse resp;
+      Check(stub->Check(&ctx, req, &resp), "health");
+      std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status()) << "\n";
+      if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) return 4;
     } else if (*status) {
       auto stub = hapi::v1::Inference::NewStub(conn.Channel());
       grpc::ClientContext ctx;

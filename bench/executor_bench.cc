@@ -22,7 +22,8 @@ ABSL_FLAG(std::string, data_dir, hapi::kDefaultFashionMnistDir, "Fashion-MNIST d
 ABSL_FLAG(int32_t, threads, 1, "Intra-op threads");
 ABSL_FLAG(int32_t, samples, 2000, "Test samples per measurement");
 ABSL_FLAG(int32_t, batch, 64, "Batch size of the batched measurement");
-ABSL_FLAG(std::vector<std::string>, exits, {"1", "3", "5"}, "Early-exit design: enabled exits");
+ABSL_FLAG(std::vector<std::string>, exits, std::vector<std::string>({"1", "3", "5"}),
+          "Early-exit design: enabled exits");
 ABSL_FLAG(double, threshold, 0.95, "Early-exit design: shared max-softmax threshold");
 ABSL_FLAG(std::string, markdown_out, "", "Also write the table as markdown here");
 

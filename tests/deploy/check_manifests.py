@@ -576,8 +576,8 @@ def check_dockerfile(source, binaries, client, target_files, build_dir):
             cmd = rest.split("CMD", 1)[1].strip()
             argv = json.loads(cmd) if cmd.startswith("[") else shlex.split(cmd)
             port = check_client_command("Dockerfile HEALTHCHECK", argv, client) if argv[0] == "hapi-client" else None
-            if argv[0] != "hapi-client" or "status" not in argv:
-                error("Dockerfile HEALTHCHECK: expected `hapi-client --target=... status`")
+            if argv[0] != "hapi-client" or "health" not in argv:
+                error("Dockerfile HEALTHCHECK: expected `hapi-client --target=... health` (grpc.health.v1)")
             if port != binaries["hapi-server"].ports([]).get("grpc"):
                 error(f"Dockerfile HEALTHCHECK: port {port} is not hapi-server's default gRPC port")
         if op == "CMD":

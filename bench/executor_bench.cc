@@ -59,12 +59,18 @@ int main(int argc, char** argv) {
     std::string name;
     hapi::ExecutorOptions options;
   };
-  hapi::ExecutorOptions unfused, fused, channels_last;
+  hapi::ExecutorOptions unfused, fused, channels_last, onednn, onednn_cl;
+  for (auto* o : {&unfused, &fused, &channels_last}) o->onednn = false;
   unfused.fuse_batch_norm = false;
-  channels_last.channels_last = true;
+  unfused.channels_last = false;
+  fused.channels_last = false;
+  onednn.channels_last = false;
   const std::vector<Variant> variants = {
-      {"modules-equivalent (BN separate)", unfused}, {"BN folded", fused},
-      {"BN folded + channels-last", channels_last}};
+      {"LibTorch conv, BN separate", unfused},
+      {"LibTorch conv, BN folded", fused},
+      {"LibTorch conv, BN folded, NHWC", channels_last},
+      {"oneDNN conv, BN folded", onednn},
+      {"oneDNN conv, BN folded, NHWC", onednn_cl}};
 
   const double gemm = hapi::MeasureGemmMacsPerSecond();
   const double ideal_s = model->manifest().full_network_macs() / gemm;

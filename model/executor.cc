@@ -25,6 +25,7 @@ absl::StatusOr<std::unique_ptr<EarlyExitExecutor>> EarlyExitExecutor::Create(
     InferenceOptions io;
     io.fuse_batch_norm = options.fuse_batch_norm;
     io.channels_last = options.channels_last;
+    io.onednn = options.onednn;
     executor->network_ = std::make_unique<InferenceNetwork>(*model, io);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("preparing model ", model->manifest().name(),

@@ -17,7 +17,8 @@ class InferenceNetwork;
 
 struct ExecutorOptions {
   bool fuse_batch_norm = true;  // fold BN into convolutions (measured: see docs)
-  bool channels_last = false;
+  bool channels_last = true;     // NHWC activations (docs/executor-bench.md)
+  bool onednn = true;            // oneDNN convolutions instead of LibTorch's choice
 };
 
 // One exit evaluated for one sample.

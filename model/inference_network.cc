@@ -23,7 +23,11 @@ constexpr double kBatchNormEps = 1e-5;  // torch::nn::BatchNorm2d default
 }  // namespace
 
 torch::Tensor InferenceNetwork::Conv::operator()(const torch::Tensor& x) const {
-  torch::Tensor y = torch::conv2d(x, weight, bias, stride, padding);
+  // oneDNN directly: LibTorch's own heuristic sends small batch-1
+  // convolutions to im2col + BLAS, which is far slower here.
+  torch::Tensor y = use_onednn ? at::mkldnn_convolution(x, weight, bias, {padding, padding},
+                                                        {stride, stride}, {1, 1}, 1)
+                               : torch::conv2d(x, weight, bias, stride, padding);
   if (bn_scale.defined()) y = y * bn_scale + bn_shift;
   return y;
 }
@@ -41,6 +45,7 @@ InferenceNetwork::InferenceNetwork(EarlyExitModel& model, const InferenceOptions
   auto make_conv = [&](const TensorMap& t, const std::string& conv, const std::string& bn,
                        int stride, int padding) {
     Conv c;
+    c.use_onednn = options.onednn;
     c.stride = stride;
     c.padding = padding;
     torch::Tensor w = t.at(conv + ".weight");

@@ -14,7 +14,8 @@ namespace hapi {
 
 struct InferenceOptions {
   bool fuse_batch_norm = true;
-  bool channels_last = false;
+  bool channels_last = true;
+  bool onednn = true;  // call oneDNN's convolution directly
 };
 
 class InferenceNetwork {
@@ -37,6 +38,7 @@ class InferenceNetwork {
     torch::Tensor weight, bias;  // bias undefined when unfused
     torch::Tensor bn_scale, bn_shift;  // defined only when BN is not folded
     int stride = 1, padding = 0;
+    bool use_onednn = false;
     torch::Tensor operator()(const torch::Tensor& x) const;
   };
   struct StageOps {

@@ -37,6 +37,7 @@ ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9101", "Prometheus /metrics add
 ABSL_FLAG(std::string, admin_token, "", "Token required by LoadVariant (empty: none)");
 ABSL_FLAG(std::string, admin_token_file, "", "Read the admin token from this file");
 ABSL_FLAG(bool, fuse_batch_norm, true, "Fold batch norm into convolutions");
+ABSL_FLAG(bool, channels_last, true, "NHWC (channels-last) activations");
 ABSL_FLAG(bool, full_network, false,
           "Serve the variant's model without early exits (a baseline for measurements)");
 
@@ -71,6 +72,7 @@ int main(int argc, char** argv) {
 
   hapi::ExecutorOptions executor_options;
   executor_options.fuse_batch_norm = absl::GetFlag(FLAGS_fuse_batch_norm);
+  executor_options.channels_last = absl::GetFlag(FLAGS_channels_last);
   hapi::ServableManager servables(repository, executor_options, &metrics,
                                   absl::GetFlag(FLAGS_full_network));
   hapi::BatcherOptions batcher_options;

@@ -306,7 +306,7 @@ class AnnealingSearch : public DesignSearch {
 // ---------------------------------------------------------------------------
 // The efficient search. See docs/optimizer.md for the reasoning.
 //  1. Greedy latency-descent paths, one per grid threshold (every
-//     grid/16-th threshold; step 2 refines between them): start from the
+//     grid/32-th threshold; step 2 refines between them): start from the
 //     full network and repeatedly enable the exit that saves the most latency
 //     per point of accuracy lost, until no exit saves latency. Every design on
 //     every path is scored and offered. The paths trace the accuracy/latency
@@ -354,7 +354,7 @@ class HapiSearch : public DesignSearch {
     consider(full, full_pred);
     // Coarse pass: greedy paths on every `stride`-th threshold; the hill
     // climb below refines thresholds between them.
-    const int stride = std::max(1, grid / 16);
+    const int stride = std::max(1, grid / 32);
     for (int t = 0; t < grid; t += stride) {
       Point all;
       all.exits = space.candidate_exits;

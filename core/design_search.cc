@@ -305,8 +305,7 @@ class AnnealingSearch : public DesignSearch {
 
 // ---------------------------------------------------------------------------
 // The efficient search. See docs/optimizer.md for the reasoning.
-//  1. Greedy latency-descent paths, one per grid threshold (every
-//     grid/32-th threshold; step 2 refines between them): start from the
+//  1. Greedy latency-descent paths, one per grid threshold: start from the
 //     full network and repeatedly enable the exit that saves the most latency
 //     per point of accuracy lost, until no exit saves latency. Every design on
 //     every path is scored and offered. The paths trace the accuracy/latency
@@ -345,16 +344,16 @@ class HapiSearch : public DesignSearch {
       std::sort(seeds.begin(), seeds.end(), [&](const Scored& a, const Scored& b) {
         return tracker.Prefer(a.pred, b.pred);
       });
-      if (seeds.size() > 8) seeds.pop_back();
+      if (seeds.size() > 12) seeds.pop_back();
     };
 
     // Phase 1: one greedy path per threshold.
     Point full;
     const LatencyPrediction full_pred = score(full);
     consider(full, full_pred);
-    // Coarse pass: greedy paths on every `stride`-th threshold; the hill
-    // climb below refines thresholds between them.
-    const int stride = std::max(1, grid / 32);
+    // Every threshold gets a path (a coarser stride cost accuracy on the
+    // default model: docs/optimizer.md).
+    const int stride = 1;
     for (int t = 0; t < grid; t += stride) {
       Point all;
       all.exits = space.candidate_exits;
@@ -427,6 +426,16 @@ class HapiSearch : public DesignSearch {
             n.thresholds.insert(n.thresholds.begin() + pos, t);
           }
           neighbours.push_back(std::move(n));
+        }
+        if (!per_exit) {  // toggle an exit and move the shared threshold together
+          const size_t plain = neighbours.size();
+          for (size_t j = 0; j < plain; ++j) {
+            for (int step : {-1, 1}) {
+              Point n = neighbours[j];
+              for (int& t : n.thresholds) t = std::clamp(t + step, 0, grid - 1);
+              neighbours.push_back(std::move(n));
+            }
+          }
         }
         for (int step : {-stride, -3, -2, -1, 1, 2, 3, stride}) {  // move the threshold(s)
           if ((step == stride || step == -stride) && stride <= 3) continue;
@@ -537,9 +546,11 @@ SearchSpace DefaultSearchSpace(const CalibrationTable& table, ExitPolicy policy,
   std::sort(scores.begin(), scores.end());
   grid_size = std::max(2, grid_size);
   for (int i = 0; i < grid_size && !scores.empty(); ++i) {
-    // Quantiles from the median up: thresholds below the median let most
-    // samples out at the first exit and are rarely useful.
-    double q = 0.5 + 0.5 * i / (grid_size - 1);
+    // Quantiles over the whole range, denser towards the top where the
+    // accuracy/latency trade-off is decided: q = 1 - (1 - i/(n-1))^2. The low
+    // end matters for tail-latency SLAs, which need most samples out early.
+    double u = 1.0 - static_cast<double>(i) / (grid_size - 1);
+    double q = 1.0 - u * u;
     size_t idx = std::min(scores.size() - 1, static_cast<size_t>(q * (scores.size() - 1)));
     float t = std::clamp(scores[idx], 0.0f, 1.0f);
     if (space.thresholds.empty() || t > space.thresholds.back()) space.thresholds.push_back(t);

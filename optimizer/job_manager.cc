@@ -146,8 +146,6 @@ void JobManager::Unwatch(int64_t handle) {
 void JobManager::Publish(const std::string& id, const std::function<void(v1::Job*)>& change,
                          bool persist) {
   v1::Job job;
-  std::vector<std::function<void(const v1::Job&)>> targets;
-  bool finished;
   {
     absl::MutexLock lock(&mu_);
     auto it = active_.find(id);
@@ -155,8 +153,19 @@ void JobManager::Publish(const std::string& id, const std::function<void(v1::Job
     change(&it->second.job);
     it->second.job.set_updated_at(NowRfc3339());
     job = it->second.job;
-    finished = job.state() == v1::SUCCEEDED || job.state() == v1::FAILED ||
-               job.state() == v1::CANCELLED;
+  }
+  const bool finished = job.state() == v1::SUCCEEDED || job.state() == v1::FAILED ||
+                        job.state() == v1::CANCELLED;
+  // Persist while the job is still in memory: a reader that misses it in
+  // active_ then finds the new state in the store, never an older one.
+  if (persist && job.state() != v1::SUCCEEDED) {
+    if (absl::Status st = store_->UpdateJob(job); !st.ok()) {
+      LOG(ERROR) << "job " << id << ": cannot persist state: " << st;
+    }
+  }
+  std::vector<std::function<void(const v1::Job&)>> targets;
+  {
+    absl::MutexLock lock(&mu_);
     for (auto w = watchers_.begin(); w != watchers_.end();) {
       if (w->second.job != id) {
         ++w;
@@ -165,12 +174,7 @@ void JobManager::Publish(const std::string& id, const std::function<void(v1::Job
       targets.push_back(w->second.fn);
       w = finished ? watchers_.erase(w) : std::next(w);
     }
-    if (finished) active_.erase(it);
-  }
-  if (persist && job.state() != v1::SUCCEEDED) {
-    if (absl::Status st = store_->UpdateJob(job); !st.ok()) {
-      LOG(ERROR) << "job " << id << ": cannot persist state: " << st;
-    }
+    if (finished) active_.erase(id);
   }
   for (auto& fn : targets) fn(job);
 }

@@ -793,8 +793,7 @@ TEST_F(SearchTest, ProgressIsMonotonicAndEndsAtOne) {
 
 TEST_F(SearchTest, ProgressReturningFalseCancels) {
   for (const std::string& algorithm : kAlgorithms) {
-    // HAPI only consults `progress` after its greedy phase (see the disabled
-    // test below), so it gets one chance to cancel.
+    // Cancelling at the first progress call must stop every algorithm.
     for (int cancel_after : algorithm == "hapi" ? std::vector<int>{1} : std::vector<int>{1, 3}) {
       SearchProblem p = Problem(MaxAccuracy(0.6 * FullNetworkMean()), 64, /*per_exit=*/algorithm == "hapi");
       ASSERT_EQ(p.space.thresholds.size(), 64u);
@@ -807,10 +806,8 @@ TEST_F(SearchTest, ProgressReturningFalseCancels) {
   }
 }
 
-// BUG (see the report): HapiSearch only calls `progress` on every 64th
-// Tracker::Progress call and ignores the result of its final
-// tracker.Progress(1.0), so with a threshold grid below 64 entries (a small
-// --threshold_grid, or ties in the scores) it can never be cancelled.
+// Regression: HapiSearch must consult `progress` (and honour a cancel) even
+// with a small threshold grid, not only every n-th call.
 TEST_F(SearchTest, HapiHonoursCancellationWithASmallGrid) {
   SearchProblem p = Problem(MaxAccuracy(0.6 * FullNetworkMean()), 16, /*per_exit=*/true);
   int calls = 0;
@@ -822,13 +819,11 @@ TEST_F(SearchTest, HapiHonoursCancellationWithASmallGrid) {
   EXPECT_GE(calls, 1);
 }
 
-// BUG (see the report): for tail statistics (p95, p99) enabling any single
-// exit makes the statistic worse (the slowest 5% still take the full path,
-// now with one more head), so HapiSearch's greedy paths stop at once and its
-// hill climbing from the least-violating seeds stays on that plateau. It then
-// answers FAILED_PRECONDITION "the fastest achievable p95 latency on this
-// device is 3.970 ms" (the full network) although exhaustive search finds
-// exits [1, 2, 3, 4] at 0.539 with p95 3.41 ms on the same space.
+// Regression: for tail statistics (p95, p99) enabling any single exit makes
+// the statistic worse (the slowest 5% still take the full path, now with one
+// more head). A greedy path that only follows the statistic stops at once and
+// used to answer FAILED_PRECONDITION although exhaustive search finds
+// feasible designs (e.g. exits [1, 2, 3, 4] at p95 3.41 ms on this table).
 TEST_F(SearchTest, HapiFindsFeasibleDesignsForTailLatencySlas) {
   const double full_p95 = PredictOrDie(Design::FinalOnly()).p95_s;
   for (double f : {0.88, 0.9, 0.95, 0.98}) {
@@ -844,14 +839,9 @@ TEST_F(SearchTest, HapiFindsFeasibleDesignsForTailLatencySlas) {
   }
 }
 
-// BUG (see the report): SearchSpace documents an ascending threshold grid
-// and DesignEvaluator relies on it (a sample "clears every threshold up to
-// its score"), but CheckProblem does not enforce it. With the grid
-// {0.9, 0.5} the evaluator treats 0.5 like 0.9, so hapi, random and
-// annealing answer FAILED_PRECONDITION ("fastest achievable ... 3.257 ms")
-// while exhaustive (sample by sample) finds exits [2, 4] at 0.5, 2.39 ms.
-// Either reject such a grid or score it correctly; this test asks for the
-// former.
+// Regression: DesignEvaluator relies on an ascending threshold grid (a sample
+// "clears every threshold up to its score"); an unsorted grid such as
+// {0.9, 0.5} would be scored wrongly, so it must be rejected.
 TEST_F(SearchTest, UnsortedThresholdGridIsRejected) {
   SearchProblem p = Problem(MaxAccuracy(2.5 * kMs));
   p.space.thresholds = {0.9f, 0.5f};

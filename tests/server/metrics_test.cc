@@ -123,10 +123,8 @@ TEST(MetricsTest, DeadlineAndQueueOutcomesAreCounted) {
   EXPECT_EQ(Value(server.registry(), "hapi_pending_requests", {{"variant", "stuck"}}), 0);
 }
 
-// BUG (server/metrics.cc, ServerMetrics::ForVariant): hapi_variant_info is
-// documented as "the variant being served (value 1)", but a swap only sets
-// the new variant's child to 1; the old one stays at 1, so after v1 -> v2
-// both read as served. Enable once fixed.
+// Regression: hapi_variant_info is "the variant being served (value 1)"; after
+// a swap v1 -> v2 the old variant's child must drop to 0.
 TEST(MetricsTest, VariantInfoFollowsTheServedVariant) {
   TestServer server;
   ASSERT_OK(LoadVariant(server.stub(), "v2"));
@@ -135,11 +133,9 @@ TEST(MetricsTest, VariantInfoFollowsTheServedVariant) {
   EXPECT_TRUE(!old.has_value() || *old == 0) << "v1 still reported as served";
 }
 
-// BUG (server/metrics.cc ServerMetrics::ForVariant + VariantMetrics::ExitCounts):
-// ServingStatus.exit_counts is documented as "answers per model exit since
-// this variant loaded", but the counters are found again by label on a
-// reload, so reloading a variant keeps counting from its previous period.
-// Enable once fixed (or the documentation changed).
+// Regression: ServingStatus.exit_counts counts "answers per model exit since
+// this variant loaded", so reloading a variant starts again from zero although
+// the Prometheus counters (found again by label) keep counting.
 TEST(MetricsTest, ExitCountsRestartWhenAVariantIsLoadedAgain) {
   const ServerFixture& f = Fixture();
   TestServer server;

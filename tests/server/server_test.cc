@@ -636,13 +636,10 @@ TEST(HotSwapTest, BrokenVariantKeepsTheOldOneServing) {
   EXPECT_EQ(r.variant(), "v1");
 }
 
-// BUG (server/servable.cc Servable::Load): the manifest's id is never checked
-// against the directory it was loaded from. A copied variant directory
-// ("alias" holding id "v1") is served under the id "v1", and hapi-server
-// --device then sees NewestVariantForDevice() == "alias" != current id "v1"
-// on every poll and reloads it forever (observed: a swap every
-// --poll_seconds). Enable once Load rejects the mismatch (or uses the
-// directory name).
+// Regression: a variant's manifest id must match its directory. A copied
+// directory ("alias" holding id "v1") would otherwise be served as "v1", and
+// hapi-server --device would see NewestVariantForDevice() == "alias" != "v1"
+// on every poll and reload it forever.
 TEST(HotSwapTest, VariantIdMustMatchItsDirectory) {
   const ServerFixture& f = Fixture();
   ASSERT_OK(MakeDirectories(f.repository + "/variants/alias"));

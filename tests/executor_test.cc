@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "model/trainer.h"
 #include "tests/status_matchers.h"
+#include "tests/tiny_model.h"
 
 namespace hapi {
 namespace {
@@ -28,51 +29,8 @@ struct Fixture {
 const Fixture& Shared() {
   static const Fixture* fixture = [] {
     auto* f = new Fixture();
-    FashionMnist data;
-    auto real = LoadFashionMnist(kDefaultFashionMnistDir);
-    if (real.ok()) {
-      data = *std::move(real);
-    } else {
-      // Synthetic stand-in: class-dependent bright bar plus noise.
-      auto make = [](int n, uint64_t seed) {
-        ImageSet set;
-        std::vector<int> perm = SeededPermutation(n * 7 + 13, seed);
-        set.pixels.resize(static_cast<size_t>(n) * kImagePixels);
-        set.labels.resize(n);
-        for (int i = 0; i < n; ++i) {
-          int label = perm[i] % kNumClasses;
-          set.labels[i] = static_cast<uint8_t>(label);
-          for (int p = 0; p < kImagePixels; ++p) {
-            int row = p / kImageSide;
-            uint8_t noise = static_cast<uint8_t>((perm[(i + p) % perm.size()] * 31) % 64);
-            set.pixels[static_cast<size_t>(i) * kImagePixels + p] =
-                static_cast<uint8_t>((row / 3 == label ? 180 : 0) + noise);
-          }
-        }
-        return set;
-      };
-      data.train = make(2000, 1);
-      data.validation = make(500, 2);
-      data.test = make(500, 3);
-    }
-    data.train.Truncate(2000);
-    data.validation.Truncate(500);
-    data.test.Truncate(600);
-    v1::BackboneConfig c;
-    c.set_stem_channels(8);
-    for (int w : {8, 16, 16}) c.add_widths(w);
-    for (int b : {2, 2, 1}) c.add_blocks_per_group(b);  // 6 stages, early exits 0..4
-    c.set_num_classes(10);
-    c.set_exit_conv_channels(8);
-    c.set_exit_conv_min_size(14);
-    v1::TrainingConfig t = DefaultTrainingConfig();
-    t.set_backbone_epochs(1);
-    t.set_exit_epochs(1);
-    t.set_batch_size(64);
-    t.set_threads(1);
-    TrainerOptions options;
-    options.progress = false;
-    auto model = TrainEarlyExitModel("tiny", c, t, data, options);
+    FashionMnist data = testing::TinyTrainingData(600);
+    auto model = testing::TrainTinyModel("tiny", data);
     if (!model.ok()) {
       ADD_FAILURE() << model.status();
       std::abort();

@@ -42,6 +42,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::google::protobuf::util::MessageDifferencer;
+using ::hapi::testing::FreePort;
 using ::hapi::testing::ScopedTempDir;
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
@@ -49,24 +50,6 @@ using ::testing::SizeIs;
 constexpr char kBinary[] = HAPI_OPTIMIZER_BINARY;
 constexpr char kModel[] = "synth";
 constexpr char kDevice[] = "dev";
-
-// A port nobody listens on right now: bind to port 0, read it, close.
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
 
 bool CanConnect(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);

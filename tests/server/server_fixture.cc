@@ -1,4 +1,5 @@
 #include "tests/server/server_fixture.h"
+#include "tests/tiny_model.h"
 
 #include <sys/stat.h>
 
@@ -34,57 +35,10 @@ constexpr int kCachedImages = 200;
   std::abort();
 }
 
-FashionMnist TrainingData() {
-  FashionMnist data;
-  auto real = LoadFashionMnist(kDefaultFashionMnistDir);
-  if (real.ok()) {
-    data = *std::move(real);
-  } else {
-    // Synthetic stand-in (as in tests/executor_test.cc): a class-dependent
-    // bright bar plus noise.
-    auto make = [](int n, uint64_t seed) {
-      ImageSet set;
-      std::vector<int> perm = SeededPermutation(n * 7 + 13, seed);
-      set.pixels.resize(static_cast<size_t>(n) * kImagePixels);
-      set.labels.resize(n);
-      for (int i = 0; i < n; ++i) {
-        int label = perm[i] % kNumClasses;
-        set.labels[i] = static_cast<uint8_t>(label);
-        for (int p = 0; p < kImagePixels; ++p) {
-          int row = p / kImageSide;
-          uint8_t noise = static_cast<uint8_t>((perm[(i + p) % perm.size()] * 31) % 64);
-          set.pixels[static_cast<size_t>(i) * kImagePixels + p] =
-              static_cast<uint8_t>((row / 3 == label ? 180 : 0) + noise);
-        }
-      }
-      return set;
-    };
-    data.train = make(2000, 1);
-    data.validation = make(500, 2);
-    data.test = make(500, 3);
-  }
-  data.train.Truncate(2000);
-  data.validation.Truncate(500);
-  data.test.Truncate(kCachedImages);
-  return data;
-}
+FashionMnist TrainingData() { return TinyTrainingData(kCachedImages); }
 
 std::unique_ptr<EarlyExitModel> Train(const FashionMnist& data) {
-  v1::BackboneConfig c;
-  c.set_stem_channels(8);
-  for (int w : {8, 16, 16}) c.add_widths(w);
-  for (int b : {2, 2, 1}) c.add_blocks_per_group(b);  // 6 stages, early exits 0..4
-  c.set_num_classes(10);
-  c.set_exit_conv_channels(8);
-  c.set_exit_conv_min_size(14);
-  v1::TrainingConfig t = DefaultTrainingConfig();
-  t.set_backbone_epochs(1);
-  t.set_exit_epochs(1);
-  t.set_batch_size(64);
-  t.set_threads(1);
-  TrainerOptions options;
-  options.progress = false;
-  auto model = TrainEarlyExitModel(kModelName, c, t, data, options);
+  auto model = TrainTinyModel(kModelName, data);
   if (!model.ok()) Die(model.status().ToString());
   return *std::move(model);
 }

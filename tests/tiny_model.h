@@ -1,0 +1,74 @@
+// The tiny early-exit model the model-level tests train in a few seconds:
+// real Fashion-MNIST when installed, else a synthetic stand-in (a bright bar
+// whose row depends on the class, plus noise). Links hapi::model.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/fashion_mnist.h"
+#include "model/early_exit_model.h"
+#include "model/trainer.h"
+
+namespace hapi {
+namespace testing {
+
+inline ImageSet SyntheticImages(int n, uint64_t seed) {
+  ImageSet set;
+  std::vector<int> perm = SeededPermutation(n * 7 + 13, seed);
+  set.pixels.resize(static_cast<size_t>(n) * kImagePixels);
+  set.labels.resize(n);
+  for (int i = 0; i < n; ++i) {
+    int label = perm[i] % kNumClasses;
+    set.labels[i] = static_cast<uint8_t>(label);
+    for (int p = 0; p < kImagePixels; ++p) {
+      int row = p / kImageSide;
+      uint8_t noise = static_cast<uint8_t>((perm[(i + p) % perm.size()] * 31) % 64);
+      set.pixels[static_cast<size_t>(i) * kImagePixels + p] =
+          static_cast<uint8_t>((row / 3 == label ? 180 : 0) + noise);
+    }
+  }
+  return set;
+}
+
+// 2000 training and 500 validation images; the first `test` test images.
+inline FashionMnist TinyTrainingData(int test) {
+  FashionMnist data;
+  auto real = LoadFashionMnist(kDefaultFashionMnistDir);
+  if (real.ok()) {
+    data = *std::move(real);
+  } else {
+    data.train = SyntheticImages(2000, 1);
+    data.validation = SyntheticImages(500, 2);
+    data.test = SyntheticImages(std::max(test, 1), 3);
+  }
+  data.train.Truncate(2000);
+  data.validation.Truncate(500);
+  data.test.Truncate(test);
+  return data;
+}
+
+// Stem 8, widths 8/16/16, blocks 2/2/1: 6 stages, early exits 0..4. One epoch
+// of each training stage, one thread (repeatable).
+inline absl::StatusOr<std::unique_ptr<EarlyExitModel>> TrainTinyModel(const std::string& name,
+                                                                      const FashionMnist& data) {
+  v1::BackboneConfig c;
+  c.set_stem_channels(8);
+  for (int w : {8, 16, 16}) c.add_widths(w);
+  for (int b : {2, 2, 1}) c.add_blocks_per_group(b);
+  c.set_num_classes(10);
+  c.set_exit_conv_channels(8);
+  c.set_exit_conv_min_size(14);
+  v1::TrainingConfig t = DefaultTrainingConfig();
+  t.set_backbone_epochs(1);
+  t.set_exit_epochs(1);
+  t.set_batch_size(64);
+  t.set_threads(1);
+  TrainerOptions options;
+  options.progress = false;
+  return TrainEarlyExitModel(name, c, t, data, options);
+}
+
+}  // namespace testing
+}  // namespace hapi

@@ -70,6 +70,8 @@ LoadReport RunLoad(v1::Inference::Stub* stub, const std::vector<std::string>& im
       s.label = r.label();
       s.exit_index = r.exit().exit_index();
       s.cut_by_deadline = r.cut_by_deadline();
+      s.server_s = r.server_latency_s();
+      s.queue_s = r.queue_s();
     }
     absl::MutexLock lock(&mu);
     report.samples.push_back(s);
@@ -144,82 +146,94 @@ LoadReport RunLoad(v1::Inference::Stub* stub, const std::vector<std::string>& im
   return report;
 }
 
-std::string SummariseLoad(const LoadReport& r) {
-  std::vector<double> ok_latency;
+namespace {
+
+// Everything the summaries print, computed once over the samples.
+struct LoadStats {
+  std::vector<double> latency, server, queue;  // OK answers only, seconds
   std::map<int, int64_t> codes, exits;
-  int64_t labelled = 0, correct = 0, cut = 0;
+  int64_t ok = 0, labelled = 0, correct = 0, cut = 0;
+};
+
+LoadStats Stats(const LoadReport& r) {
+  LoadStats st;
   for (const LoadSample& s : r.samples) {
-    ++codes[s.code];
+    ++st.codes[s.code];
     if (s.code != 0) continue;
-    ok_latency.push_back(s.latency_s);
-    ++exits[s.exit_index];
-    cut += s.cut_by_deadline;
+    ++st.ok;
+    st.latency.push_back(s.latency_s);
+    st.server.push_back(s.server_s);
+    st.queue.push_back(s.queue_s);
+    ++st.exits[s.exit_index];
+    st.cut += s.cut_by_deadline;
     if (s.truth >= 0) {
-      ++labelled;
-      correct += s.label == s.truth;
+      ++st.labelled;
+      st.correct += s.label == s.truth;
     }
   }
+  return st;
+}
+
+double Mean(const std::vector<double>& v) {
+  return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / v.size();
+}
+
+}  // namespace
+
+std::string SummariseLoad(const LoadReport& r) {
+  const LoadStats st = Stats(r);
   std::string out = absl::StrFormat(
       "requests %d in %.2f s: %.1f req/s\nlatency ms: p50 %.3f  p90 %.3f  p99 %.3f  max %.3f  "
-      "mean %.3f\n",
-      r.samples.size(), r.seconds, r.throughput(), 1e3 * Percentile(ok_latency, 0.5),
-      1e3 * Percentile(ok_latency, 0.9), 1e3 * Percentile(ok_latency, 0.99),
-      1e3 * Percentile(ok_latency, 1.0),
-      ok_latency.empty() ? 0.0
-                         : 1e3 * std::accumulate(ok_latency.begin(), ok_latency.end(), 0.0) /
-                               ok_latency.size());
+      "mean %.3f\nserver-side ms: mean %.3f (queue %.3f)  p50 %.3f\n",
+      r.samples.size(), r.seconds, r.throughput(), 1e3 * Percentile(st.latency, 0.5),
+      1e3 * Percentile(st.latency, 0.9), 1e3 * Percentile(st.latency, 0.99),
+      1e3 * Percentile(st.latency, 1.0), 1e3 * Mean(st.latency), 1e3 * Mean(st.server),
+      1e3 * Mean(st.queue), 1e3 * Percentile(st.server, 0.5));
   out += "codes:";
-  for (auto [code, n] : codes) absl::StrAppendFormat(&out, " %s=%d", CodeName(code), n);
+  for (auto [code, n] : st.codes) absl::StrAppendFormat(&out, " %s=%d", CodeName(code), n);
   out += "\nexits:";
-  for (auto [exit, n] : exits) {
-    absl::StrAppendFormat(&out, " %d:%.1f%%", exit, 100.0 * n / std::max<size_t>(1, ok_latency.size()));
+  for (auto [exit, n] : st.exits) {
+    absl::StrAppendFormat(&out, " %d:%.1f%%", exit, 100.0 * n / std::max<int64_t>(1, st.ok));
   }
-  if (cut > 0) absl::StrAppendFormat(&out, "  (cut short by deadline: %d)", cut);
-  if (labelled > 0) {
-    absl::StrAppendFormat(&out, "\naccuracy %.2f%% (%d labelled)", 100.0 * correct / labelled, labelled);
+  if (st.cut > 0) absl::StrAppendFormat(&out, "  (cut short by deadline: %d)", st.cut);
+  if (st.labelled > 0) {
+    absl::StrAppendFormat(&out, "\naccuracy %.2f%% (%d labelled)",
+                          100.0 * st.correct / st.labelled, st.labelled);
   }
   return out + "\n";
 }
 
 std::string LoadReportCsv(const LoadReport& r) {
-  std::string out = "start_s,latency_s,code,label,truth,exit,cut_by_deadline\n";
+  std::string out = "start_s,latency_s,server_s,queue_s,code,label,truth,exit,cut_by_deadline\n";
   for (const LoadSample& s : r.samples) {
-    absl::StrAppendFormat(&out, "%.6f,%.6f,%d,%d,%d,%d,%d\n", s.start_s, s.latency_s, s.code,
-                          s.label, s.truth, s.exit_index, s.cut_by_deadline ? 1 : 0);
+    absl::StrAppendFormat(&out, "%.6f,%.6f,%.6f,%.6f,%d,%d,%d,%d,%d\n", s.start_s, s.latency_s,
+                          s.server_s, s.queue_s, s.code, s.label, s.truth, s.exit_index,
+                          s.cut_by_deadline ? 1 : 0);
   }
   return out;
 }
 
 std::string LoadReportJson(const LoadReport& r) {
-  std::vector<double> lat;
-  int64_t ok = 0, correct = 0, labelled = 0;
-  std::map<int, int64_t> codes, exits;
-  for (const LoadSample& s : r.samples) {
-    ++codes[s.code];
-    if (s.code != 0) continue;
-    ++ok;
-    lat.push_back(s.latency_s);
-    ++exits[s.exit_index];
-    if (s.truth >= 0) {
-      ++labelled;
-      correct += s.label == s.truth;
-    }
-  }
+  const LoadStats st = Stats(r);
   std::string out = absl::StrFormat(
       "{\"requests\": %d, \"seconds\": %.6f, \"throughput_rps\": %.3f, \"ok\": %d, "
-      "\"latency_ms\": {\"p50\": %.4f, \"p90\": %.4f, \"p99\": %.4f, \"max\": %.4f}, "
+      "\"latency_ms\": {\"mean\": %.4f, \"p50\": %.4f, \"p90\": %.4f, \"p99\": %.4f, "
+      "\"max\": %.4f}, \"server_ms\": {\"mean\": %.4f, \"p50\": %.4f, \"queue_mean\": %.4f}, "
       "\"accuracy\": %s, \"codes\": {",
-      r.samples.size(), r.seconds, r.throughput(), ok, 1e3 * Percentile(lat, 0.5),
-      1e3 * Percentile(lat, 0.9), 1e3 * Percentile(lat, 0.99), 1e3 * Percentile(lat, 1.0),
-      labelled > 0 ? absl::StrFormat("%.6f", static_cast<double>(correct) / labelled) : "null");
+      r.samples.size(), r.seconds, r.throughput(), st.ok, 1e3 * Mean(st.latency),
+      1e3 * Percentile(st.latency, 0.5), 1e3 * Percentile(st.latency, 0.9),
+      1e3 * Percentile(st.latency, 0.99), 1e3 * Percentile(st.latency, 1.0),
+      1e3 * Mean(st.server), 1e3 * Percentile(st.server, 0.5), 1e3 * Mean(st.queue),
+      st.labelled > 0 ? absl::StrFormat("%.6f", static_cast<double>(st.correct) / st.labelled)
+                      : "null");
   bool first = true;
-  for (auto [code, n] : codes) {
+  for (auto [code, n] : st.codes) {
     absl::StrAppendFormat(&out, "%s\"%s\": %d", first ? "" : ", ", CodeName(code), n);
     first = false;
   }
   out += "}, \"exits\": {";
   first = true;
-  for (auto [e, n] : exits) {
+  for (auto [e, n] : st.exits) {
     absl::StrAppendFormat(&out, "%s\"%d\": %d", first ? "" : ", ", e, n);
     first = false;
   }

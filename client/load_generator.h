@@ -25,6 +25,8 @@ struct LoadOptions {
 struct LoadSample {
   double start_s = 0;    // since the run began
   double latency_s = 0;  // client-side
+  double server_s = 0;   // server-side, as the response reports it
+  double queue_s = 0;    // of which waiting for a batch
   int code = 0;
   int label = -1, truth = -1, exit_index = -1;
   bool cut_by_deadline = false;

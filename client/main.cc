@@ -271,6 +271,10 @@ int main(int argc, char** argv) {
   var_create->add_option("--min-accuracy,--min_accuracy", min_accuracy, "min-latency: accuracy floor (0..1)");
   var_create->add_option("--max-drop,--max_drop", max_drop, "min-latency: at most this many points below the full network");
   var_create->add_option("--min-throughput,--min_throughput", min_throughput, "Requests/s floor at batch 1");
+  double confidence = 0;
+  var_create->add_option("--confidence", confidence,
+                         "min-latency: one-sided confidence the accuracy floor holds at, in [0.5, 1) "
+                         "(default 0.9; 0.5 = the validation estimate alone)");
   var_create->add_option("--algorithm", algorithm, "hapi|exhaustive|random|annealing")->capture_default_str();
   var_create->add_option("--policy", policy, "max_softmax|entropy|margin")->capture_default_str();
   var_create->add_flag("--per-exit,--per_exit", per_exit, "One threshold per exit");
@@ -527,6 +531,7 @@ int main(int argc, char** argv) {
           } else {
             Die("--objective=min-latency needs --min-accuracy or --max-drop");
           }
+          sla->set_accuracy_confidence(confidence);
         } else {
           Die(absl::StrCat("--objective '", objective, "': use max-accuracy or min-latency"));
         }

@@ -50,13 +50,24 @@ absl::Status Batcher::Submit(std::unique_ptr<InferenceRequest> request) {
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("server shutting down");
-    if (static_cast<int>(queue_.size()) >= options_.queue_capacity) {
+    const bool run_here = options_.run_inline && options_.max_batch == 1 && queue_.empty() &&
+                          executing_ < options_.workers;
+    if (!run_here && static_cast<int>(queue_.size()) >= options_.queue_capacity) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "server queue is full (", options_.queue_capacity, " requests); retry later"));
     }
     if (metrics) metrics->PendingAdd(1);  // before a worker can take it
-    queue_.push_back(std::move(request));
+    if (!run_here) {
+      queue_.push_back(std::move(request));
+      return absl::OkStatus();
+    }
+    ++executing_;
   }
+  std::vector<std::unique_ptr<InferenceRequest>> batch;
+  batch.push_back(std::move(request));
+  RunBatch(std::move(batch));
+  absl::MutexLock lock(&mu_);
+  --executing_;
   return absl::OkStatus();
 }
 
@@ -67,7 +78,7 @@ void Batcher::WorkerLoop() {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
-            return b->stopping_ || !b->queue_.empty();
+            return b->stopping_ || (!b->queue_.empty() && b->executing_ < b->options_.workers);
           },
           this));
       if (stopping_) return;
@@ -93,8 +104,11 @@ void Batcher::WorkerLoop() {
           ++it;
         }
       }
+      ++executing_;
     }
     RunBatch(std::move(batch));
+    absl::MutexLock lock(&mu_);
+    --executing_;
   }
 }
 

@@ -2,6 +2,12 @@
 // a worker takes up to max_batch requests for the same servable (waiting at
 // most max_wait for the batch to fill), runs them through the executor with
 // exit compaction, and answers each request the moment its sample exits.
+//
+// With batching off (max_batch 1) and run_inline, a request that finds an
+// idle execution slot and nobody queued ahead of it runs on the submitting
+// thread instead: no hand-off to a worker and back, which at batch 1 is a
+// large share of a request's time outside the network. At most `workers`
+// requests execute at once either way.
 #pragma once
 
 #include <atomic>
@@ -47,6 +53,7 @@ struct BatcherOptions {
   absl::Duration max_wait = absl::Milliseconds(2);
   int queue_capacity = 256;                   // queued requests beyond this are refused
   int workers = 1;                            // batches executing at once
+  bool run_inline = true;                     // see above; only with max_batch 1
 };
 
 class Batcher {
@@ -55,7 +62,8 @@ class Batcher {
   ~Batcher();  // answers queued requests UNAVAILABLE and joins the workers
 
   // RESOURCE_EXHAUSTED at once when the queue is full; otherwise the request
-  // is answered later through on_done.
+  // is answered through on_done: later from a worker, or before Submit
+  // returns when it ran inline.
   absl::Status Submit(std::unique_ptr<InferenceRequest> request);
   int queued() const;
   const BatcherOptions& options() const { return options_; }
@@ -68,6 +76,7 @@ class Batcher {
   mutable absl::Mutex mu_;
   std::deque<std::unique_ptr<InferenceRequest>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int executing_ ABSL_GUARDED_BY(mu_) = 0;  // batches running, inline or on workers
   std::vector<std::thread> workers_;  // constant after construction
 };
 

@@ -32,6 +32,9 @@ ABSL_FLAG(int32_t, max_batch, 1, "Largest batch (1: batching off)");
 ABSL_FLAG(double, max_wait_ms, 2.0, "Longest wait for a batch to fill");
 ABSL_FLAG(int32_t, queue_capacity, 256, "Queued requests beyond which requests are refused");
 ABSL_FLAG(int32_t, workers, 1, "Batches executing at once");
+ABSL_FLAG(bool, run_inline, true,
+          "With batching off, run a request on the gRPC thread that received it when an "
+          "execution slot is free (no hand-off to a worker thread)");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "Largest request accepted");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9101", "Prometheus /metrics address (empty: off)");
 ABSL_FLAG(std::string, admin_token, "", "Token required by LoadVariant (empty: none)");
@@ -80,6 +83,7 @@ int main(int argc, char** argv) {
   batcher_options.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_max_wait_ms) * 1000);
   batcher_options.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   batcher_options.workers = absl::GetFlag(FLAGS_workers);
+  batcher_options.run_inline = absl::GetFlag(FLAGS_run_inline);
   auto batcher = std::make_unique<hapi::Batcher>(batcher_options);
   hapi::InferenceServiceOptions service_options;
   service_options.admin_token = token;

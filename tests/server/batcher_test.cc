@@ -1,5 +1,5 @@
-// The Batcher on its own, made deterministic by holding its only worker
-// inside a request's on_done callback (which runs on the worker thread).
+// The Batcher on its own, made deterministic by holding its only worker (or
+// its only execution slot) inside a request's on_done callback.
 #include "server/batcher.h"
 
 #include <atomic>
@@ -85,6 +85,7 @@ TEST(BatcherTest, QueueBeyondCapacityIsRefusedAtOnce) {
   BatcherOptions options;
   options.queue_capacity = 2;
   options.workers = 1;
+  options.run_inline = false;  // the blocker must hold the worker, not this thread
   auto batcher = std::make_unique<Batcher>(options);
   absl::Notification started, release;
   ASSERT_OK(batcher->Submit(Blocker(servable, &started, &release)));
@@ -172,7 +173,9 @@ TEST(BatcherTest, DeadlineAndCancellation) {
 TEST(BatcherTest, DestructorAnswersQueuedRequestsUnavailable) {
   auto servable = LoadServable("v1");
   ASSERT_NE(servable, nullptr);
-  auto batcher = std::make_unique<Batcher>(BatcherOptions{});
+  BatcherOptions options;
+  options.run_inline = false;
+  auto batcher = std::make_unique<Batcher>(options);
   absl::Notification started, release;
   ASSERT_OK(batcher->Submit(Blocker(servable, &started, &release)));
   started.WaitForNotification();
@@ -187,6 +190,63 @@ TEST(BatcherTest, DestructorAnswersQueuedRequestsUnavailable) {
   EXPECT_THAT(rec.outcome(2).status, StatusIs(absl::StatusCode::kUnavailable));
   release.Notify();
   destroy.join();
+}
+
+TEST(BatcherTest, IdleSlotRunsTheRequestOnTheSubmittingThread) {
+  auto servable = LoadServable("v1");
+  ASSERT_NE(servable, nullptr);
+  BatcherOptions options;  // batching off, run_inline on: the defaults
+  options.workers = 1;
+  Batcher batcher(options);
+  std::thread::id ran_on;
+  InferenceOutcome outcome;
+  auto r = Request(servable, 3, [&](const InferenceOutcome& out) {
+    ran_on = std::this_thread::get_id();
+    outcome = out;
+  });
+  ASSERT_OK(batcher.Submit(std::move(r)));
+  // Answered before Submit returned, on this thread, without queueing.
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+  ASSERT_OK(outcome.status);
+  EXPECT_EQ(outcome.result.label, Expected("v1", 3).label);
+  EXPECT_EQ(outcome.result.exit_index, Expected("v1", 3).exit_index);
+  EXPECT_EQ(outcome.batch_size, 1);
+}
+
+TEST(BatcherTest, BusySlotsSendRequestsToTheBoundedQueue) {
+  auto servable = LoadServable("v1");
+  ASSERT_NE(servable, nullptr);
+  BatcherOptions options;
+  options.workers = 1;
+  options.queue_capacity = 1;
+  Batcher batcher(options);
+  // Another thread takes the only execution slot, inline.
+  absl::Notification started, release;
+  std::thread::id holder_id;
+  std::thread holder([&] {
+    holder_id = std::this_thread::get_id();
+    ASSERT_OK(batcher.Submit(Blocker(servable, &started, &release)));
+  });
+  started.WaitForNotification();
+  Recorder rec;
+  std::thread::id ran_on;
+  ASSERT_OK(batcher.Submit(Request(servable, 1, [&](const InferenceOutcome& out) {
+    ran_on = std::this_thread::get_id();
+    rec.OnDone(1)(out);
+  })));
+  // Not run here (the slot is busy): queued, so the queue bound applies.
+  EXPECT_EQ(batcher.queued(), 1);
+  EXPECT_TRUE(rec.order().empty());
+  EXPECT_THAT(batcher.Submit(Request(servable, 2, rec.OnDone(2))),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("queue is full")));
+  release.Notify();
+  holder.join();
+  ASSERT_TRUE(rec.WaitFor(1));
+  ASSERT_OK(rec.outcome(1).status);
+  EXPECT_EQ(rec.outcome(1).result.label, Expected("v1", 1).label);
+  EXPECT_NE(ran_on, std::this_thread::get_id());  // a worker answered it
+  EXPECT_NE(ran_on, holder_id);
+  EXPECT_GT(rec.outcome(1).queue_s, 0);
 }
 
 }  // namespace

@@ -37,7 +37,8 @@ class Tracker {
     ++stats_.designs_evaluated;
     double stat = StatisticOf(p, problem_.sla.statistic);
     if (!any_ || stat < fastest_stat_) fastest_stat_ = stat;
-    if (!any_ || p.accuracy > best_accuracy_) best_accuracy_ = p.accuracy;
+    const double accuracy = judge_.AccuracyBound(p);
+    if (!any_ || accuracy > best_accuracy_) best_accuracy_ = accuracy;
     any_ = true;
     if (!judge_.Feasible(p)) return false;
     if (found_ && !judge_.Better(p, best_.prediction)) return false;
@@ -77,8 +78,11 @@ class Tracker {
             DescribeSla(sla), LatencyStatisticName(sla.statistic), fastest_stat_ * 1e3));
       }
       return absl::FailedPreconditionError(absl::StrFormat(
-          "no design meets the SLA (%s); the best achievable accuracy is %.2f%%",
-          DescribeSla(sla), 100 * best_accuracy_));
+          "no design meets the SLA (%s); the best achievable accuracy is %.2f%%%s",
+          DescribeSla(sla), 100 * best_accuracy_,
+          sla.accuracy_confidence > 0.5
+              ? absl::StrFormat(" (lower bound at %.0f%% confidence)", 100 * sla.accuracy_confidence)
+              : ""));
     }
     best_.stats = stats_;
     return best_;
@@ -590,7 +594,8 @@ LatencyPrediction DesignEvaluator::Evaluate(const std::vector<int>& exits,
   std::fill(alive_.begin(), alive_.end(), ~uint64_t{0});
   if (words_ > 0) alive_.back() = last_word_mask_;
   std::vector<int> counts(exits.size() + 1, 0);
-  int correct = 0;
+  const Bits& final_right = correct_[num_exits_ - 1];
+  int correct = 0, lost = 0, gained = 0;
   for (size_t k = 0; k < exits.size(); ++k) {
     const Bits& clears = Clears(exits[k], thresholds[k]);
     const Bits& right = correct_[exits[k]];
@@ -599,19 +604,20 @@ LatencyPrediction DesignEvaluator::Evaluate(const std::vector<int>& exits,
       uint64_t out = alive_[w] & clears[w];
       leaving += __builtin_popcountll(out);
       right_count += __builtin_popcountll(out & right[w]);
+      lost += __builtin_popcountll(out & ~right[w] & final_right[w]);
+      gained += __builtin_popcountll(out & right[w] & ~final_right[w]);
       alive_[w] &= ~out;
     }
     counts[k] = leaving;
     correct += right_count;
   }
-  const Bits& right = correct_[num_exits_ - 1];
   int rest = 0;
   for (int w = 0; w < words_; ++w) {
     rest += __builtin_popcountll(alive_[w]);
-    correct += __builtin_popcountll(alive_[w] & right[w]);
+    correct += __builtin_popcountll(alive_[w] & final_right[w]);
   }
   counts.back() = rest;
-  return latency_.FromPathCounts(ToDesign(exits, thresholds), counts, correct);
+  return latency_.FromPathCounts(ToDesign(exits, thresholds), counts, correct, lost, gained);
 }
 
 Design DesignEvaluator::ToDesign(const std::vector<int>& exits,

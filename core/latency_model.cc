@@ -55,7 +55,8 @@ absl::StatusOr<LatencyPrediction> LatencyModel::Predict(const Design& design,
   }
   const int depths = static_cast<int>(design.exits.size()) + 1;
   std::vector<int> counts(depths, 0);
-  int correct = 0;
+  int correct = 0, lost = 0, gained = 0;
+  const int final_exit = num_exits() - 1;
   for (int s = 0; s < table.num_samples(); ++s) {
     int depth = 0;
     while (depth < depths - 1 &&
@@ -64,14 +65,17 @@ absl::StatusOr<LatencyPrediction> LatencyModel::Predict(const Design& design,
     }
     int exit = depth < depths - 1 ? design.exits[depth] : num_exits() - 1;
     ++counts[depth];
-    correct += table.correct(exit, s);
+    const bool right = table.correct(exit, s), final_right = table.correct(final_exit, s);
+    correct += right;
+    lost += final_right && !right;
+    gained += right && !final_right;
   }
-  return FromPathCounts(design, counts, correct);
+  return FromPathCounts(design, counts, correct, lost, gained);
 }
 
 LatencyPrediction LatencyModel::FromPathCounts(const Design& design,
                                                const std::vector<int>& counts,
-                                               int correct) const {
+                                               int correct, int lost, int gained) const {
   LatencyPrediction p;
   p.exit_ratio.assign(num_exits(), 0.0);
   int n = 0;
@@ -79,6 +83,9 @@ LatencyPrediction LatencyModel::FromPathCounts(const Design& design,
   p.num_samples = n;
   if (n == 0) return p;
   p.accuracy = static_cast<double>(correct) / n;
+  p.accuracy_se = std::sqrt(p.accuracy * (1 - p.accuracy) / n);
+  const double d = static_cast<double>(lost) + gained, diff = static_cast<double>(lost) - gained;
+  p.accuracy_drop_se = std::sqrt(std::max(0.0, d - diff * diff / n)) / n;
   // Deeper paths are never faster (more stages, more heads), so the sorted
   // latencies are the paths in depth order, each repeated counts[d] times.
   auto percentile = [&](double q) {

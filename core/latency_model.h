@@ -18,6 +18,12 @@ struct LatencyPrediction {
   // Seconds per request at batch 1; percentiles use the nearest-rank rule.
   double mean_s = 0, p50_s = 0, p95_s = 0, p99_s = 0, worst_s = 0;
   double throughput_rps = 0;  // 1 / mean at batch 1, one request at a time
+  // Sampling error of the accuracy estimate: the binomial standard error of
+  // `accuracy`, and the paired standard error of (final exit's accuracy -
+  // accuracy) over the same samples, from the samples on which the two
+  // disagree in correctness (McNemar).
+  double accuracy_se = 0;
+  double accuracy_drop_se = 0;
   // Share of samples answered at each model exit (size = model exits; zero
   // for exits the design does not enable).
   std::vector<double> exit_ratio;
@@ -46,10 +52,12 @@ class LatencyModel {
                                             const CalibrationTable& table) const;
 
   // The same prediction from per-depth sample counts (depth as in
-  // PathLatency) and the number of correct answers: the search scores designs
-  // incrementally and needs no per-sample pass.
+  // PathLatency), the number of correct answers, and the numbers of samples
+  // the design gets wrong where the final exit is right (`lost`) and the
+  // reverse (`gained`): the search scores designs incrementally and needs no
+  // per-sample pass.
   LatencyPrediction FromPathCounts(const Design& design, const std::vector<int>& counts,
-                                   int correct) const;
+                                   int correct, int lost = 0, int gained = 0) const;
 
  private:
   std::vector<double> stage_s_;          // per stage

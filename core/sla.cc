@@ -57,6 +57,10 @@ absl::Status ValidateSla(const Sla& sla) {
     return absl::InvalidArgumentError(
         absl::StrCat("accuracy drop ", sla.max_accuracy_drop, " must be in [0, 1]"));
   }
+  if (!(sla.accuracy_confidence >= 0.5 && sla.accuracy_confidence < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "accuracy confidence ", sla.accuracy_confidence, " must be in [0.5, 1)"));
+  }
   if (!finite_nonneg(sla.min_throughput_rps)) {
     return absl::InvalidArgumentError(
         absl::StrCat("throughput floor ", sla.min_throughput_rps, " must be finite and >= 0"));
@@ -70,6 +74,28 @@ double AccuracyFloor(const Sla& sla, double final_accuracy) {
   return sla.min_accuracy;
 }
 
+double NormalQuantile(double p) {
+  // Bisection on the CDF 0.5 * erfc(-z / sqrt(2)): exact to double precision
+  // in 100 halvings of [-40, 40].
+  double lo = -40, hi = 40;
+  for (int i = 0; i < 100; ++i) {
+    double mid = 0.5 * (lo + hi);
+    (0.5 * std::erfc(-mid / std::sqrt(2.0)) < p ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+SlaJudge::SlaJudge(const Sla& sla, double final_accuracy)
+    : sla_(sla),
+      floor_(AccuracyFloor(sla, final_accuracy)),
+      z_(sla.accuracy_confidence > 0.5 ? NormalQuantile(sla.accuracy_confidence) : 0.0) {}
+
+double SlaJudge::AccuracyBound(const LatencyPrediction& p) const {
+  if (sla_.objective != SlaObjective::kMinLatency) return p.accuracy;
+  double se = sla_.max_accuracy_drop >= 0 ? p.accuracy_drop_se : p.accuracy_se;
+  return p.accuracy - z_ * se;
+}
+
 bool SlaJudge::Feasible(const LatencyPrediction& p) const { return Violation(p) == 0; }
 
 double SlaJudge::Violation(const LatencyPrediction& p) const {
@@ -77,7 +103,7 @@ double SlaJudge::Violation(const LatencyPrediction& p) const {
   if (sla_.latency_budget_s > 0) {
     v += std::max(0.0, StatisticOf(p, sla_.statistic) / sla_.latency_budget_s - 1.0);
   }
-  v += std::max(0.0, floor_ - p.accuracy) * 10;  // 0.1 accuracy ~ 100% over budget
+  v += std::max(0.0, floor_ - AccuracyBound(p)) * 10;  // 0.1 accuracy ~ 100% over budget
   if (sla_.min_throughput_rps > 0) {
     v += std::max(0.0, 1.0 - p.throughput_rps / sla_.min_throughput_rps);
   }
@@ -106,6 +132,9 @@ std::string DescribeSla(const Sla& sla) {
                             100 * sla.max_accuracy_drop);
     } else {
       absl::StrAppendFormat(&out, " with accuracy >= %.2f%%", 100 * sla.min_accuracy);
+    }
+    if (sla.accuracy_confidence > 0.5) {
+      absl::StrAppendFormat(&out, " at %.0f%% confidence", 100 * sla.accuracy_confidence);
     }
     if (sla.latency_budget_s > 0) {
       absl::StrAppendFormat(&out, " and <= %.3f ms", sla.latency_budget_s * 1e3);

@@ -25,6 +25,12 @@ struct Sla {
   // ... or, when >= 0, at most this much (0..1) below the final exit's
   // accuracy on the validation split (resolved by ResolveAccuracyFloor).
   double max_accuracy_drop = -1;
+  // kMinLatency: the accuracy floor must hold at this one-sided confidence,
+  // not just on average over the validation split: a design is feasible when
+  // accuracy - z * standard error >= floor, z the normal quantile (0.5: the
+  // point estimate). Guards against picking a design whose validation
+  // accuracy is high by chance. [0.5, 1).
+  double accuracy_confidence = 0.5;
   double min_throughput_rps = 0;  // 0 = no floor
 };
 
@@ -40,11 +46,13 @@ absl::Status ValidateSla(const Sla& sla);
 // validation accuracy.
 double AccuracyFloor(const Sla& sla, double final_accuracy);
 
+// The standard normal quantile: NormalQuantile(0.9) = 1.2816.
+double NormalQuantile(double p);
+
 // Judges predictions against one SLA.
 class SlaJudge {
  public:
-  SlaJudge(const Sla& sla, double final_accuracy)
-      : sla_(sla), floor_(AccuracyFloor(sla, final_accuracy)) {}
+  SlaJudge(const Sla& sla, double final_accuracy);
 
   bool Feasible(const LatencyPrediction& p) const;
   // Strictly better for this SLA's objective (ties broken by the other axis).
@@ -54,10 +62,14 @@ class SlaJudge {
   double Violation(const LatencyPrediction& p) const;
   const Sla& sla() const { return sla_; }
   double accuracy_floor() const { return floor_; }
+  // The accuracy the floor is compared with: the estimate minus z standard
+  // errors (of the drop when the floor is relative to the final exit).
+  double AccuracyBound(const LatencyPrediction& p) const;
 
  private:
   Sla sla_;
   double floor_;
+  double z_;
 };
 
 std::string DescribeSla(const Sla& sla);

@@ -40,6 +40,10 @@ absl::StatusOr<Sla> SlaFromProto(const v1::Sla& p) {
         absl::StrCat("accuracy drop ", p.max_accuracy_drop(), " must be in [0, 1]"));
   }
   sla.min_throughput_rps = p.min_throughput_rps();
+  if (sla.objective == SlaObjective::kMinLatency) {  // the only SLAs with an accuracy floor
+    sla.accuracy_confidence =
+        p.accuracy_confidence() == 0 ? kDefaultAccuracyConfidence : p.accuracy_confidence();
+  }
   HAPI_RETURN_IF_ERROR(ValidateSla(sla));
   return sla;
 }
@@ -164,6 +168,9 @@ absl::StatusOr<v1::VariantManifest> VariantBuilder::Build(const v1::CreateVarian
   v.set_model(request.model());
   v.set_device(request.device());
   *v.mutable_sla() = request.sla();
+  if (sla.objective == SlaObjective::kMinLatency) {
+    v.mutable_sla()->set_accuracy_confidence(sla.accuracy_confidence);
+  }
   v.set_exit_policy(std::string(ExitPolicyName(result.design.policy)));
   for (int e : result.design.exits) v.add_enabled_exits(e);
   for (float t : result.design.thresholds) v.add_thresholds(t);

@@ -153,11 +153,29 @@ TEST(LatencyModelTest, FromPathCountsMatchesPredict) {
   ASSERT_OK_AND_ASSIGN(LatencyModel m, LatencyModel::Create(Profile(), Manifest()));
   Design d = Design::Shared({0, 1}, 0.9f);
   ASSERT_OK_AND_ASSIGN(LatencyPrediction a, m.Predict(d, Table()));
-  LatencyPrediction b = m.FromPathCounts(d, {2, 1, 1}, 2);
+  // Samples 1 and 3 are wrong at an early exit and right at the final one.
+  LatencyPrediction b = m.FromPathCounts(d, {2, 1, 1}, 2, /*lost=*/2, /*gained=*/0);
   EXPECT_DOUBLE_EQ(a.mean_s, b.mean_s);
   EXPECT_DOUBLE_EQ(a.p95_s, b.p95_s);
   EXPECT_DOUBLE_EQ(a.accuracy, b.accuracy);
   EXPECT_EQ(a.exit_ratio, b.exit_ratio);
+  EXPECT_DOUBLE_EQ(a.accuracy_se, b.accuracy_se);
+  EXPECT_DOUBLE_EQ(a.accuracy_drop_se, b.accuracy_drop_se);
+}
+
+TEST(LatencyModelTest, StandardErrorsOfAccuracyAndOfTheDrop) {
+  ASSERT_OK_AND_ASSIGN(LatencyModel m, LatencyModel::Create(Profile(), Manifest()));
+  ASSERT_OK_AND_ASSIGN(LatencyPrediction p, m.Predict(Design::Shared({0, 1}, 0.9f), Table()));
+  EXPECT_DOUBLE_EQ(p.accuracy, 0.5);
+  EXPECT_DOUBLE_EQ(p.accuracy_se, std::sqrt(0.5 * 0.5 / 4));
+  // Paired: 2 of 4 lost, 0 gained; variance (d - diff^2 / n) / n^2 = (2 - 1) / 16.
+  EXPECT_DOUBLE_EQ(p.accuracy_drop_se, 0.25);
+  // The full network against itself: no disagreement, no error.
+  ASSERT_OK_AND_ASSIGN(LatencyPrediction full, m.Predict(Design::FinalOnly(), Table()));
+  EXPECT_DOUBLE_EQ(full.accuracy_drop_se, 0);
+  // Two lost and two gained: the drop is 0 but uncertain.
+  LatencyPrediction mixed = m.FromPathCounts(Design::FinalOnly(), {4}, 2, 2, 2);
+  EXPECT_DOUBLE_EQ(mixed.accuracy_drop_se, 0.5);
 }
 
 TEST(LatencyModelTest, RejectsInvalidDesigns) {

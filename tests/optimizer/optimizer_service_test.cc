@@ -596,6 +596,7 @@ TEST_F(OptimizerServiceTest, OtherObjectivesAlgorithmsAndPolicies) {
   min_latency.mutable_sla()->set_max_accuracy_drop(0.01);
   v1::VariantManifest v = MakeVariant(min_latency);
   EXPECT_GE(v.predicted_accuracy(), v.final_exit_accuracy() - 0.01 - 1e-12);
+  EXPECT_EQ(v.sla().accuracy_confidence(), 0.9) << "the default, recorded";
   EXPECT_LT(v.predicted_latency().mean_ms(), v.full_network_latency().mean_ms());
 
   // Per-exit thresholds with the entropy policy and annealing, on p95.
@@ -716,6 +717,9 @@ TEST_F(OptimizerServiceTest, CreateVariantRejectsBadRequestsAtOnce) {
   EXPECT_THAT(Create(req), StatusIs(absl::StatusCode::kInvalidArgument));
   req.mutable_sla()->set_max_accuracy_drop(-0.1);
   EXPECT_THAT(Create(req), StatusIs(absl::StatusCode::kInvalidArgument));
+  req.mutable_sla()->set_max_accuracy_drop(0.01);
+  req.mutable_sla()->set_accuracy_confidence(1.5);
+  EXPECT_THAT(Create(req), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("confidence")));
   req = Request(2.5);
   req.mutable_sla()->set_statistic(static_cast<v1::LatencyStatistic>(42));
   EXPECT_THAT(Create(req), StatusIs(absl::StatusCode::kInvalidArgument));

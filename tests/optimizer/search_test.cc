@@ -103,10 +103,35 @@ struct Scored {
   LatencyPrediction prediction;
 };
 
+// The paired standard error of the drop from the final exit, counted here
+// sample by sample.
+double DropStandardError(const Design& d, const CalibrationTable& table) {
+  const int final_exit = table.num_exits() - 1, n = table.num_samples();
+  double lost = 0, gained = 0;
+  for (int s = 0; s < n; ++s) {
+    int exit = final_exit;
+    for (size_t k = 0; k < d.exits.size(); ++k) {
+      if (table.score(d.policy, d.exits[k], s) >= d.thresholds[k]) {
+        exit = d.exits[k];
+        break;
+      }
+    }
+    lost += table.correct(final_exit, s) && !table.correct(exit, s);
+    gained += !table.correct(final_exit, s) && table.correct(exit, s);
+  }
+  return std::sqrt(lost + gained - (lost - gained) * (lost - gained) / n) / n;
+}
+
+constexpr double kZ90 = 1.2815515655446004;  // standard normal quantile at 0.9
+
 // The SLA's optimum over every design of `space`, by brute force with
-// LatencyModel::Predict and a judge written here (not SlaJudge).
+// LatencyModel::Predict and a judge written here (not SlaJudge). Supports
+// accuracy_confidence 0.5 and, for accuracy-drop floors, 0.9.
 std::optional<Scored> BruteForce(const SearchSpace& space, const Sla& sla,
                                  const CalibrationTable& table, const LatencyModel& latency) {
+  EXPECT_TRUE(sla.accuracy_confidence == 0.5 ||
+              (sla.accuracy_confidence == 0.9 && sla.max_accuracy_drop >= 0));
+  const double z = sla.accuracy_confidence == 0.9 ? kZ90 : 0.0;
   const double floor = sla.objective == SlaObjective::kMinLatency
                            ? (sla.max_accuracy_drop >= 0
                                   ? std::max(0.0, table.Accuracy(table.num_exits() - 1) -
@@ -120,7 +145,7 @@ std::optional<Scored> BruteForce(const SearchSpace& space, const Sla& sla,
     if (!p.ok()) continue;
     const double stat = StatisticOf(*p, sla.statistic);
     if (sla.latency_budget_s > 0 && stat > sla.latency_budget_s) continue;
-    if (p->accuracy < floor) continue;
+    if (p->accuracy - (z > 0 ? z * DropStandardError(d, table) : 0.0) < floor) continue;
     if (best) {
       const double best_stat = StatisticOf(best->prediction, sla.statistic);
       bool better;
@@ -635,6 +660,57 @@ TEST_F(SearchTest, MinLatencyWithAMaximumAccuracyDrop) {
       EXPECT_LT(truth->prediction.mean_s, FullNetworkMean());
     }
   }
+}
+
+TEST_F(SearchTest, AccuracyConfidenceKeepsAMarginForSamplingError) {
+  const double final_accuracy = table_->Accuracy(5);
+  Sla confident = MinLatency(/*min_accuracy ignored=*/0.99);
+  confident.accuracy_confidence = 0.9;
+  int binding = 0;
+  for (double drop : {0.005, 0.01, 0.02, 0.05}) {
+    SCOPED_TRACE(absl::StrFormat("drop %.3f", drop));
+    confident.max_accuracy_drop = drop;
+    Sla point = confident;
+    point.accuracy_confidence = 0.5;
+    std::optional<Scored> loose = BruteForce(Problem(point).space, point, *table_, *latency_);
+    SearchProblem p = Problem(confident);
+    std::optional<Scored> truth = BruteForce(p.space, confident, *table_, *latency_);
+    ASSERT_TRUE(loose.has_value() && truth.has_value());
+    EXPECT_GE(truth->prediction.mean_s, loose->prediction.mean_s);
+    if (loose->prediction.accuracy - kZ90 * DropStandardError(loose->design, *table_) <
+        final_accuracy - drop) {
+      // The point-estimate optimum is too close to the floor to hold at
+      // 90%: the margin costs latency.
+      EXPECT_GT(truth->prediction.mean_s, loose->prediction.mean_s);
+      ++binding;
+    }
+    for (const std::string& algorithm : kAlgorithms) {
+      absl::StatusOr<SearchResult> r = Search(algorithm)->Search(p);
+      ASSERT_THAT(r, IsOk()) << algorithm;
+      EXPECT_GE(r->prediction.accuracy - kZ90 * r->prediction.accuracy_drop_se,
+                final_accuracy - drop - 1e-12)
+          << algorithm;
+      EXPECT_NEAR(r->prediction.accuracy_drop_se, DropStandardError(r->design, *table_), 1e-12)
+          << algorithm;
+      if (algorithm == "exhaustive") {
+        EXPECT_DOUBLE_EQ(r->prediction.mean_s, truth->prediction.mean_s);
+      }
+    }
+  }
+  EXPECT_GT(binding, 0) << "the margin never mattered on this table";
+  // Out of range: refused.
+  for (double c : {0.3, 1.0, std::nan("")}) {
+    confident.accuracy_confidence = c;
+    EXPECT_THAT(Search("hapi")->Search(Problem(confident)),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("confidence")));
+  }
+}
+
+TEST(SlaTest, NormalQuantile) {
+  EXPECT_NEAR(NormalQuantile(0.5), 0, 1e-12);
+  EXPECT_NEAR(NormalQuantile(0.9), kZ90, 1e-9);
+  EXPECT_NEAR(NormalQuantile(0.975), 1.959963984540054, 1e-9);
+  EXPECT_NEAR(NormalQuantile(0.1), -kZ90, 1e-9);
 }
 
 TEST_F(SearchTest, InfeasibleBudgetSaysWhatIsAchievable) {

@@ -209,6 +209,14 @@ void EarlyExitNetwork::SetTraining(bool backbone_training, bool exits_training) 
   exit_heads_->train(exits_training);
 }
 
+void EarlyExitNetwork::ResetExitHeads() {
+  for (auto& module : exit_heads_->modules(/*include_self=*/false)) {
+    if (auto* conv = module->as<nn::Conv2d>()) conv->reset_parameters();
+    if (auto* linear = module->as<nn::Linear>()) linear->reset_parameters();
+    if (auto* bn = module->as<nn::BatchNorm2d>()) bn->reset_parameters();
+  }
+}
+
 void EarlyExitNetwork::FreezeBackbone() {
   for (auto& p : backbone_->parameters()) p.set_requires_grad(false);
 }

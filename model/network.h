@@ -74,6 +74,8 @@ class EarlyExitNetwork {
   // Backbone parameters stop requiring gradients: it cannot change while the
   // exits train.
   void FreezeBackbone();
+  // Fresh random weights for every exit head (the backbone is untouched).
+  void ResetExitHeads();
   int64_t NumParameters();
 
  private:

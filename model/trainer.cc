@@ -71,7 +71,9 @@ double ElapsedSince(std::chrono::steady_clock::time_point start) {
 
 absl::Status CheckTrainingConfig(const v1::TrainingConfig& c) {
   if (c.batch_size() <= 0 || c.backbone_epochs() < 0 || c.exit_epochs() < 0 ||
-      !(c.learning_rate() > 0) || !(c.exit_learning_rate() > 0)) {
+      !(c.learning_rate() > 0) || !(c.exit_learning_rate() > 0) ||
+      !(c.exit_distillation() >= 0 && c.exit_distillation() <= 1) ||
+      (c.exit_distillation() > 0 && !(c.distillation_temperature() > 0))) {
     return absl::InvalidArgumentError(
         absl::StrFormat("invalid training config: %s", c.ShortDebugString()));
   }
@@ -192,6 +194,8 @@ absl::Status TrainExits(const v1::TrainingConfig& config, const ImageSet& train,
                                torch::optim::AdamOptions(config.exit_learning_rate()));
   const int batch = config.batch_size();
   const int num_heads = net.num_exits() - 1;
+  const double distill = config.exit_distillation();
+  const double temperature = config.distillation_temperature();
   const int64_t steps_per_epoch = (train.size() + batch - 1) / batch;
   const int64_t total_steps = steps_per_epoch * config.exit_epochs();
   int64_t step = 0;
@@ -216,11 +220,16 @@ absl::Status TrainExits(const v1::TrainingConfig& config, const ImageSet& train,
       torch::Tensor x = ImagesToTensor(pixels.data(), end - begin, mean, std);
       torch::Tensor y = torch::from_blob(labels.data(), {end - begin}, torch::kInt64);
       std::vector<torch::Tensor> features;
+      torch::Tensor teacher;  // softened final-classifier probabilities
       {
         torch::NoGradGuard no_grad;
         for (int s = 0; s < num_heads; ++s) {
           x = net.ForwardStage(s, x);
           features.push_back(x);
+        }
+        if (distill > 0) {
+          torch::Tensor final_logits = net.ExitLogits(net.final_exit(), net.ForwardStage(num_heads, x));
+          teacher = torch::softmax(final_logits / temperature, 1);
         }
       }
       SetRate(optimizer, ScheduledRate(config.exit_learning_rate(), step, total_steps,
@@ -229,7 +238,14 @@ absl::Status TrainExits(const v1::TrainingConfig& config, const ImageSet& train,
       torch::Tensor loss = torch::zeros({});
       for (int e = 0; e < num_heads; ++e) {
         torch::Tensor logits = net.ExitLogits(e, features[e]);
-        loss = loss + torch::nn::functional::cross_entropy(logits, y);
+        torch::Tensor head_loss = torch::nn::functional::cross_entropy(logits, y);
+        if (distill > 0) {
+          torch::Tensor kl = torch::nn::functional::kl_div(
+              torch::log_softmax(logits / temperature, 1), teacher,
+              torch::nn::functional::KLDivFuncOptions().reduction(torch::kBatchMean));
+          head_loss = (1 - distill) * head_loss + distill * temperature * temperature * kl;
+        }
+        loss = loss + head_loss;
         hits[e] += logits.argmax(1).eq(y).sum().item<int64_t>();
       }
       loss.backward();
@@ -311,11 +327,41 @@ absl::StatusOr<std::unique_ptr<EarlyExitModel>> TrainEarlyExitModel(
     return absl::InternalError(
         absl::StrFormat("training model %s: %s", name, e.what_without_backtrace()));
   }
+  HAPI_RETURN_IF_ERROR(CalibrateModel(data, model.get()));
+  return model;
+}
+
+absl::Status CalibrateModel(const FashionMnist& data, EarlyExitModel* model) {
   HAPI_ASSIGN_OR_RETURN(CalibrationTable validation, Calibrate(*model, data.validation));
   HAPI_ASSIGN_OR_RETURN(CalibrationTable test, Calibrate(*model, data.test));
-  FillExitReports(validation, test, m);
+  FillExitReports(validation, test, model->mutable_manifest());
   model->set_calibration(std::move(validation), std::move(test));
-  return model;
+  return absl::OkStatus();
+}
+
+absl::Status RetrainExits(const v1::TrainingConfig& config, const FashionMnist& data,
+                          const TrainerOptions& options, EarlyExitModel* model) {
+  HAPI_RETURN_IF_ERROR(CheckTrainingConfig(config));
+  torch::set_num_threads(config.threads() > 0
+                             ? config.threads()
+                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+  ImageSet train = data.train;
+  if (config.train_limit() > 0) train.Truncate(config.train_limit());
+  v1::ModelManifest* m = model->mutable_manifest();
+  v1::TrainingConfig* stored = m->mutable_training();
+  stored->set_exit_epochs(config.exit_epochs());
+  stored->set_exit_learning_rate(config.exit_learning_rate());
+  stored->set_exit_distillation(config.exit_distillation());
+  stored->set_distillation_temperature(config.distillation_temperature());
+  m->mutable_report()->clear_exit_epoch_seconds();
+  try {
+    model->network().ResetExitHeads();
+    HAPI_RETURN_IF_ERROR(TrainExits(config, train, options, model));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrFormat("training the exits of model %s: %s", m->name(),
+                                               e.what_without_backtrace()));
+  }
+  return CalibrateModel(data, model);
 }
 
 }  // namespace hapi

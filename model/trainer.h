@@ -41,6 +41,16 @@ absl::Status TrainExits(const v1::TrainingConfig& config, const ImageSet& train,
 // label and the scores of every exit policy.
 absl::StatusOr<CalibrationTable> Calibrate(EarlyExitModel& model, const ImageSet& set);
 
+// Calibrates on validation and test and fills the per-exit report.
+absl::Status CalibrateModel(const FashionMnist& data, EarlyExitModel* model);
+
+// Replaces every exit head of a trained model with freshly initialised heads
+// trained by TrainExits (exit settings of `config`: epochs, learning rate,
+// distillation), then recalibrates. The backbone, and so the final exit's
+// answers, do not change.
+absl::Status RetrainExits(const v1::TrainingConfig& config, const FashionMnist& data,
+                          const TrainerOptions& options, EarlyExitModel* model);
+
 // The whole pipeline: create, train both stages, calibrate on validation and
 // test, fill the report. `data.train` may be truncated by config.train_limit.
 absl::StatusOr<std::unique_ptr<EarlyExitModel>> TrainEarlyExitModel(

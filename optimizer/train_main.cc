@@ -30,6 +30,13 @@ ABSL_FLAG(std::vector<std::string>, widths, {}, "Channels per group, e.g. 16,32,
 ABSL_FLAG(std::vector<std::string>, blocks, {}, "Residual blocks per group, e.g. 3,3,3");
 ABSL_FLAG(std::string, report_out, "", "Also write the markdown report to this file");
 ABSL_FLAG(bool, progress, true, "Show progress bars");
+ABSL_FLAG(double, exit_distillation, -1,
+          "Weight of distillation from the final classifier in the exit loss, in [0, 1] "
+          "(-1: default)");
+ABSL_FLAG(double, distillation_temperature, -1, "Distillation temperature (-1: default)");
+ABSL_FLAG(bool, retrain_exits, false,
+          "Keep the existing model's backbone and train fresh exit heads (exit settings from "
+          "the flags), then recalibrate");
 ABSL_FLAG(bool, recalibrate, false,
           "Recompute the calibration tables and report of an existing model (no training)");
 
@@ -63,19 +70,34 @@ int main(int argc, char** argv) {
   const std::string model_dir =
       absl::StrCat(absl::GetFlag(FLAGS_repository), "/models/", name);
 
-  if (absl::GetFlag(FLAGS_recalibrate)) {
+  hapi::v1::TrainingConfig config = hapi::DefaultTrainingConfig();
+  if (absl::GetFlag(FLAGS_epochs) >= 0) config.set_backbone_epochs(absl::GetFlag(FLAGS_epochs));
+  if (absl::GetFlag(FLAGS_exit_epochs) >= 0) config.set_exit_epochs(absl::GetFlag(FLAGS_exit_epochs));
+  if (absl::GetFlag(FLAGS_exit_distillation) >= 0) {
+    config.set_exit_distillation(absl::GetFlag(FLAGS_exit_distillation));
+  }
+  if (absl::GetFlag(FLAGS_distillation_temperature) >= 0) {
+    config.set_distillation_temperature(absl::GetFlag(FLAGS_distillation_temperature));
+  }
+  config.set_train_limit(absl::GetFlag(FLAGS_train_limit));
+  config.set_threads(absl::GetFlag(FLAGS_threads));
+  config.set_seed(absl::GetFlag(FLAGS_seed));
+
+  if (absl::GetFlag(FLAGS_recalibrate) || absl::GetFlag(FLAGS_retrain_exits)) {
     auto model = hapi::EarlyExitModel::Load(model_dir);
     if (!model.ok()) return Fail(model.status());
     auto data = hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
     if (!data.ok()) return Fail(data.status());
-    auto validation = hapi::Calibrate(**model, data->validation);
-    if (!validation.ok()) return Fail(validation.status());
-    auto test = hapi::Calibrate(**model, data->test);
-    if (!test.ok()) return Fail(test.status());
-    hapi::FillExitReports(*validation, *test, (*model)->mutable_manifest());
-    (*model)->set_calibration(*std::move(validation), *std::move(test));
-    if (absl::Status st = (*model)->Save(model_dir); !st.ok()) return Fail(st);
-    std::cout << "Recalibrated " << model_dir << "\n\n"
+    hapi::TrainerOptions options;
+    options.progress = absl::GetFlag(FLAGS_progress);
+    absl::Status st = absl::GetFlag(FLAGS_retrain_exits)
+                          ? hapi::RetrainExits(config, *data, options, model->get())
+                          : hapi::CalibrateModel(*data, model->get());
+    if (!st.ok()) return Fail(st);
+    if (st = (*model)->Save(model_dir); !st.ok()) return Fail(st);
+    std::cout << (absl::GetFlag(FLAGS_retrain_exits) ? "Retrained the exits of "
+                                                       : "Recalibrated ")
+              << model_dir << "\n\n"
               << hapi::FormatTrainingReport((*model)->manifest());
     return 0;
   }
@@ -99,13 +121,6 @@ int main(int argc, char** argv) {
       !ParseIntList(absl::GetFlag(FLAGS_blocks), backbone.mutable_blocks_per_group())) {
     return Fail(absl::InvalidArgumentError("--blocks must be positive integers"));
   }
-  hapi::v1::TrainingConfig config = hapi::DefaultTrainingConfig();
-  if (absl::GetFlag(FLAGS_epochs) >= 0) config.set_backbone_epochs(absl::GetFlag(FLAGS_epochs));
-  if (absl::GetFlag(FLAGS_exit_epochs) >= 0) config.set_exit_epochs(absl::GetFlag(FLAGS_exit_epochs));
-  config.set_train_limit(absl::GetFlag(FLAGS_train_limit));
-  config.set_threads(absl::GetFlag(FLAGS_threads));
-  config.set_seed(absl::GetFlag(FLAGS_seed));
-
   auto data = hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
   if (!data.ok()) return Fail(data.status());
   hapi::TrainerOptions options;

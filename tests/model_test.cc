@@ -468,6 +468,58 @@ TEST_F(TrainerTest, TrainExitsLeavesTheBackboneBitIdentical) {
   EXPECT_GT(changed, 0);
 }
 
+TEST_F(TrainerTest, RetrainExitsWithDistillationKeepsTheBackboneAndFinalAnswers) {
+  std::unique_ptr<EarlyExitModel> model = CreateTiny();
+  ASSERT_NE(model, nullptr);
+  const FashionMnist data = SyntheticData();
+  ASSERT_THAT(TrainBackbone(TinyTraining(), data.train, data.validation, Quiet(), model.get()),
+              IsOk());
+  ASSERT_THAT(TrainExits(TinyTraining(), data.train, Quiet(), model.get()), IsOk());
+  ASSERT_THAT(CalibrateModel(data, model.get()), IsOk());
+  EarlyExitNetwork& net = model->network();
+  const TensorMap backbone_before = Snapshot(*net.backbone());
+  const TensorMap heads_before = Snapshot(*net.exit_heads());
+  const CalibrationTable test_before = model->test_table();
+
+  v1::TrainingConfig config = TinyTraining();
+  config.set_exit_epochs(2);
+  config.set_exit_distillation(0.5);
+  config.set_distillation_temperature(3);
+  ASSERT_THAT(RetrainExits(config, data, Quiet(), model.get()), IsOk());
+
+  EXPECT_THAT(DifferingTensors(backbone_before, Snapshot(*net.backbone())), ::testing::IsEmpty());
+  const TensorMap heads_after = Snapshot(*net.exit_heads());
+  int changed = 0;
+  for (const auto& [name, t] : heads_before) changed += !torch::equal(t, heads_after.at(name));
+  EXPECT_GT(changed, 0) << "the heads were not retrained";
+  // The final exit answers exactly as before; the tables were recomputed.
+  const CalibrationTable& test_after = model->test_table();
+  const int final_exit = test_after.num_exits() - 1;
+  ASSERT_EQ(test_after.num_samples(), test_before.num_samples());
+  for (int s = 0; s < test_after.num_samples(); ++s) {
+    ASSERT_EQ(test_after.predicted(final_exit, s), test_before.predicted(final_exit, s)) << s;
+  }
+  const v1::ModelManifest& m = model->manifest();
+  EXPECT_EQ(m.training().exit_distillation(), 0.5);
+  EXPECT_EQ(m.training().distillation_temperature(), 3);
+  EXPECT_EQ(m.training().exit_epochs(), 2);
+  EXPECT_EQ(m.report().exit_epoch_seconds_size(), 2) << "only the new exit epochs";
+  for (const auto& exit : m.report().exits()) {
+    EXPECT_GT(exit.accuracy().test(), 0.0) << exit.exit_index();
+  }
+
+  // Invalid distillation settings are refused before anything changes.
+  v1::TrainingConfig bad = config;
+  bad.set_exit_distillation(1.5);
+  EXPECT_THAT(RetrainExits(bad, data, Quiet(), model.get()),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  bad = config;
+  bad.set_distillation_temperature(0);
+  EXPECT_THAT(RetrainExits(bad, data, Quiet(), model.get()),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(DifferingTensors(heads_after, Snapshot(*net.exit_heads())), ::testing::IsEmpty());
+}
+
 // Validation data must not influence the trained backbone: it is what
 // designs are chosen on. Two runs that differ only in the validation set must
 // give the same weights and batch-norm statistics.

@@ -37,6 +37,9 @@ bench() {  # bench <name> [client flags...]
 
 serve early-b1;  bench early-b1 --count="$COUNT" --concurrency=1; stop
 serve full-b1 --full_network; bench full-b1 --count="$COUNT" --concurrency=1; stop
+# The same with every request handed to a batch worker thread and back.
+serve early-b1-handoff --run_inline=false; bench early-b1-handoff --count="$COUNT" --concurrency=1; stop
+serve full-b1-handoff --full_network --run_inline=false; bench full-b1-handoff --count="$COUNT" --concurrency=1; stop
 for c in 8 32; do
   serve early-c$c-nobatch --max_batch=1 --workers=2; bench early-c$c-nobatch --duration="$DURATION" --concurrency=$c; stop
   serve early-c$c-batch --max_batch=32 --max_wait_ms=2 --workers=2; bench early-c$c-batch --duration="$DURATION" --concurrency=$c; stop
@@ -48,20 +51,23 @@ python3 - "$OUT" <<'PY'
 import json, sys, glob, os
 out = sys.argv[1]
 rows = []
-for name in ["early-b1", "full-b1", "early-c8-nobatch", "early-c8-batch", "full-c8-nobatch", "full-c8-batch",
+for name in ["early-b1", "full-b1", "early-b1-handoff", "full-b1-handoff", "early-c8-nobatch", "early-c8-batch", "full-c8-nobatch", "full-c8-batch",
              "early-c32-nobatch", "early-c32-batch", "full-c32-nobatch", "full-c32-batch"]:
     j = json.load(open(f"{out}/{name}.json"))
-    mean = j["seconds"] / max(1, j["requests"]) * 1e3 if name.endswith("b1") else float("nan")
     rows.append((name, j))
-print("| run | requests | throughput req/s | p50 ms | p99 ms | accuracy |")
-print("|---|---|---|---|---|---|")
+print("| run | requests | throughput req/s | mean ms | p50 ms | p99 ms | server-side mean ms | accuracy |")
+print("|---|---|---|---|---|---|---|---|")
 for name, j in rows:
     acc = f"{100*j['accuracy']:.2f}%" if j["accuracy"] is not None else "-"
-    print(f"| {name} | {j['requests']} | {j['throughput_rps']:.1f} | {j['latency_ms']['p50']:.3f} | {j['latency_ms']['p99']:.3f} | {acc} |")
-e, f = json.load(open(f"{out}/early-b1.json")), json.load(open(f"{out}/full-b1.json"))
-me, mf = e["seconds"] / e["requests"] * 1e3, f["seconds"] / f["requests"] * 1e3
-print(f"\nbatch 1, one client: early-exit mean {me:.3f} ms vs full network {mf:.3f} ms -> {mf/me:.2f}x; "
-      f"accuracy {100*e['accuracy']:.2f}% vs {100*f['accuracy']:.2f}%")
+    lat = j["latency_ms"]
+    print(f"| {name} | {j['requests']} | {j['throughput_rps']:.1f} | {lat['mean']:.3f} | {lat['p50']:.3f} | "
+          f"{lat['p99']:.3f} | {j['server_ms']['mean']:.3f} | {acc} |")
+for suffix, what in (("", "on the gRPC thread"), ("-handoff", "handed to a worker thread")):
+    e = json.load(open(f"{out}/early-b1{suffix}.json"))
+    f = json.load(open(f"{out}/full-b1{suffix}.json"))
+    me, mf = e["latency_ms"]["mean"], f["latency_ms"]["mean"]
+    print(f"\nbatch 1, one client, {what}: early-exit mean {me:.3f} ms vs full network {mf:.3f} ms -> "
+          f"{mf/me:.2f}x; accuracy {100*e['accuracy']:.2f}% vs {100*f['accuracy']:.2f}%")
 for c in (8, 32):
     for kind in ("early", "full"):
         nb = json.load(open(f"{out}/{kind}-c{c}-nobatch.json"))["throughput_rps"]

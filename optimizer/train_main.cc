@@ -22,6 +22,7 @@ ABSL_FLAG(std::string, model, "fmnist-resnet", "Model name");
 ABSL_FLAG(bool, retrain, false, "Train even when the model already exists");
 ABSL_FLAG(int32_t, epochs, -1, "Backbone epochs (-1: default)");
 ABSL_FLAG(int32_t, exit_epochs, -1, "Exit-head epochs (-1: default)");
+ABSL_FLAG(double, exit_learning_rate, -1, "Exit-head peak learning rate, Adam (-1: default)");
 ABSL_FLAG(int32_t, train_limit, 0, "Use only the first N training samples (0: all 55k)");
 ABSL_FLAG(int32_t, threads, 0, "Intra-op threads (0: LibTorch default)");
 ABSL_FLAG(uint64_t, seed, 7, "Seed for initialisation, data order and augmentation");
@@ -73,6 +74,9 @@ int main(int argc, char** argv) {
   hapi::v1::TrainingConfig config = hapi::DefaultTrainingConfig();
   if (absl::GetFlag(FLAGS_epochs) >= 0) config.set_backbone_epochs(absl::GetFlag(FLAGS_epochs));
   if (absl::GetFlag(FLAGS_exit_epochs) >= 0) config.set_exit_epochs(absl::GetFlag(FLAGS_exit_epochs));
+  if (absl::GetFlag(FLAGS_exit_learning_rate) >= 0) {
+    config.set_exit_learning_rate(absl::GetFlag(FLAGS_exit_learning_rate));
+  }
   if (absl::GetFlag(FLAGS_exit_distillation) >= 0) {
     config.set_exit_distillation(absl::GetFlag(FLAGS_exit_distillation));
   }

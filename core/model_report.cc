@@ -54,10 +54,16 @@ std::string FormatTrainingReport(const v1::ModelManifest& m) {
                         r.weights_bytes() / 1e6);
   absl::StrAppendFormat(&out,
                         "Data: train %d / validation %d (split seed %d) / test %d. Seed %d, "
-                        "backbone %d epochs, exits %d epochs.\n\n",
+                        "backbone %d epochs, exits %d epochs (Adam, peak rate %g%s).\n\n",
                         m.split().train(), m.split().validation(), m.split().split_seed(),
                         m.split().test(), m.training().seed(), m.training().backbone_epochs(),
-                        m.training().exit_epochs());
+                        m.training().exit_epochs(), m.training().exit_learning_rate(),
+                        m.training().exit_distillation() > 0
+                            ? absl::StrFormat(", distilled from the final classifier: weight %g, "
+                                              "temperature %g",
+                                              m.training().exit_distillation(),
+                                              m.training().distillation_temperature())
+                            : "");
   out += "| exit | after stage | val acc | test acc | MACs to here (of full) | head MACs (of backbone) |\n";
   out += "|---|---|---|---|---|---|\n";
   for (int i = 0; i < r.exits_size(); ++i) {

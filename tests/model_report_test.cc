@@ -10,6 +10,7 @@ namespace hapi {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // `predicted[e][s]` for every exit, true labels `truth`; scores unused.
 CalibrationTable MakeTable(const std::vector<int>& truth,
@@ -95,6 +96,14 @@ TEST(FillExitReportsTest, FillsAccuracyAndCostPerExit) {
   EXPECT_THAT(text, HasSubstr("| exit0.stem | 0 | 50.00% | 50.00% | 25.0% | 5.00% |"));
   EXPECT_THAT(text, HasSubstr("| final | 1 | 100.00% | 50.00% | 100.0% | 1.00% |"));
   EXPECT_THAT(text, HasSubstr("50.0% are classified correctly"));
+  EXPECT_THAT(text, Not(HasSubstr("distilled")));
+  m.mutable_training()->set_exit_epochs(16);
+  m.mutable_training()->set_exit_learning_rate(0.002);
+  m.mutable_training()->set_exit_distillation(0.5);
+  m.mutable_training()->set_distillation_temperature(3);
+  EXPECT_THAT(FormatTrainingReport(m),
+              HasSubstr("exits 16 epochs (Adam, peak rate 0.002, distilled from the final "
+                        "classifier: weight 0.5, temperature 3)"));
 }
 
 }  // namespace

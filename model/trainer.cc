@@ -99,7 +99,7 @@ v1::TrainingConfig DefaultTrainingConfig() {
   v1::TrainingConfig c;
   c.set_seed(7);
   c.set_backbone_epochs(20);
-  c.set_exit_epochs(4);
+  c.set_exit_epochs(32);
   c.set_batch_size(128);
   c.set_learning_rate(0.1);
   c.set_momentum(0.9);
@@ -353,6 +353,7 @@ absl::Status RetrainExits(const v1::TrainingConfig& config, const FashionMnist& 
   stored->set_exit_learning_rate(config.exit_learning_rate());
   stored->set_exit_distillation(config.exit_distillation());
   stored->set_distillation_temperature(config.distillation_temperature());
+  stored->set_threads(torch::get_num_threads());
   m->mutable_report()->clear_exit_epoch_seconds();
   try {
     model->network().ResetExitHeads();

@@ -87,23 +87,36 @@ int main(int argc, char** argv) {
   config.set_threads(absl::GetFlag(FLAGS_threads));
   config.set_seed(absl::GetFlag(FLAGS_seed));
 
+  // Saves, reloads (so the report shows what is stored, weights size
+  // included), prints the report and optionally writes it out.
+  auto save = [&](hapi::EarlyExitModel& model, const char* what) {
+    if (absl::Status st = model.Save(model_dir); !st.ok()) return Fail(st);
+    auto stored = hapi::EarlyExitModel::Load(model_dir);
+    if (!stored.ok()) return Fail(stored.status());
+    std::string report = hapi::FormatTrainingReport((*stored)->manifest());
+    std::cout << what << " " << model_dir << "\n\n" << report;
+    if (!absl::GetFlag(FLAGS_report_out).empty()) {
+      if (absl::Status st = hapi::WriteFileAtomically(absl::GetFlag(FLAGS_report_out), report);
+          !st.ok()) {
+        return Fail(st);
+      }
+    }
+    return 0;
+  };
+  hapi::TrainerOptions options;
+  options.progress = absl::GetFlag(FLAGS_progress);
+
   if (absl::GetFlag(FLAGS_recalibrate) || absl::GetFlag(FLAGS_retrain_exits)) {
     auto model = hapi::EarlyExitModel::Load(model_dir);
     if (!model.ok()) return Fail(model.status());
     auto data = hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
     if (!data.ok()) return Fail(data.status());
-    hapi::TrainerOptions options;
-    options.progress = absl::GetFlag(FLAGS_progress);
     absl::Status st = absl::GetFlag(FLAGS_retrain_exits)
                           ? hapi::RetrainExits(config, *data, options, model->get())
                           : hapi::CalibrateModel(*data, model->get());
     if (!st.ok()) return Fail(st);
-    if (st = (*model)->Save(model_dir); !st.ok()) return Fail(st);
-    std::cout << (absl::GetFlag(FLAGS_retrain_exits) ? "Retrained the exits of "
-                                                       : "Recalibrated ")
-              << model_dir << "\n\n"
-              << hapi::FormatTrainingReport((*model)->manifest());
-    return 0;
+    return save(**model, absl::GetFlag(FLAGS_retrain_exits) ? "Retrained the exits of"
+                                                              : "Recalibrated");
   }
 
   if (!absl::GetFlag(FLAGS_retrain) &&
@@ -127,21 +140,7 @@ int main(int argc, char** argv) {
   }
   auto data = hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
   if (!data.ok()) return Fail(data.status());
-  hapi::TrainerOptions options;
-  options.progress = absl::GetFlag(FLAGS_progress);
   auto model = hapi::TrainEarlyExitModel(name, backbone, config, *data, options);
   if (!model.ok()) return Fail(model.status());
-  if (absl::Status st = (*model)->Save(model_dir); !st.ok()) return Fail(st);
-  // Reload so the report shows what is stored (including the weights size).
-  auto stored = hapi::EarlyExitModel::Load(model_dir);
-  if (!stored.ok()) return Fail(stored.status());
-  std::string report = hapi::FormatTrainingReport((*stored)->manifest());
-  std::cout << "Saved " << model_dir << "\n\n" << report;
-  if (!absl::GetFlag(FLAGS_report_out).empty()) {
-    if (absl::Status st = hapi::WriteFileAtomically(absl::GetFlag(FLAGS_report_out), report);
-        !st.ok()) {
-      return Fail(st);
-    }
-  }
-  return 0;
+  return save(**model, "Saved");
 }

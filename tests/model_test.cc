@@ -503,6 +503,7 @@ TEST_F(TrainerTest, RetrainExitsWithDistillationKeepsTheBackboneAndFinalAnswers)
   EXPECT_EQ(m.training().exit_distillation(), 0.5);
   EXPECT_EQ(m.training().distillation_temperature(), 3);
   EXPECT_EQ(m.training().exit_epochs(), 2);
+  EXPECT_GT(m.training().threads(), 0) << "the threads this run used";
   EXPECT_EQ(m.report().exit_epoch_seconds_size(), 2) << "only the new exit epochs";
   for (const auto& exit : m.report().exits()) {
     EXPECT_GT(exit.accuracy().test(), 0.0) << exit.exit_index();

@@ -42,9 +42,11 @@ serve early-b1-handoff --run_inline=false; bench early-b1-handoff --count="$COUN
 serve full-b1-handoff --full_network --run_inline=false; bench full-b1-handoff --count="$COUNT" --concurrency=1; stop
 for c in 8 32; do
   serve early-c$c-nobatch --max_batch=1 --workers=2; bench early-c$c-nobatch --duration="$DURATION" --concurrency=$c; stop
-  serve early-c$c-batch --max_batch=32 --max_wait_ms=2 --workers=2; bench early-c$c-batch --duration="$DURATION" --concurrency=$c; stop
+  serve early-c$c-batch --max_batch=32 --max_wait_ms=0 --workers=2; bench early-c$c-batch --duration="$DURATION" --concurrency=$c; stop
   serve full-c$c-nobatch --full_network --max_batch=1 --workers=2; bench full-c$c-nobatch --duration="$DURATION" --concurrency=$c; stop
-  serve full-c$c-batch --full_network --max_batch=32 --max_wait_ms=2 --workers=2; bench full-c$c-batch --duration="$DURATION" --concurrency=$c; stop
+  serve full-c$c-batch --full_network --max_batch=32 --max_wait_ms=0 --workers=2; bench full-c$c-batch --duration="$DURATION" --concurrency=$c; stop
+  # Batching that holds a partial batch for up to 2 ms.
+  serve early-c$c-batch-wait2 --max_batch=32 --max_wait_ms=2 --workers=2; bench early-c$c-batch-wait2 --duration="$DURATION" --concurrency=$c; stop
 done
 
 python3 - "$OUT" <<'PY'
@@ -52,7 +54,8 @@ import json, sys, glob, os
 out = sys.argv[1]
 rows = []
 for name in ["early-b1", "full-b1", "early-b1-handoff", "full-b1-handoff", "early-c8-nobatch", "early-c8-batch", "full-c8-nobatch", "full-c8-batch",
-             "early-c32-nobatch", "early-c32-batch", "full-c32-nobatch", "full-c32-batch"]:
+             "early-c8-batch-wait2", "early-c32-nobatch", "early-c32-batch", "full-c32-nobatch",
+             "full-c32-batch", "early-c32-batch-wait2"]:
     j = json.load(open(f"{out}/{name}.json"))
     rows.append((name, j))
 print("| run | requests | throughput req/s | mean ms | p50 ms | p99 ms | server-side mean ms | accuracy |")
@@ -73,5 +76,8 @@ for c in (8, 32):
         nb = json.load(open(f"{out}/{kind}-c{c}-nobatch.json"))["throughput_rps"]
         b = json.load(open(f"{out}/{kind}-c{c}-batch.json"))["throughput_rps"]
         print(f"{c} clients, {kind}: batching {b:.0f} req/s vs off {nb:.0f} req/s -> {b/nb:.2f}x")
+    w = json.load(open(f"{out}/early-c{c}-batch-wait2.json"))["throughput_rps"]
+    nb = json.load(open(f"{out}/early-c{c}-nobatch.json"))["throughput_rps"]
+    print(f"{c} clients, early, batching with a 2 ms wait: {w:.0f} req/s -> {w/nb:.2f}x of off")
 print(f"\nraw results in {out}/")
 PY

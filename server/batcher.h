@@ -1,7 +1,9 @@
 // Dynamic batching in front of the executor. Requests wait in a bounded queue;
 // a worker takes up to max_batch requests for the same servable (waiting at
-// most max_wait for the batch to fill), runs them through the executor with
-// exit compaction, and answers each request the moment its sample exits.
+// most max_wait for the batch to fill; with max_wait 0 it takes whatever is
+// queued when it frees up, so batches form only under load), runs them
+// through the executor with exit compaction, and answers each request the
+// moment its sample exits.
 //
 // With batching off (max_batch 1) and run_inline, a request that finds an
 // idle execution slot and nobody queued ahead of it runs on the submitting
@@ -50,7 +52,7 @@ struct InferenceRequest {
 
 struct BatcherOptions {
   int max_batch = 1;                          // 1 = no batching
-  absl::Duration max_wait = absl::Milliseconds(2);
+  absl::Duration max_wait = absl::ZeroDuration();
   int queue_capacity = 256;                   // queued requests beyond this are refused
   int workers = 1;                            // batches executing at once
   bool run_inline = true;                     // see above; only with max_batch 1

@@ -29,7 +29,9 @@ ABSL_FLAG(std::string, device, "",
 ABSL_FLAG(int32_t, poll_seconds, 5, "With --device: how often to look for a newer variant");
 ABSL_FLAG(int32_t, intra_op_threads, 1, "LibTorch intra-op threads (profile with the same)");
 ABSL_FLAG(int32_t, max_batch, 1, "Largest batch (1: batching off)");
-ABSL_FLAG(double, max_wait_ms, 2.0, "Longest wait for a batch to fill");
+ABSL_FLAG(double, max_wait_ms, 0.0,
+          "Longest wait for a batch to fill (0: a free worker takes whatever is queued at once, "
+          "so batches form only under load)");
 ABSL_FLAG(int32_t, queue_capacity, 256, "Queued requests beyond which requests are refused");
 ABSL_FLAG(int32_t, workers, 1, "Batches executing at once");
 ABSL_FLAG(bool, run_inline, true,

@@ -107,6 +107,7 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("variant e2e-variant", variant_out)
         manifest = run(CLIENT, *self.opt, "variants", "get", "e2e-variant").stdout
         enabled = [int(x) for x in re.findall(r"enabled_exits: (\d+)", manifest)]
+        self.assertIn("accuracy_confidence: 0.9", manifest)  # the default, recorded
         self.assertTrue(os.path.exists(f"{self.repo}/variants/e2e-variant/variant.pbtxt"))
         self.assertTrue(os.path.exists(f"{self.repo}/variants/e2e-variant/pareto.csv"))
 
@@ -198,6 +199,9 @@ class EndToEnd(unittest.TestCase):
         p = self.expect_cli_error([*self.opt, "variants", "create", "--model=tiny", "--device=dev", "--latency-ms=0.000001",
                                    "--watch"], r"FAILED.*fastest achievable")
         self.assertEqual(p.returncode, 3)
+        self.expect_cli_error([*self.opt, "variants", "create", "--model=tiny", "--device=dev",
+                               "--objective=min-latency", "--max-drop=1", "--confidence=1.2"],
+                              r"INVALID_ARGUMENT.*confidence")
         self.expect_cli_error([*self.opt, "devices", "register", "/nonexistent.pbtxt"], r"nonexistent")
 
     def test_3_evaluation_runs_on_a_tiny_configuration(self):

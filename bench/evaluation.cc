@@ -188,6 +188,8 @@ int main(int argc, char** argv) {
       p.sla.statistic = stat;
       p.sla.objective = hapi::SlaObjective::kMaxAccuracy;
       p.sla.latency_budget_s = fastest + (slowest - fastest) * (b + 1) / n;
+      // As the optimizer service does: percentile budgets hold at 90% confidence.
+      p.sla.latency_confidence = hapi::IsPercentile(stat) ? hapi::kDefaultSlaConfidence : 0.5;
       p.seed = 77 + b;
       int64_t hapi_evals = 0;
       absl::StrAppendFormat(&md, "| %.3f |", p.sla.latency_budget_s * 1e3);

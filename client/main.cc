@@ -271,7 +271,10 @@ int main(int argc, char** argv) {
   var_create->add_option("--min-accuracy,--min_accuracy", min_accuracy, "min-latency: accuracy floor (0..1)");
   var_create->add_option("--max-drop,--max_drop", max_drop, "min-latency: at most this many points below the full network");
   var_create->add_option("--min-throughput,--min_throughput", min_throughput, "Requests/s floor at batch 1");
-  double confidence = 0;
+  double confidence = 0, latency_confidence = 0;
+  var_create->add_option("--latency-confidence,--latency_confidence", latency_confidence,
+                         "p50/p95/p99 budgets: one-sided confidence the budget holds at, in "
+                         "[0.5, 1) (default 0.9; 0.5 = the plain percentile)");
   var_create->add_option("--confidence", confidence,
                          "min-latency: one-sided confidence the accuracy floor holds at, in [0.5, 1) "
                          "(default 0.9; 0.5 = the validation estimate alone)");
@@ -512,6 +515,7 @@ int main(int argc, char** argv) {
         req.set_variant_id(variant_id);
         hapi::v1::Sla* sla = req.mutable_sla();
         sla->set_latency_budget_ms(latency_ms);
+        sla->set_latency_confidence(latency_confidence);
         static const std::map<std::string, hapi::v1::LatencyStatistic> kStats = {
             {"mean", hapi::v1::MEAN}, {"p50", hapi::v1::P50}, {"p95", hapi::v1::P95},
             {"p99", hapi::v1::P99}, {"worst", hapi::v1::WORST}};

@@ -35,7 +35,7 @@ class Tracker {
   // Returns true when `p` is the new best.
   bool Offer(const Design& design, const LatencyPrediction& p) {
     ++stats_.designs_evaluated;
-    double stat = StatisticOf(p, problem_.sla.statistic);
+    double stat = judge_.LatencyBound(p);
     if (!any_ || stat < fastest_stat_) fastest_stat_ = stat;
     const double accuracy = judge_.AccuracyBound(p);
     if (!any_ || accuracy > best_accuracy_) best_accuracy_ = accuracy;
@@ -74,8 +74,11 @@ class Tracker {
       if (sla.objective == SlaObjective::kMaxAccuracy || judge_.accuracy_floor() <= best_accuracy_) {
         return absl::FailedPreconditionError(absl::StrFormat(
             "no design meets the SLA (%s); the fastest achievable %s latency on this device is "
-            "%.3f ms",
-            DescribeSla(sla), LatencyStatisticName(sla.statistic), fastest_stat_ * 1e3));
+            "%.3f ms%s",
+            DescribeSla(sla), LatencyStatisticName(sla.statistic), fastest_stat_ * 1e3,
+            IsPercentile(sla.statistic) && sla.latency_confidence > 0.5
+                ? absl::StrFormat(" (upper bound at %.0f%% confidence)", 100 * sla.latency_confidence)
+                : ""));
       }
       return absl::FailedPreconditionError(absl::StrFormat(
           "no design meets the SLA (%s); the best achievable accuracy is %.2f%%%s",

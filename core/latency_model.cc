@@ -73,6 +73,17 @@ absl::StatusOr<LatencyPrediction> LatencyModel::Predict(const Design& design,
   return FromPathCounts(design, counts, correct, lost, gained);
 }
 
+double PredictedPercentile(const LatencyPrediction& p, double q) {
+  if (p.paths.empty()) return 0;
+  const int64_t rank = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(q * p.num_samples)));
+  int64_t seen = 0;
+  for (const auto& [seconds, samples] : p.paths) {
+    seen += samples;
+    if (seen >= rank) return seconds;
+  }
+  return p.paths.back().first;
+}
+
 LatencyPrediction LatencyModel::FromPathCounts(const Design& design,
                                                const std::vector<int>& counts,
                                                int correct, int lost, int gained) const {
@@ -88,19 +99,11 @@ LatencyPrediction LatencyModel::FromPathCounts(const Design& design,
   p.accuracy_drop_se = std::sqrt(std::max(0.0, d - diff * diff / n)) / n;
   // Deeper paths are never faster (more stages, more heads), so the sorted
   // latencies are the paths in depth order, each repeated counts[d] times.
-  auto percentile = [&](double q) {
-    int64_t rank = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(q * n)));
-    int64_t seen = 0;
-    for (size_t d = 0; d < counts.size(); ++d) {
-      seen += counts[d];
-      if (seen >= rank) return PathLatency(design, static_cast<int>(d));
-    }
-    return PathLatency(design, static_cast<int>(counts.size()) - 1);
-  };
   double sum = 0;
   for (size_t d = 0; d < counts.size(); ++d) {
     if (counts[d] == 0) continue;
     double t = PathLatency(design, static_cast<int>(d));
+    p.paths.emplace_back(t, counts[d]);
     sum += t * counts[d];
     int exit = d < design.exits.size() ? design.exits[d] : num_exits() - 1;
     p.exit_ratio[exit] = static_cast<double>(counts[d]) / n;
@@ -109,9 +112,9 @@ LatencyPrediction LatencyModel::FromPathCounts(const Design& design,
   // A guaranteed bound, not the slowest sample seen: any input may need
   // every enabled head and the full network.
   p.worst_s = PathLatency(design, static_cast<int>(design.exits.size()));
-  p.p50_s = percentile(0.50);
-  p.p95_s = percentile(0.95);
-  p.p99_s = percentile(0.99);
+  p.p50_s = PredictedPercentile(p, 0.50);
+  p.p95_s = PredictedPercentile(p, 0.95);
+  p.p99_s = PredictedPercentile(p, 0.99);
   p.throughput_rps = p.mean_s > 0 ? 1.0 / p.mean_s : 0;
   return p;
 }

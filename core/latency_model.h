@@ -24,10 +24,16 @@ struct LatencyPrediction {
   // disagree in correctness (McNemar).
   double accuracy_se = 0;
   double accuracy_drop_se = 0;
+  // The latency distribution: (seconds, samples) for each path taken by at
+  // least one sample, fastest first. Percentiles at any rank come from it.
+  std::vector<std::pair<double, int>> paths;
   // Share of samples answered at each model exit (size = model exits; zero
   // for exits the design does not enable).
   std::vector<double> exit_ratio;
 };
+
+// The nearest-rank q-quantile (0 < q <= 1) of the predicted latency.
+double PredictedPercentile(const LatencyPrediction& p, double q);
 
 class LatencyModel {
  public:

@@ -61,6 +61,10 @@ absl::Status ValidateSla(const Sla& sla) {
     return absl::InvalidArgumentError(absl::StrCat(
         "accuracy confidence ", sla.accuracy_confidence, " must be in [0.5, 1)"));
   }
+  if (!(sla.latency_confidence >= 0.5 && sla.latency_confidence < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "latency confidence ", sla.latency_confidence, " must be in [0.5, 1)"));
+  }
   if (!finite_nonneg(sla.min_throughput_rps)) {
     return absl::InvalidArgumentError(
         absl::StrCat("throughput floor ", sla.min_throughput_rps, " must be finite and >= 0"));
@@ -88,7 +92,21 @@ double NormalQuantile(double p) {
 SlaJudge::SlaJudge(const Sla& sla, double final_accuracy)
     : sla_(sla),
       floor_(AccuracyFloor(sla, final_accuracy)),
-      z_(sla.accuracy_confidence > 0.5 ? NormalQuantile(sla.accuracy_confidence) : 0.0) {}
+      z_(sla.accuracy_confidence > 0.5 ? NormalQuantile(sla.accuracy_confidence) : 0.0),
+      latency_z_(sla.latency_confidence > 0.5 ? NormalQuantile(sla.latency_confidence) : 0.0) {}
+
+double SlaJudge::LatencyBound(const LatencyPrediction& p) const {
+  double q;
+  switch (sla_.statistic) {
+    case LatencyStatistic::kP50: q = 0.50; break;
+    case LatencyStatistic::kP95: q = 0.95; break;
+    case LatencyStatistic::kP99: q = 0.99; break;
+    default: return StatisticOf(p, sla_.statistic);  // mean, worst: no margin
+  }
+  if (latency_z_ == 0 || p.num_samples == 0) return StatisticOf(p, sla_.statistic);
+  return PredictedPercentile(
+      p, std::min(1.0, q + latency_z_ * std::sqrt(q * (1 - q) / p.num_samples)));
+}
 
 double SlaJudge::AccuracyBound(const LatencyPrediction& p) const {
   if (sla_.objective != SlaObjective::kMinLatency) return p.accuracy;
@@ -101,7 +119,7 @@ bool SlaJudge::Feasible(const LatencyPrediction& p) const { return Violation(p) 
 double SlaJudge::Violation(const LatencyPrediction& p) const {
   double v = 0;
   if (sla_.latency_budget_s > 0) {
-    v += std::max(0.0, StatisticOf(p, sla_.statistic) / sla_.latency_budget_s - 1.0);
+    v += std::max(0.0, LatencyBound(p) / sla_.latency_budget_s - 1.0);
   }
   v += std::max(0.0, floor_ - AccuracyBound(p)) * 10;  // 0.1 accuracy ~ 100% over budget
   if (sla_.min_throughput_rps > 0) {
@@ -120,11 +138,20 @@ bool SlaJudge::Better(const LatencyPrediction& a, const LatencyPrediction& b) co
   return a.accuracy > b.accuracy;
 }
 
+bool IsPercentile(LatencyStatistic s) {
+  return s == LatencyStatistic::kP50 || s == LatencyStatistic::kP95 || s == LatencyStatistic::kP99;
+}
+
 std::string DescribeSla(const Sla& sla) {
   std::string out;
+  const std::string latency_confidence =
+      IsPercentile(sla.statistic) && sla.latency_confidence > 0.5
+          ? absl::StrFormat(" at %.0f%% confidence", 100 * sla.latency_confidence)
+          : "";
   if (sla.objective == SlaObjective::kMaxAccuracy) {
-    out = absl::StrFormat("max accuracy with %s latency <= %.3f ms",
-                          LatencyStatisticName(sla.statistic), sla.latency_budget_s * 1e3);
+    out = absl::StrFormat("max accuracy with %s latency <= %.3f ms%s",
+                          LatencyStatisticName(sla.statistic), sla.latency_budget_s * 1e3,
+                          latency_confidence);
   } else {
     out = absl::StrFormat("min %s latency", LatencyStatisticName(sla.statistic));
     if (sla.max_accuracy_drop >= 0) {
@@ -137,7 +164,8 @@ std::string DescribeSla(const Sla& sla) {
       absl::StrAppendFormat(&out, " at %.0f%% confidence", 100 * sla.accuracy_confidence);
     }
     if (sla.latency_budget_s > 0) {
-      absl::StrAppendFormat(&out, " and <= %.3f ms", sla.latency_budget_s * 1e3);
+      absl::StrAppendFormat(&out, " and <= %.3f ms%s", sla.latency_budget_s * 1e3,
+                            latency_confidence);
     }
   }
   if (sla.min_throughput_rps > 0) {

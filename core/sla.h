@@ -31,12 +31,19 @@ struct Sla {
   // point estimate). Guards against picking a design whose validation
   // accuracy is high by chance. [0.5, 1).
   double accuracy_confidence = 0.5;
+  // A p50/p95/p99 budget must hold at this one-sided confidence: the
+  // statistic is read at the upper confidence rank q + z sqrt(q (1 - q) / n)
+  // of the validation samples instead of at q, so a design whose share of
+  // slow samples sits just under 1 - q is not trusted to stay under it.
+  // [0.5, 1); 0.5 = the point estimate. Mean and worst case are unaffected.
+  double latency_confidence = 0.5;
   double min_throughput_rps = 0;  // 0 = no floor
 };
 
 absl::string_view LatencyStatisticName(LatencyStatistic s);
 absl::StatusOr<LatencyStatistic> ParseLatencyStatistic(absl::string_view name);
 double StatisticOf(const LatencyPrediction& p, LatencyStatistic s);
+bool IsPercentile(LatencyStatistic s);  // p50, p95, p99
 
 // INVALID_ARGUMENT for negative/NaN/inf numbers, a missing budget, floors
 // outside [0, 1].
@@ -45,6 +52,9 @@ absl::Status ValidateSla(const Sla& sla);
 // The absolute accuracy floor of a kMinLatency SLA given the final exit's
 // validation accuracy.
 double AccuracyFloor(const Sla& sla, double final_accuracy);
+
+// What the optimizer service uses when a request leaves a confidence unset.
+inline constexpr double kDefaultSlaConfidence = 0.9;
 
 // The standard normal quantile: NormalQuantile(0.9) = 1.2816.
 double NormalQuantile(double p);
@@ -65,11 +75,15 @@ class SlaJudge {
   // The accuracy the floor is compared with: the estimate minus z standard
   // errors (of the drop when the floor is relative to the final exit).
   double AccuracyBound(const LatencyPrediction& p) const;
+  // The statistic the latency budget is compared with: StatisticOf, or for a
+  // percentile at latency_confidence > 0.5 its upper confidence bound.
+  double LatencyBound(const LatencyPrediction& p) const;
 
  private:
   Sla sla_;
   double floor_;
   double z_;
+  double latency_z_;
 };
 
 std::string DescribeSla(const Sla& sla);

@@ -42,7 +42,11 @@ absl::StatusOr<Sla> SlaFromProto(const v1::Sla& p) {
   sla.min_throughput_rps = p.min_throughput_rps();
   if (sla.objective == SlaObjective::kMinLatency) {  // the only SLAs with an accuracy floor
     sla.accuracy_confidence =
-        p.accuracy_confidence() == 0 ? kDefaultAccuracyConfidence : p.accuracy_confidence();
+        p.accuracy_confidence() == 0 ? kDefaultSlaConfidence : p.accuracy_confidence();
+  }
+  if (IsPercentile(sla.statistic) && sla.latency_budget_s > 0) {  // percentile budgets only
+    sla.latency_confidence =
+        p.latency_confidence() == 0 ? kDefaultSlaConfidence : p.latency_confidence();
   }
   HAPI_RETURN_IF_ERROR(ValidateSla(sla));
   return sla;
@@ -170,6 +174,9 @@ absl::StatusOr<v1::VariantManifest> VariantBuilder::Build(const v1::CreateVarian
   *v.mutable_sla() = request.sla();
   if (sla.objective == SlaObjective::kMinLatency) {
     v.mutable_sla()->set_accuracy_confidence(sla.accuracy_confidence);
+  }
+  if (IsPercentile(sla.statistic) && sla.latency_budget_s > 0) {
+    v.mutable_sla()->set_latency_confidence(sla.latency_confidence);
   }
   v.set_exit_policy(std::string(ExitPolicyName(result.design.policy)));
   for (int e : result.design.exits) v.add_enabled_exits(e);

@@ -21,9 +21,6 @@ namespace hapi {
 inline constexpr char kVariantFile[] = "variant.pbtxt";
 inline constexpr char kProfileFile[] = "profile.pbtxt";
 
-// Accuracy confidence of a min-latency SLA that does not set one.
-inline constexpr double kDefaultAccuracyConfidence = 0.9;
-
 absl::StatusOr<Sla> SlaFromProto(const v1::Sla& proto);
 v1::PredictedLatency LatencyToProto(const LatencyPrediction& p);
 

@@ -163,6 +163,21 @@ TEST(LatencyModelTest, FromPathCountsMatchesPredict) {
   EXPECT_DOUBLE_EQ(a.accuracy_drop_se, b.accuracy_drop_se);
 }
 
+TEST(LatencyModelTest, PercentilesAtAnyRankFromThePathDistribution) {
+  ASSERT_OK_AND_ASSIGN(LatencyModel m, LatencyModel::Create(Profile(), Manifest()));
+  Design d = Design::Shared({0, 1}, 0.9f);
+  ASSERT_OK_AND_ASSIGN(LatencyPrediction p, m.Predict(d, Table()));
+  // Samples 0 and 3 leave at exit 0, sample 1 at exit 1, sample 2 at the final.
+  ASSERT_EQ(p.paths.size(), 3u);
+  EXPECT_EQ(p.paths[0], std::make_pair(m.PathLatency(d, 0), 2));
+  EXPECT_EQ(p.paths[1], std::make_pair(m.PathLatency(d, 1), 1));
+  EXPECT_EQ(p.paths[2], std::make_pair(m.PathLatency(d, 2), 1));
+  EXPECT_DOUBLE_EQ(PredictedPercentile(p, 0.5), m.PathLatency(d, 0));   // rank 2 of 4
+  EXPECT_DOUBLE_EQ(PredictedPercentile(p, 0.51), m.PathLatency(d, 1));  // rank 3
+  EXPECT_DOUBLE_EQ(PredictedPercentile(p, 0.95), p.p95_s);
+  EXPECT_DOUBLE_EQ(PredictedPercentile(p, 1.0), m.PathLatency(d, 2));
+}
+
 TEST(LatencyModelTest, StandardErrorsOfAccuracyAndOfTheDrop) {
   ASSERT_OK_AND_ASSIGN(LatencyModel m, LatencyModel::Create(Profile(), Manifest()));
   ASSERT_OK_AND_ASSIGN(LatencyPrediction p, m.Predict(Design::Shared({0, 1}, 0.9f), Table()));

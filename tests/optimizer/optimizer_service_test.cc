@@ -610,6 +610,7 @@ TEST_F(OptimizerServiceTest, OtherObjectivesAlgorithmsAndPolicies) {
   EXPECT_TRUE(v.search().per_exit_thresholds());
   EXPECT_EQ(v.thresholds_size(), v.enabled_exits_size());
   EXPECT_LE(v.predicted_latency().p95_ms(), 4.2);
+  EXPECT_EQ(v.sla().latency_confidence(), 0.9) << "the default for a p95 budget, recorded";
 
   // Exhaustive, shared thresholds, margin policy.
   v1::CreateVariantRequest exhaustive = Request(2.5, kModel, kDevice, "exhaustive");
@@ -720,6 +721,11 @@ TEST_F(OptimizerServiceTest, CreateVariantRejectsBadRequestsAtOnce) {
   req.mutable_sla()->set_max_accuracy_drop(0.01);
   req.mutable_sla()->set_accuracy_confidence(1.5);
   EXPECT_THAT(Create(req), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("confidence")));
+  req = Request(2.5);
+  req.mutable_sla()->set_statistic(v1::P95);
+  req.mutable_sla()->set_latency_confidence(0.2);
+  EXPECT_THAT(Create(req),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("latency confidence")));
   req = Request(2.5);
   req.mutable_sla()->set_statistic(static_cast<v1::LatencyStatistic>(42));
   EXPECT_THAT(Create(req), StatusIs(absl::StatusCode::kInvalidArgument));

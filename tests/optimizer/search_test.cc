@@ -124,13 +124,38 @@ double DropStandardError(const Design& d, const CalibrationTable& table) {
 
 constexpr double kZ90 = 1.2815515655446004;  // standard normal quantile at 0.9
 
+// The nearest-rank percentile at the upper 90% confidence rank
+// q + z sqrt(q (1 - q) / n), from every sample's path latency, counted here.
+double UpperPercentile(const Design& d, const CalibrationTable& table, const LatencyModel& latency,
+                       double q) {
+  const int n = table.num_samples();
+  std::vector<double> seconds;
+  for (int s = 0; s < n; ++s) {
+    int depth = static_cast<int>(d.exits.size());
+    for (size_t k = 0; k < d.exits.size(); ++k) {
+      if (table.score(d.policy, d.exits[k], s) >= d.thresholds[k]) {
+        depth = static_cast<int>(k);
+        break;
+      }
+    }
+    seconds.push_back(latency.PathLatency(d, depth));
+  }
+  std::sort(seconds.begin(), seconds.end());
+  const double upper = std::min(1.0, q + kZ90 * std::sqrt(q * (1 - q) / n));
+  const int rank = std::max(1, static_cast<int>(std::ceil(upper * n)));
+  return seconds[rank - 1];
+}
+
 // The SLA's optimum over every design of `space`, by brute force with
 // LatencyModel::Predict and a judge written here (not SlaJudge). Supports
-// accuracy_confidence 0.5 and, for accuracy-drop floors, 0.9.
+// accuracy_confidence 0.5 and, for accuracy-drop floors, 0.9; latency_confidence
+// 0.5 and, for a p95 budget, 0.9.
 std::optional<Scored> BruteForce(const SearchSpace& space, const Sla& sla,
                                  const CalibrationTable& table, const LatencyModel& latency) {
   EXPECT_TRUE(sla.accuracy_confidence == 0.5 ||
               (sla.accuracy_confidence == 0.9 && sla.max_accuracy_drop >= 0));
+  EXPECT_TRUE(sla.latency_confidence == 0.5 ||
+              (sla.latency_confidence == 0.9 && sla.statistic == LatencyStatistic::kP95));
   const double z = sla.accuracy_confidence == 0.9 ? kZ90 : 0.0;
   const double floor = sla.objective == SlaObjective::kMinLatency
                            ? (sla.max_accuracy_drop >= 0
@@ -144,7 +169,9 @@ std::optional<Scored> BruteForce(const SearchSpace& space, const Sla& sla,
     EXPECT_THAT(p, IsOk());
     if (!p.ok()) continue;
     const double stat = StatisticOf(*p, sla.statistic);
-    if (sla.latency_budget_s > 0 && stat > sla.latency_budget_s) continue;
+    const double bound =
+        sla.latency_confidence == 0.9 ? UpperPercentile(d, table, latency, 0.95) : stat;
+    if (sla.latency_budget_s > 0 && bound > sla.latency_budget_s) continue;
     if (p->accuracy - (z > 0 ? z * DropStandardError(d, table) : 0.0) < floor) continue;
     if (best) {
       const double best_stat = StatisticOf(best->prediction, sla.statistic);
@@ -704,6 +731,48 @@ TEST_F(SearchTest, AccuracyConfidenceKeepsAMarginForSamplingError) {
     EXPECT_THAT(Search("hapi")->Search(Problem(confident)),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("confidence")));
   }
+}
+
+TEST_F(SearchTest, LatencyConfidenceKeepsTailBudgetsAwayFromTheCliff) {
+  const double full_p95 = PredictOrDie(Design::FinalOnly()).p95_s;
+  SearchProblem any = Problem(MaxAccuracy(full_p95, LatencyStatistic::kP95));
+  int binding = 0, feasible = 0;
+  for (double f : {0.5, 0.6, 0.7, 0.8, 0.88, 0.9, 0.95, 0.98}) {
+    SCOPED_TRACE(absl::StrFormat("budget %.2f x full p95", f));
+    Sla point = MaxAccuracy(f * full_p95, LatencyStatistic::kP95);
+    Sla confident = point;
+    confident.latency_confidence = 0.9;
+    std::optional<Scored> loose = BruteForce(any.space, point, *table_, *latency_);
+    std::optional<Scored> truth = BruteForce(any.space, confident, *table_, *latency_);
+    if (loose && UpperPercentile(loose->design, *table_, *latency_, 0.95) > point.latency_budget_s) {
+      ++binding;  // the plain optimum sits on a cliff the margin refuses
+      if (truth) EXPECT_LE(truth->prediction.accuracy, loose->prediction.accuracy);
+    }
+    SearchProblem p = Problem(confident);
+    for (const std::string& algorithm : {std::string("exhaustive"), std::string("hapi")}) {
+      absl::StatusOr<SearchResult> r = Search(algorithm)->Search(p);
+      if (!truth) {
+        EXPECT_THAT(r, StatusIs(absl::StatusCode::kFailedPrecondition,
+                                HasSubstr("upper bound at 90% confidence")))
+            << algorithm;
+        continue;
+      }
+      ASSERT_THAT(r, IsOk()) << algorithm;
+      EXPECT_LE(UpperPercentile(r->design, *table_, *latency_, 0.95), confident.latency_budget_s)
+          << algorithm;
+      if (algorithm == "exhaustive") {
+        EXPECT_DOUBLE_EQ(r->prediction.accuracy, truth->prediction.accuracy);
+      }
+    }
+    feasible += truth.has_value();
+  }
+  EXPECT_GT(binding, 0) << "the margin never mattered on this table";
+  EXPECT_GT(feasible, 0);
+  // Out of range: refused.
+  Sla bad = MaxAccuracy(full_p95, LatencyStatistic::kP95);
+  bad.latency_confidence = 1;
+  EXPECT_THAT(Search("hapi")->Search(Problem(bad)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("latency confidence")));
 }
 
 TEST(SlaTest, NormalQuantile) {

@@ -25,7 +25,9 @@ ABSL_FLAG(int32_t, batch, 64, "Batch size of the batched measurement");
 ABSL_FLAG(std::vector<std::string>, exits, std::vector<std::string>({"1", "3", "5"}),
           "Early-exit design: enabled exits");
 ABSL_FLAG(double, threshold, 0.95, "Early-exit design: shared max-softmax threshold");
-ABSL_FLAG(std::string, markdown_out, "", "Also write the table as markdown here");
+ABSL_FLAG(std::string, markdown_out, "",
+          "Also write the table as markdown into this file's generated section (a new file "
+          "holds just the table); the text around the section is kept");
 
 namespace {
 int Fail(const absl::Status& s) {
@@ -130,7 +132,7 @@ int main(int argc, char** argv) {
     }
   }
   if (!absl::GetFlag(FLAGS_markdown_out).empty()) {
-    if (auto st = hapi::WriteFileAtomically(absl::GetFlag(FLAGS_markdown_out), md); !st.ok()) {
+    if (auto st = hapi::WriteGeneratedSection(absl::GetFlag(FLAGS_markdown_out), md); !st.ok()) {
       return Fail(st);
     }
   }

@@ -21,7 +21,9 @@ ABSL_FLAG(std::string, statistic, "mean", "Latency statistic the budgets bound")
 ABSL_FLAG(int32_t, budgets, 20, "Number of budgets in the sweep");
 ABSL_FLAG(int32_t, grid, 64, "Threshold grid size");
 ABSL_FLAG(bool, per_exit, true, "Also run hapi with per-exit thresholds");
-ABSL_FLAG(std::string, markdown_out, "", "Also write the table as markdown here");
+ABSL_FLAG(std::string, markdown_out, "",
+          "Also write the table as markdown into this file's generated section (a new file "
+          "holds just the table); the text around the section is kept");
 
 namespace {
 int Fail(const absl::Status& s) {
@@ -145,7 +147,7 @@ int main(int argc, char** argv) {
   std::printf("%s", summary.c_str());
   md += summary;
   if (!absl::GetFlag(FLAGS_markdown_out).empty()) {
-    if (auto st = hapi::WriteFileAtomically(absl::GetFlag(FLAGS_markdown_out), md); !st.ok()) {
+    if (auto st = hapi::WriteGeneratedSection(absl::GetFlag(FLAGS_markdown_out), md); !st.ok()) {
       return Fail(st);
     }
   }

@@ -23,7 +23,9 @@ ABSL_FLAG(int32_t, threads, 1, "Intra-op threads (profile and executor)");
 ABSL_FLAG(int32_t, samples, 0, "Test samples to measure (0: all 10k)");
 ABSL_FLAG(int32_t, profile_iterations, 400, "Profiler passes");
 ABSL_FLAG(std::string, profile_out, "", "Also write the measured profile here");
-ABSL_FLAG(std::string, markdown_out, "", "Also write the table as markdown here");
+ABSL_FLAG(std::string, markdown_out, "",
+          "Also write the table as markdown into this file's generated section (a new file "
+          "holds just the table); the text around the section is kept");
 
 namespace {
 int Fail(const absl::Status& s) {
@@ -123,7 +125,7 @@ int main(int argc, char** argv) {
                           100 * err_mean, pred->p95_s * 1e3, m.p95 * 1e3, 100 * err_p95);
   }
   if (!absl::GetFlag(FLAGS_markdown_out).empty()) {
-    if (auto st = hapi::WriteFileAtomically(absl::GetFlag(FLAGS_markdown_out), md); !st.ok()) {
+    if (auto st = hapi::WriteGeneratedSection(absl::GetFlag(FLAGS_markdown_out), md); !st.ok()) {
       return Fail(st);
     }
   }

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
 #include "google/protobuf/text_format.h"
 
 namespace hapi {
@@ -121,6 +122,23 @@ absl::StatusOr<std::string> MakeStagingDirectory(const std::string& final_dir) {
           .string();
   if (::mkdir(staging.c_str(), 0755) != 0) return ErrnoError("mkdir", staging);
   return staging;
+}
+
+absl::Status WriteGeneratedSection(const std::string& path, absl::string_view generated) {
+  std::string body(generated);
+  if (!body.empty() && body.back() != '\n') body += '\n';
+  const std::string section = absl::StrCat(kGeneratedBegin, "\n", body, kGeneratedEnd);
+  if (!fs::exists(path)) return WriteFileAtomically(path, section + "\n");
+  HAPI_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  const size_t begin = text.find(kGeneratedBegin);
+  const size_t end = begin == std::string::npos ? std::string::npos : text.find(kGeneratedEnd, begin);
+  if (end == std::string::npos) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " has no generated section: put the lines ", kGeneratedBegin, " and ", kGeneratedEnd,
+        " where the generated text belongs, or write to a new file"));
+  }
+  text.replace(begin, end + std::strlen(kGeneratedEnd) - begin, section);
+  return WriteFileAtomically(path, text);
 }
 
 absl::Status PublishDirectory(const std::string& staging, const std::string& final_dir) {

@@ -20,6 +20,15 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // complete new one: temp file in the same directory, fsync, rename, fsync dir.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);
 
+// Generated text inside a hand-written document: replaces what lies between
+// the lines kGeneratedBegin and kGeneratedEnd of the file at `path` with
+// `generated`, keeping everything around them. A file that does not exist is
+// created holding just the markers and `generated`. A file without both
+// markers (in order) is FAILED_PRECONDITION and left untouched.
+inline constexpr char kGeneratedBegin[] = "<!-- generated: begin -->";
+inline constexpr char kGeneratedEnd[] = "<!-- generated: end -->";
+absl::Status WriteGeneratedSection(const std::string& path, absl::string_view generated);
+
 // Moves the fully written directory `staging` to `final_dir` in one rename. An
 // existing `final_dir` is replaced (moved aside first, then removed).
 absl::Status PublishDirectory(const std::string& staging, const std::string& final_dir);

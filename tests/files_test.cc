@@ -87,6 +87,39 @@ TEST(WriteFileAtomicallyTest, WritesAndOverwritesWithoutLeftovers) {
   EXPECT_THAT(TempEntries(dir.path()), IsEmpty());
 }
 
+TEST(WriteGeneratedSectionTest, ReplacesOnlyTheGeneratedSection) {
+  ScopedTempDir dir;
+  const std::string path = dir.Join("doc.md");
+  // A new file: just the section.
+  ASSERT_THAT(WriteGeneratedSection(path, "| a |\n"), IsOk());
+  EXPECT_EQ(ReadBytes(path),
+            "<!-- generated: begin -->\n| a |\n<!-- generated: end -->\n");
+  // Hand-written text around it survives a rewrite, a missing newline is added.
+  WriteBytes(path,
+             "# Title\nintro\n\n<!-- generated: begin -->\nold table\nmore\n"
+             "<!-- generated: end -->\n\nReading: by hand.\n");
+  ASSERT_THAT(WriteGeneratedSection(path, "| new |"), IsOk());
+  EXPECT_EQ(ReadBytes(path),
+            "# Title\nintro\n\n<!-- generated: begin -->\n| new |\n<!-- generated: end -->\n"
+            "\nReading: by hand.\n");
+  EXPECT_THAT(TempEntries(dir.path()), IsEmpty());
+}
+
+TEST(WriteGeneratedSectionTest, RefusesFilesWithoutMarkersAndLeavesThemAlone) {
+  ScopedTempDir dir;
+  const std::string path = dir.Join("doc.md");
+  for (const std::string& text :
+       {std::string("# Hand-written only\n"),
+        std::string("<!-- generated: end -->\nx\n<!-- generated: begin -->\n"),
+        std::string("<!-- generated: begin -->\nno end\n")}) {
+    WriteBytes(path, text);
+    EXPECT_THAT(WriteGeneratedSection(path, "| t |"),
+                StatusIs(absl::StatusCode::kFailedPrecondition,
+                         AllOf(HasSubstr(path), HasSubstr("generated section"))));
+    EXPECT_EQ(ReadBytes(path), text);
+  }
+}
+
 TEST(WriteFileAtomicallyTest, MissingDirectoryIsAnErrorWithoutLeftovers) {
   ScopedTempDir dir;
   EXPECT_THAT(WriteFileAtomically(dir.Join("no/such/dir/file"), "x"),

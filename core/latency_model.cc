@@ -63,7 +63,7 @@ absl::StatusOr<LatencyPrediction> LatencyModel::Predict(const Design& design,
            table.score(design.policy, design.exits[depth], s) < design.thresholds[depth]) {
       ++depth;
     }
-    int exit = depth < depths - 1 ? design.exits[depth] : num_exits() - 1;
+    int exit = depth < depths - 1 ? design.exits[depth] : final_exit;
     ++counts[depth];
     const bool right = table.correct(exit, s), final_right = table.correct(final_exit, s);
     correct += right;

@@ -300,18 +300,26 @@ absl::StatusOr<CalibrationTable> Calibrate(EarlyExitModel& model, const ImageSet
   return table;
 }
 
+namespace {
+// Sets the intra-op threads for training (LibTorch here defaults to one; use
+// every core unless told) and returns the training images to use.
+ImageSet PrepareTraining(const v1::TrainingConfig& config, const FashionMnist& data) {
+  torch::set_num_threads(config.threads() > 0
+                             ? config.threads()
+                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+  ImageSet train = data.train;
+  if (config.train_limit() > 0) train.Truncate(config.train_limit());
+  return train;
+}
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<EarlyExitModel>> TrainEarlyExitModel(
     const std::string& name, const v1::BackboneConfig& backbone, const v1::TrainingConfig& config,
     const FashionMnist& data, const TrainerOptions& options) {
   HAPI_RETURN_IF_ERROR(CheckTrainingConfig(config));
-  // LibTorch here defaults to one intra-op thread; use every core unless told.
-  torch::set_num_threads(config.threads() > 0
-                             ? config.threads()
-                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+  const ImageSet train = PrepareTraining(config, data);
   torch::manual_seed(config.seed());
   HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model, EarlyExitModel::Create(name, backbone));
-  ImageSet train = data.train;
-  if (config.train_limit() > 0) train.Truncate(config.train_limit());
   v1::ModelManifest* m = model->mutable_manifest();
   *m->mutable_training() = config;
   m->mutable_training()->set_threads(torch::get_num_threads());
@@ -342,11 +350,7 @@ absl::Status CalibrateModel(const FashionMnist& data, EarlyExitModel* model) {
 absl::Status RetrainExits(const v1::TrainingConfig& config, const FashionMnist& data,
                           const TrainerOptions& options, EarlyExitModel* model) {
   HAPI_RETURN_IF_ERROR(CheckTrainingConfig(config));
-  torch::set_num_threads(config.threads() > 0
-                             ? config.threads()
-                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
-  ImageSet train = data.train;
-  if (config.train_limit() > 0) train.Truncate(config.train_limit());
+  const ImageSet train = PrepareTraining(config, data);
   v1::ModelManifest* m = model->mutable_manifest();
   v1::TrainingConfig* stored = m->mutable_training();
   stored->set_exit_epochs(config.exit_epochs());

@@ -172,12 +172,9 @@ absl::StatusOr<v1::VariantManifest> VariantBuilder::Build(const v1::CreateVarian
   v.set_model(request.model());
   v.set_device(request.device());
   *v.mutable_sla() = request.sla();
-  if (sla.objective == SlaObjective::kMinLatency) {
-    v.mutable_sla()->set_accuracy_confidence(sla.accuracy_confidence);
-  }
-  if (IsPercentile(sla.statistic) && sla.latency_budget_s > 0) {
-    v.mutable_sla()->set_latency_confidence(sla.latency_confidence);
-  }
+  // Record the confidences SlaFromProto resolved (defaults included).
+  if (sla.accuracy_confidence > 0.5) v.mutable_sla()->set_accuracy_confidence(sla.accuracy_confidence);
+  if (sla.latency_confidence > 0.5) v.mutable_sla()->set_latency_confidence(sla.latency_confidence);
   v.set_exit_policy(std::string(ExitPolicyName(result.design.policy)));
   for (int e : result.design.exits) v.add_enabled_exits(e);
   for (float t : result.design.thresholds) v.add_thresholds(t);

@@ -13,13 +13,11 @@
 #include "absl/synchronization/mutex.h"
 #include "core/design_search.h"
 #include "core/model_metadata.h"
+#include "core/repository_layout.h"
 #include "core/sla.h"
 #include "hapi/v1/optimizer.pb.h"
 
 namespace hapi {
-
-inline constexpr char kVariantFile[] = "variant.pbtxt";
-inline constexpr char kProfileFile[] = "profile.pbtxt";
 
 absl::StatusOr<Sla> SlaFromProto(const v1::Sla& proto);
 v1::PredictedLatency LatencyToProto(const LatencyPrediction& p);

@@ -20,8 +20,8 @@ absl::StatusOr<LatencyModel> LatencyModel::Create(const v1::DeviceProfile& profi
   }
   for (int e = 0; e < manifest.exits_size(); ++e) {
     if (manifest.exits(e).after_stage() != e) {
-      return absl::InvalidArgumentError(absl::StrCat("model '", manifest.name(), "': exit ", e,
-                                                     " is not after stage ", e));
+      return absl::InvalidArgumentError(
+          absl::StrCat("model '", manifest.name(), "': exit ", e, " is not after stage ", e));
     }
   }
   const v1::BatchProfile& b = *FindBatch(profile, 1);
@@ -36,14 +36,21 @@ absl::StatusOr<LatencyModel> LatencyModel::Create(const v1::DeviceProfile& profi
   return m;
 }
 
+double LatencyModel::SecondsBetween(absl::Span<const int> exits, int from, int to) const {
+  const int enabled = static_cast<int>(exits.size());
+  // The model exit evaluated `evaluated`-th along the path (1-based).
+  auto exit_at = [&](int evaluated) {
+    return evaluated <= enabled ? exits[evaluated - 1] : num_exits() - 1;
+  };
+  // Stages through exit e are cumulative_s_[e]: exit e reads stage e.
+  double t = from == 0 ? overhead_s_ + cumulative_s_[exit_at(to)]
+                       : cumulative_s_[exit_at(to)] - cumulative_s_[exit_at(from)];
+  for (int d = from + 1; d <= to; ++d) t += head_s_[exit_at(d)];
+  return t;
+}
+
 double LatencyModel::PathLatency(const Design& design, int depth) const {
-  const int final_exit = num_exits() - 1;
-  int exit = depth < static_cast<int>(design.exits.size()) ? design.exits[depth] : final_exit;
-  double t = overhead_s_ + cumulative_s_[exit];
-  for (int d = 0; d < depth && d < static_cast<int>(design.exits.size()); ++d) {
-    t += head_s_[design.exits[d]];
-  }
-  return t + head_s_[exit];
+  return SecondsBetween(design.exits, 0, depth + 1);
 }
 
 absl::StatusOr<LatencyPrediction> LatencyModel::Predict(const Design& design,
@@ -75,7 +82,7 @@ absl::StatusOr<LatencyPrediction> LatencyModel::Predict(const Design& design,
 
 double PredictedPercentile(const LatencyPrediction& p, double q) {
   if (p.paths.empty()) return 0;
-  const int64_t rank = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(q * p.num_samples)));
+  const int64_t rank = NearestRank(q, p.num_samples);
   int64_t seen = 0;
   for (const auto& [seconds, samples] : p.paths) {
     seen += samples;
@@ -84,8 +91,7 @@ double PredictedPercentile(const LatencyPrediction& p, double q) {
   return p.paths.back().first;
 }
 
-LatencyPrediction LatencyModel::FromPathCounts(const Design& design,
-                                               const std::vector<int>& counts,
+LatencyPrediction LatencyModel::FromPathCounts(const Design& design, const std::vector<int>& counts,
                                                int correct, int lost, int gained) const {
   LatencyPrediction p;
   p.exit_ratio.assign(num_exits(), 0.0);
@@ -112,9 +118,9 @@ LatencyPrediction LatencyModel::FromPathCounts(const Design& design,
   // A guaranteed bound, not the slowest sample seen: any input may need
   // every enabled head and the full network.
   p.worst_s = PathLatency(design, static_cast<int>(design.exits.size()));
-  p.p50_s = PredictedPercentile(p, 0.50);
-  p.p95_s = PredictedPercentile(p, 0.95);
-  p.p99_s = PredictedPercentile(p, 0.99);
+  p.p50_s = PredictedPercentile(p, PercentileQuantile(LatencyStatistic::kP50));
+  p.p95_s = PredictedPercentile(p, PercentileQuantile(LatencyStatistic::kP95));
+  p.p99_s = PredictedPercentile(p, PercentileQuantile(LatencyStatistic::kP99));
   p.throughput_rps = p.mean_s > 0 ? 1.0 / p.mean_s : 0;
   return p;
 }

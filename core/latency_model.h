@@ -5,8 +5,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "core/calibration_table.h"
 #include "core/design.h"
+#include "core/latency_statistic.h"
 #include "hapi/v1/device.pb.h"
 #include "hapi/v1/model.pb.h"
 
@@ -15,7 +17,8 @@ namespace hapi {
 struct LatencyPrediction {
   int num_samples = 0;
   double accuracy = 0;  // 0..1
-  // Seconds per request at batch 1; percentiles use the nearest-rank rule.
+  // Seconds per request at batch 1; percentiles use the nearest-rank rule
+  // (NearestRank) at the quantiles of core/latency_statistic.h.
   double mean_s = 0, p50_s = 0, p95_s = 0, p99_s = 0, worst_s = 0;
   double throughput_rps = 0;  // 1 / mean at batch 1, one request at a time
   // Sampling error of the accuracy estimate: the binomial standard error of
@@ -43,15 +46,17 @@ class LatencyModel {
                                              const v1::ModelManifest& manifest);
 
   int num_exits() const { return static_cast<int>(head_s_.size()); }
+
+  // The one path-latency rule, shared by the search's predictions and the
+  // server's deadline checks. Seconds at batch 1 from having evaluated
+  // `from` of the enabled `exits` (ascending model exits) to having
+  // evaluated `to` of them (from <= to <= exits.size() + 1; the last is the
+  // final classifier): every stage in between and every head evaluated on
+  // the way. From 0, nothing has run yet, so the per-request overhead counts.
+  double SecondsBetween(absl::Span<const int> exits, int from, int to) const;
   // Seconds to leave the network at the design's `depth`-th enabled exit
-  // (depth == exits.size() means the final classifier): overhead, every stage
-  // up to that exit, and every enabled head evaluated on the way.
+  // (0-based; depth == exits.size() means the final classifier).
   double PathLatency(const Design& design, int depth) const;
-  // Seconds to reach and evaluate exit `exit` given the enabled exits before
-  // it; used by the server to decide whether a deadline allows the next exit.
-  double StageSeconds(int stage) const { return stage_s_[stage]; }
-  double HeadSeconds(int exit) const { return head_s_[exit]; }
-  double OverheadSeconds() const { return overhead_s_; }
 
   // Simulates the design over every sample of `table`.
   absl::StatusOr<LatencyPrediction> Predict(const Design& design,
@@ -66,9 +71,9 @@ class LatencyModel {
                                    int correct, int lost = 0, int gained = 0) const;
 
  private:
-  std::vector<double> stage_s_;          // per stage
-  std::vector<double> head_s_;           // per model exit (final = classifier)
-  std::vector<double> cumulative_s_;     // stages 0..s inclusive
+  std::vector<double> stage_s_;       // per stage
+  std::vector<double> head_s_;        // per model exit (final = classifier)
+  std::vector<double> cumulative_s_;  // stages 0..s inclusive
   double overhead_s_ = 0;
 };
 

@@ -8,33 +8,18 @@
 
 namespace hapi {
 
-absl::string_view LatencyStatisticName(LatencyStatistic s) {
-  switch (s) {
-    case LatencyStatistic::kMean: return "mean";
-    case LatencyStatistic::kP50: return "p50";
-    case LatencyStatistic::kP95: return "p95";
-    case LatencyStatistic::kP99: return "p99";
-    case LatencyStatistic::kWorst: return "worst";
-  }
-  return "unknown";
-}
-
-absl::StatusOr<LatencyStatistic> ParseLatencyStatistic(absl::string_view name) {
-  for (auto s : {LatencyStatistic::kMean, LatencyStatistic::kP50, LatencyStatistic::kP95,
-                 LatencyStatistic::kP99, LatencyStatistic::kWorst}) {
-    if (LatencyStatisticName(s) == name) return s;
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown latency statistic '", name, "' (mean, p50, p95, p99, worst)"));
-}
-
 double StatisticOf(const LatencyPrediction& p, LatencyStatistic s) {
   switch (s) {
-    case LatencyStatistic::kMean: return p.mean_s;
-    case LatencyStatistic::kP50: return p.p50_s;
-    case LatencyStatistic::kP95: return p.p95_s;
-    case LatencyStatistic::kP99: return p.p99_s;
-    case LatencyStatistic::kWorst: return p.worst_s;
+    case LatencyStatistic::kMean:
+      return p.mean_s;
+    case LatencyStatistic::kP50:
+      return p.p50_s;
+    case LatencyStatistic::kP95:
+      return p.p95_s;
+    case LatencyStatistic::kP99:
+      return p.p99_s;
+    case LatencyStatistic::kWorst:
+      return p.worst_s;
   }
   return p.mean_s;
 }
@@ -58,12 +43,12 @@ absl::Status ValidateSla(const Sla& sla) {
         absl::StrCat("accuracy drop ", sla.max_accuracy_drop, " must be in [0, 1]"));
   }
   if (!(sla.accuracy_confidence >= 0.5 && sla.accuracy_confidence < 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "accuracy confidence ", sla.accuracy_confidence, " must be in [0.5, 1)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("accuracy confidence ", sla.accuracy_confidence, " must be in [0.5, 1)"));
   }
   if (!(sla.latency_confidence >= 0.5 && sla.latency_confidence < 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "latency confidence ", sla.latency_confidence, " must be in [0.5, 1)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("latency confidence ", sla.latency_confidence, " must be in [0.5, 1)"));
   }
   if (!finite_nonneg(sla.min_throughput_rps)) {
     return absl::InvalidArgumentError(
@@ -96,14 +81,11 @@ SlaJudge::SlaJudge(const Sla& sla, double final_accuracy)
       latency_z_(sla.latency_confidence > 0.5 ? NormalQuantile(sla.latency_confidence) : 0.0) {}
 
 double SlaJudge::LatencyBound(const LatencyPrediction& p) const {
-  double q;
-  switch (sla_.statistic) {
-    case LatencyStatistic::kP50: q = 0.50; break;
-    case LatencyStatistic::kP95: q = 0.95; break;
-    case LatencyStatistic::kP99: q = 0.99; break;
-    default: return StatisticOf(p, sla_.statistic);  // mean, worst: no margin
+  // The mean and the worst case are not read at a rank: no margin.
+  if (!IsPercentile(sla_.statistic) || latency_z_ == 0 || p.num_samples == 0) {
+    return StatisticOf(p, sla_.statistic);
   }
-  if (latency_z_ == 0 || p.num_samples == 0) return StatisticOf(p, sla_.statistic);
+  const double q = PercentileQuantile(sla_.statistic);
   return PredictedPercentile(
       p, std::min(1.0, q + latency_z_ * std::sqrt(q * (1 - q) / p.num_samples)));
 }
@@ -136,10 +118,6 @@ bool SlaJudge::Better(const LatencyPrediction& a, const LatencyPrediction& b) co
   }
   if (sa != sb) return sa < sb;
   return a.accuracy > b.accuracy;
-}
-
-bool IsPercentile(LatencyStatistic s) {
-  return s == LatencyStatistic::kP50 || s == LatencyStatistic::kP95 || s == LatencyStatistic::kP99;
 }
 
 std::string DescribeSla(const Sla& sla) {

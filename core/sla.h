@@ -6,10 +6,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "core/latency_model.h"
+#include "core/latency_statistic.h"
 
 namespace hapi {
 
-enum class LatencyStatistic { kMean, kP50, kP95, kP99, kWorst };
 enum class SlaObjective {
   kMaxAccuracy,  // highest accuracy with the statistic within the budget
   kMinLatency,   // lowest statistic with accuracy at or above the floor
@@ -40,10 +40,7 @@ struct Sla {
   double min_throughput_rps = 0;  // 0 = no floor
 };
 
-absl::string_view LatencyStatisticName(LatencyStatistic s);
-absl::StatusOr<LatencyStatistic> ParseLatencyStatistic(absl::string_view name);
 double StatisticOf(const LatencyPrediction& p, LatencyStatistic s);
-bool IsPercentile(LatencyStatistic s);  // p50, p95, p99
 
 // INVALID_ARGUMENT for negative/NaN/inf numbers, a missing budget, floors
 // outside [0, 1].

@@ -2,8 +2,10 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "core/device_profile.h"
+#include "core/latency_statistic.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/status_matchers.h"
@@ -102,6 +104,67 @@ TEST(LatencyModelTest, PathLatencyAddsStagesAndEveryHeadEvaluated) {
   EXPECT_NEAR(m.PathLatency(d, 1), (0.05 + 1 + 2 + 0.1 + 0.2) * kMs, 1e-12);
   EXPECT_NEAR(m.PathLatency(d, 2), (0.05 + 6 + 0.1 + 0.2 + 0.3) * kMs, 1e-12);
   EXPECT_NEAR(m.PathLatency(Design::FinalOnly(), 0), (0.05 + 6 + 0.3) * kMs, 1e-12);
+}
+
+TEST(LatencyModelTest, SecondsBetweenCountsWhatRunsFromOneExitToAnother) {
+  ASSERT_OK_AND_ASSIGN(LatencyModel m, LatencyModel::Create(Profile(), Manifest()));
+  const std::vector<int> exits = {0, 1};
+  // From nothing: the overhead, stage 0, head 0.
+  EXPECT_NEAR(m.SecondsBetween(exits, 0, 1), (0.05 + 1 + 0.1) * kMs, 1e-12);
+  // From exit 0 to exit 1: stage 1 and head 1, no overhead.
+  EXPECT_NEAR(m.SecondsBetween(exits, 1, 2), (2 + 0.2) * kMs, 1e-12);
+  // From exit 1 to the final classifier: stage 2 and the final head.
+  EXPECT_NEAR(m.SecondsBetween(exits, 2, 3), (3 + 0.3) * kMs, 1e-12);
+  EXPECT_NEAR(m.SecondsBetween(exits, 1, 3), (2 + 0.2 + 3 + 0.3) * kMs, 1e-12);
+  EXPECT_EQ(m.SecondsBetween(exits, 2, 2), 0);
+  // A skipped exit costs its stage, not its head.
+  EXPECT_NEAR(m.SecondsBetween(std::vector<int>{1}, 0, 1), (0.05 + 1 + 2 + 0.2) * kMs, 1e-12);
+  EXPECT_NEAR(m.SecondsBetween({}, 0, 1), (0.05 + 6 + 0.3) * kMs, 1e-12);
+  // The pieces add up to the path the search predicts.
+  const Design d = Design::Shared(exits, 0.9f);
+  for (int depth = 0; depth <= 2; ++depth) {
+    EXPECT_DOUBLE_EQ(m.SecondsBetween(exits, 0, depth + 1), m.PathLatency(d, depth));
+    EXPECT_NEAR(m.SecondsBetween(exits, 0, 1) + m.SecondsBetween(exits, 1, depth + 1),
+                m.PathLatency(d, depth), 1e-12);
+  }
+}
+
+TEST(LatencyStatisticTest, NamesQuantilesAndProtoValuesRoundTrip) {
+  for (LatencyStatistic s :
+       {LatencyStatistic::kMean, LatencyStatistic::kP50, LatencyStatistic::kP95,
+        LatencyStatistic::kP99, LatencyStatistic::kWorst}) {
+    SCOPED_TRACE(LatencyStatisticName(s));
+    ASSERT_OK_AND_ASSIGN(LatencyStatistic parsed, ParseLatencyStatistic(LatencyStatisticName(s)));
+    EXPECT_EQ(parsed, s);
+    ASSERT_OK_AND_ASSIGN(LatencyStatistic from_proto,
+                         LatencyStatisticFromProto(LatencyStatisticToProto(s)));
+    EXPECT_EQ(from_proto, s);
+    EXPECT_EQ(IsPercentile(s), PercentileQuantile(s) > 0);
+  }
+  EXPECT_EQ(LatencyStatisticName(LatencyStatistic::kP95), "p95");
+  EXPECT_EQ(LatencyStatisticToProto(LatencyStatistic::kWorst), v1::WORST);
+  EXPECT_DOUBLE_EQ(PercentileQuantile(LatencyStatistic::kP99), 0.99);
+  EXPECT_FALSE(IsPercentile(LatencyStatistic::kWorst));
+  ASSERT_OK_AND_ASSIGN(LatencyStatistic unspecified,
+                       LatencyStatisticFromProto(v1::LATENCY_STATISTIC_UNSPECIFIED));
+  EXPECT_EQ(unspecified, LatencyStatistic::kMean);
+  EXPECT_THAT(LatencyStatisticFromProto(static_cast<v1::LatencyStatistic>(42)),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ParseLatencyStatistic("p90"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("'p90' (mean, p50, p95, p99, worst)")));
+}
+
+TEST(LatencyStatisticTest, NearestRankPercentiles) {
+  EXPECT_EQ(NearestRank(0.5, 4), 2);
+  EXPECT_EQ(NearestRank(0.51, 4), 3);
+  EXPECT_EQ(NearestRank(0.0, 4), 1);
+  EXPECT_EQ(NearestRank(1.0, 4), 4);
+  const std::vector<double> sorted = {1, 2, 3, 4};
+  EXPECT_EQ(NearestRankPercentile(sorted, 0.5), 2);
+  EXPECT_EQ(NearestRankPercentile(sorted, 0.95), 4);
+  EXPECT_EQ(NearestRankPercentile(sorted, 0.01), 1);
+  EXPECT_EQ(NearestRankPercentile({}, 0.5), 0);
 }
 
 TEST(LatencyModelTest, PredictsExactStatisticsOnHandMadeTable) {
@@ -275,7 +338,8 @@ TEST(DeviceProfileTest, ScaledProfileMultipliesEveryLatency) {
   ASSERT_OK_AND_ASSIGN(LatencyPrediction a, base.Predict(d, Table()));
   ASSERT_OK_AND_ASSIGN(LatencyPrediction b, slow.Predict(d, Table()));
   EXPECT_NEAR(b.mean_s, 2.5 * a.mean_s, 1e-12);
-  EXPECT_THAT(MakeScaledProfile("slow", Profile(), 0), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(MakeScaledProfile("slow", Profile(), 0),
+              StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(MakeScaledProfile("slow", Profile(), std::nan("")),
               StatusIs(absl::StatusCode::kInvalidArgument));
 }

@@ -71,21 +71,23 @@ class Tracker {
     stats_.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
     if (!found_) {
       const Sla& sla = problem_.sla;
-      if (sla.objective == SlaObjective::kMaxAccuracy || judge_.accuracy_floor() <= best_accuracy_) {
+      if (sla.objective == SlaObjective::kMaxAccuracy ||
+          judge_.accuracy_floor() <= best_accuracy_) {
         return absl::FailedPreconditionError(absl::StrFormat(
             "no design meets the SLA (%s); the fastest achievable %s latency on this device is "
             "%.3f ms%s",
             DescribeSla(sla), LatencyStatisticName(sla.statistic), fastest_stat_ * 1e3,
             IsPercentile(sla.statistic) && sla.latency_confidence > 0.5
-                ? absl::StrFormat(" (upper bound at %.0f%% confidence)", 100 * sla.latency_confidence)
+                ? absl::StrFormat(" (upper bound at %.0f%% confidence)",
+                                  100 * sla.latency_confidence)
                 : ""));
       }
       return absl::FailedPreconditionError(absl::StrFormat(
           "no design meets the SLA (%s); the best achievable accuracy is %.2f%%%s",
           DescribeSla(sla), 100 * best_accuracy_,
-          sla.accuracy_confidence > 0.5
-              ? absl::StrFormat(" (lower bound at %.0f%% confidence)", 100 * sla.accuracy_confidence)
-              : ""));
+          sla.accuracy_confidence > 0.5 ? absl::StrFormat(" (lower bound at %.0f%% confidence)",
+                                                          100 * sla.accuracy_confidence)
+                                        : ""));
     }
     best_.stats = stats_;
     return best_;
@@ -143,6 +145,25 @@ Design ToDesign(const SearchSpace& space, const Point& point) {
   return ToDesign(space, point.exits, point.thresholds);
 }
 
+// `from` with exit `e` disabled when it is enabled, else enabled at the
+// threshold of its neighbour (the next enabled exit, or the last one), or at
+// `first_threshold` when it is the only one.
+Point ToggleExit(const Point& from, int e, int first_threshold) {
+  Point p = from;
+  auto it = std::find(p.exits.begin(), p.exits.end(), e);
+  if (it != p.exits.end()) {
+    p.thresholds.erase(p.thresholds.begin() + (it - p.exits.begin()));
+    p.exits.erase(it);
+    return p;
+  }
+  const auto pos = std::lower_bound(p.exits.begin(), p.exits.end(), e) - p.exits.begin();
+  const int t = p.thresholds.empty() ? first_threshold
+                                     : p.thresholds[std::min<size_t>(pos, p.thresholds.size() - 1)];
+  p.exits.insert(p.exits.begin() + pos, e);
+  p.thresholds.insert(p.thresholds.begin() + pos, t);
+  return p;
+}
+
 // ---------------------------------------------------------------------------
 // Exhaustive: every design, scored sample by sample with LatencyModel::Predict
 // (deliberately independent of the bitset evaluator: it is the reference).
@@ -163,8 +184,8 @@ class ExhaustiveSearch : public DesignSearch {
                                          : (bits == 0 ? 1 : grid);
     }
     if (total > 5e7) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "the space holds %.3g designs, too many for exhaustive search", total));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("the space holds %.3g designs, too many for exhaustive search", total));
     }
     Tracker tracker(problem, name());
     for (int64_t mask = 0; mask < (int64_t{1} << k); ++mask) {
@@ -208,16 +229,7 @@ Point RandomNeighbour(const SearchSpace& space, const Point& from, std::mt19937_
   int kind = p.exits.empty() ? 0 : move(rng);
   if (kind == 0 && k > 0) {  // toggle a candidate exit
     int e = space.candidate_exits[std::uniform_int_distribution<int>(0, k - 1)(rng)];
-    auto it = std::find(p.exits.begin(), p.exits.end(), e);
-    if (it != p.exits.end()) {
-      p.thresholds.erase(p.thresholds.begin() + (it - p.exits.begin()));
-      p.exits.erase(it);
-    } else {
-      auto pos = std::lower_bound(p.exits.begin(), p.exits.end(), e) - p.exits.begin();
-      int t = p.thresholds.empty() ? grid / 2 : p.thresholds[std::min<size_t>(pos, p.thresholds.size() - 1)];
-      p.exits.insert(p.exits.begin() + pos, e);
-      p.thresholds.insert(p.thresholds.begin() + pos, t);
-    }
+    p = ToggleExit(p, e, grid / 2);
   } else if (!p.exits.empty()) {  // nudge threshold(s)
     int step = std::uniform_int_distribution<int>(1, std::max(1, grid / 8))(rng) *
                (std::bernoulli_distribution(0.5)(rng) ? 1 : -1);
@@ -317,223 +329,249 @@ class AnnealingSearch : public DesignSearch {
 //     per point of accuracy lost, until no exit saves latency. Every design on
 //     every path is scored and offered. The paths trace the accuracy/latency
 //     trade-off for each threshold in K(K+1)/2 evaluations instead of 2^K.
-//  2. Hill climbing from the best designs found: toggle one exit, move the
-//     threshold(s) by 1..3 grid steps, shift one exit to a neighbour.
+//  2. Hill climbing from the best designs found: toggle one exit (with or
+//     without a one-step move of the shared threshold), move the
+//     threshold(s) by 2 or 3 grid steps, shift one exit to a neighbour.
 //  3. Per-exit thresholds: coordinate descent over each enabled exit's
 //     threshold from the shared-threshold optimum.
 //  All scoring is incremental on bitsets (DesignEvaluator).
+//
+// One run of it: the phases share the evaluator, the tracker and the seeds.
+// Every design is offered to the tracker in a fixed order, so a run is
+// deterministic and ties go to the design found first.
+class HapiSearchRun {
+ public:
+  HapiSearchRun(const SearchProblem& problem, std::string algorithm)
+      : space_(problem.space),
+        statistic_(problem.sla.statistic),
+        tracker_(problem, std::move(algorithm)),
+        eval_(*problem.table, *problem.latency, space_),
+        grid_(eval_.grid_size()),
+        k_(static_cast<int>(space_.candidate_exits.size())) {}
+
+  absl::StatusOr<SearchResult> Run() {
+    if (!FollowGreedyPaths()) return Cancelled();
+    std::vector<Scored> climbed;
+    for (const Scored& seed : seeds_) climbed.push_back(Climb(seed, /*per_exit=*/false));
+    if (cancelled_ || !tracker_.Progress(0.9, /*force=*/true)) return Cancelled();
+    if (space_.per_exit_thresholds && !TunePerExitThresholds(climbed)) return Cancelled();
+    // Nothing feasible found: make sure with a full bitset sweep of the
+    // shared-threshold space (cheap: the common case never gets here), so
+    // that "infeasible" is exact and states the true fastest latency.
+    if (!tracker_.found() && k_ <= 16 && !SweepSharedThresholds()) return Cancelled();
+    if (!tracker_.Progress(1.0, /*force=*/true)) return Cancelled();
+    return tracker_.Finish();
+  }
+
+ private:
+  struct Scored {
+    Point point;
+    LatencyPrediction pred;
+  };
+
+  static absl::Status Cancelled() { return absl::CancelledError("search cancelled"); }
+
+  Scored Score(Point point) {
+    LatencyPrediction pred = eval_.Evaluate(point.exits, point.thresholds);
+    tracker_.Offer(ToDesign(space_, point), pred);
+    return {std::move(point), std::move(pred)};
+  }
+
+  // Keeps a handful of the most promising designs as hill-climbing seeds.
+  void Consider(const Scored& s) {
+    seeds_.push_back(s);
+    std::sort(seeds_.begin(), seeds_.end(),
+              [&](const Scored& a, const Scored& b) { return tracker_.Prefer(a.pred, b.pred); });
+    if (seeds_.size() > 12) seeds_.pop_back();
+  }
+
+  // Phase 1. False when cancelled.
+  bool FollowGreedyPaths() {
+    const Scored full = Score(Point());
+    Consider(full);
+    for (int t = 0; t < grid_; ++t) {
+      Point all;
+      all.exits = space_.candidate_exits;
+      all.thresholds.assign(all.exits.size(), t);
+      if (!all.exits.empty()) Consider(Score(std::move(all)));
+      FollowGreedyPath(t, full);
+      if (!tracker_.Progress(0.8 * (t + 1) / grid_, /*force=*/true)) return false;
+    }
+    return true;
+  }
+
+  // From the full network, enables one exit at a time at grid threshold `t`.
+  void FollowGreedyPath(int t, const Scored& full) {
+    Scored current = full;
+    std::vector<bool> used(k_, false);
+    while (true) {
+      int best = -1;
+      double best_gain = 0;
+      Scored best_step;
+      for (int i = 0; i < k_; ++i) {
+        if (used[i]) continue;
+        Scored next = Score(ToggleExit(current.point, space_.candidate_exits[i], t));
+        Consider(next);
+        const double gain = DescentGain(current.pred, next.pred);
+        if (gain > best_gain) {
+          best_gain = gain;
+          best = i;
+          best_step = std::move(next);
+        }
+      }
+      if (best < 0) return;
+      used[best] = true;
+      current = std::move(best_step);
+    }
+  }
+
+  // Latency saved per point of accuracy lost by going from `from` to `to`;
+  // 0 when nothing is saved.
+  double DescentGain(const LatencyPrediction& from, const LatencyPrediction& to) const {
+    const LatencyStatistic stat = statistic_;
+    // Tail statistics (p95, p99) stay flat while the slowest samples still
+    // take the full path; a small share of the mean saving keeps the path
+    // moving until the tail moves too.
+    const double saved =
+        StatisticOf(from, stat) - StatisticOf(to, stat) + 1e-3 * (from.mean_s - to.mean_s);
+    if (saved <= 0) return 0;
+    const double lost = std::max(from.accuracy - to.accuracy, 0.0) + 1e-4;
+    return saved / lost;
+  }
+
+  // Phase 2 (and the end of phase 3): steepest-ascent over Neighbours until
+  // no neighbour is preferred. Sets cancelled_ when the caller cancels.
+  Scored Climb(Scored s, bool per_exit) {
+    for (int round = 0; round < 100 && !cancelled_; ++round) {
+      if (!tracker_.Progress(0.85, /*force=*/true)) {
+        cancelled_ = true;
+        break;
+      }
+      bool improved = false;
+      for (Point& n : Neighbours(s.point, per_exit)) {
+        if (n.exits == s.point.exits && n.thresholds == s.point.thresholds) continue;
+        Scored next = Score(std::move(n));
+        if (tracker_.Prefer(next.pred, s.pred)) {
+          s = std::move(next);
+          improved = true;
+        }
+      }
+      if (!improved) break;
+    }
+    return s;
+  }
+
+  std::vector<Point> Neighbours(const Point& from, bool per_exit) const {
+    std::vector<Point> out;
+    for (int e : space_.candidate_exits) out.push_back(ToggleExit(from, e, grid_ - 1));
+    if (!per_exit) {  // toggle an exit and move the shared threshold together
+      const size_t toggles = out.size();
+      for (size_t j = 0; j < toggles; ++j) {
+        for (int step : {-1, 1}) out.push_back(MoveThresholds(out[j], step));
+      }
+    }
+    if (!from.exits.empty()) {
+      // No single steps: the search has always skipped them here (docs/optimizer.md
+      // says 1-3), and its published results were measured without them.
+      for (int step : {-3, -2, 2, 3}) {
+        if (!per_exit) {
+          out.push_back(MoveThresholds(from, step));
+          continue;
+        }
+        for (size_t j = 0; j < from.exits.size(); ++j) {
+          Point n = from;
+          n.thresholds[j] = std::clamp(n.thresholds[j] + step, 0, grid_ - 1);
+          out.push_back(std::move(n));
+        }
+      }
+    }
+    for (size_t j = 0; j < from.exits.size(); ++j) {  // shift an exit to a free neighbour
+      const auto c =
+          std::find(space_.candidate_exits.begin(), space_.candidate_exits.end(), from.exits[j]) -
+          space_.candidate_exits.begin();
+      for (int dir : {-1, 1}) {
+        const int ni = static_cast<int>(c) + dir;
+        if (ni < 0 || ni >= k_) continue;
+        const int e = space_.candidate_exits[ni];
+        if (std::find(from.exits.begin(), from.exits.end(), e) != from.exits.end()) continue;
+        Point n = from;
+        n.exits[j] = e;
+        out.push_back(std::move(n));
+      }
+    }
+    return out;
+  }
+
+  Point MoveThresholds(Point p, int step) const {
+    for (int& t : p.thresholds) t = std::clamp(t + step, 0, grid_ - 1);
+    return p;
+  }
+
+  // Phase 3. False when cancelled.
+  bool TunePerExitThresholds(const std::vector<Scored>& climbed) {
+    for (Scored s : climbed) {
+      for (int pass = 0; pass < 3; ++pass) {
+        if (!tracker_.Progress(0.95, /*force=*/true)) return false;
+        if (!DescendEachThreshold(&s)) break;
+      }
+      Climb(s, /*per_exit=*/true);
+      if (cancelled_) return false;
+    }
+    return true;
+  }
+
+  // One pass of coordinate descent over `s`'s thresholds, each over the whole
+  // grid. Returns whether anything improved.
+  bool DescendEachThreshold(Scored* s) {
+    bool improved = false;
+    for (size_t j = 0; j < s->point.exits.size(); ++j) {
+      for (int t = 0; t < grid_; ++t) {
+        if (t == s->point.thresholds[j]) continue;
+        Point n = s->point;
+        n.thresholds[j] = t;
+        Scored next = Score(std::move(n));
+        if (tracker_.Prefer(next.pred, s->pred)) {
+          *s = std::move(next);
+          improved = true;
+        }
+      }
+    }
+    return improved;
+  }
+
+  // False when cancelled.
+  bool SweepSharedThresholds() {
+    for (int64_t mask = 1; mask < (int64_t{1} << k_); ++mask) {
+      Point p;
+      for (int i = 0; i < k_; ++i) {
+        if (mask & (int64_t{1} << i)) p.exits.push_back(space_.candidate_exits[i]);
+      }
+      for (int t = 0; t < grid_; ++t) {
+        p.thresholds.assign(p.exits.size(), t);
+        Score(p);
+      }
+      if (!tracker_.Progress(0.97, /*force=*/(mask & 63) == 0)) return false;
+    }
+    return true;
+  }
+
+  const SearchSpace& space_;
+  const LatencyStatistic statistic_;
+  Tracker tracker_;  // before eval_: the search's seconds include building it
+  DesignEvaluator eval_;
+  const int grid_;
+  const int k_;
+  std::vector<Scored> seeds_;  // best first, at most 12
+  bool cancelled_ = false;
+};
+
 class HapiSearch : public DesignSearch {
  public:
   std::string name() const override { return "hapi"; }
 
   absl::StatusOr<SearchResult> Search(const SearchProblem& problem) const override {
     if (absl::Status st = CheckProblem(problem); !st.ok()) return st;
-    const SearchSpace& space = problem.space;
-    Tracker tracker(problem, name());
-    DesignEvaluator eval(*problem.table, *problem.latency, space);
-    const int grid = eval.grid_size();
-    const int k = static_cast<int>(space.candidate_exits.size());
-    const LatencyStatistic stat = problem.sla.statistic;
-
-    struct Scored {
-      Point point;
-      LatencyPrediction pred;
-    };
-    auto score = [&](const Point& p) {
-      LatencyPrediction pred = eval.Evaluate(p.exits, p.thresholds);
-      tracker.Offer(ToDesign(space, p), pred);
-      return pred;
-    };
-    // Keep a handful of the most promising designs as hill-climbing seeds.
-    std::vector<Scored> seeds;
-    auto consider = [&](const Point& p, const LatencyPrediction& pred) {
-      seeds.push_back({p, pred});
-      std::sort(seeds.begin(), seeds.end(), [&](const Scored& a, const Scored& b) {
-        return tracker.Prefer(a.pred, b.pred);
-      });
-      if (seeds.size() > 12) seeds.pop_back();
-    };
-
-    // Phase 1: one greedy path per threshold.
-    Point full;
-    const LatencyPrediction full_pred = score(full);
-    consider(full, full_pred);
-    // Every threshold gets a path (a coarser stride cost accuracy on the
-    // default model: docs/optimizer.md).
-    const int stride = 1;
-    for (int t = 0; t < grid; t += stride) {
-      Point all;
-      all.exits = space.candidate_exits;
-      all.thresholds.assign(all.exits.size(), t);
-      if (!all.exits.empty()) consider(all, score(all));
-      Point current;
-      LatencyPrediction cur = full_pred;
-      std::vector<bool> used(k, false);
-      while (true) {
-        int best = -1;
-        double best_gain = 0;
-        Point best_point;
-        LatencyPrediction best_pred;
-        for (int i = 0; i < k; ++i) {
-          if (used[i]) continue;
-          Point next = current;
-          int e = space.candidate_exits[i];
-          auto pos = std::lower_bound(next.exits.begin(), next.exits.end(), e) - next.exits.begin();
-          next.exits.insert(next.exits.begin() + pos, e);
-          next.thresholds.insert(next.thresholds.begin() + pos, t);
-          LatencyPrediction p = score(next);
-          consider(next, p);
-          // Tail statistics (p95, p99) stay flat while the slowest samples
-          // still take the full path; a small share of the mean saving keeps
-          // the path moving until the tail moves too.
-          double saved = StatisticOf(cur, stat) - StatisticOf(p, stat) +
-                         1e-3 * (cur.mean_s - p.mean_s);
-          if (saved <= 0) continue;
-          double lost = std::max(cur.accuracy - p.accuracy, 0.0) + 1e-4;
-          double gain = saved / lost;
-          if (gain > best_gain) {
-            best_gain = gain;
-            best = i;
-            best_point = std::move(next);
-            best_pred = p;
-          }
-        }
-        if (best < 0) break;
-        used[best] = true;
-        current = std::move(best_point);
-        cur = best_pred;
-      }
-      if (!tracker.Progress(0.8 * (t + 1) / grid, /*force=*/true)) {
-        return absl::CancelledError("search cancelled");
-      }
-    }
-
-    // Phase 2: hill climbing from the seeds (shared thresholds).
-    bool cancelled = false;
-    auto climb = [&](Scored s, bool per_exit) {
-      for (int round = 0; round < 100 && !cancelled; ++round) {
-        if (!tracker.Progress(0.85, /*force=*/true)) {
-          cancelled = true;
-          break;
-        }
-        bool improved = false;
-        std::vector<Point> neighbours;
-        for (int i = 0; i < k; ++i) {  // toggle an exit
-          Point n = s.point;
-          int e = space.candidate_exits[i];
-          auto it = std::find(n.exits.begin(), n.exits.end(), e);
-          if (it != n.exits.end()) {
-            n.thresholds.erase(n.thresholds.begin() + (it - n.exits.begin()));
-            n.exits.erase(it);
-          } else {
-            auto pos = std::lower_bound(n.exits.begin(), n.exits.end(), e) - n.exits.begin();
-            int t = n.thresholds.empty() ? grid - 1
-                                         : n.thresholds[std::min<size_t>(pos, n.thresholds.size() - 1)];
-            n.exits.insert(n.exits.begin() + pos, e);
-            n.thresholds.insert(n.thresholds.begin() + pos, t);
-          }
-          neighbours.push_back(std::move(n));
-        }
-        if (!per_exit) {  // toggle an exit and move the shared threshold together
-          const size_t plain = neighbours.size();
-          for (size_t j = 0; j < plain; ++j) {
-            for (int step : {-1, 1}) {
-              Point n = neighbours[j];
-              for (int& t : n.thresholds) t = std::clamp(t + step, 0, grid - 1);
-              neighbours.push_back(std::move(n));
-            }
-          }
-        }
-        for (int step : {-stride, -3, -2, -1, 1, 2, 3, stride}) {  // move the threshold(s)
-          if ((step == stride || step == -stride) && stride <= 3) continue;
-          if (s.point.exits.empty()) break;
-          if (per_exit) {
-            for (size_t j = 0; j < s.point.exits.size(); ++j) {
-              Point n = s.point;
-              n.thresholds[j] = std::clamp(n.thresholds[j] + step, 0, grid - 1);
-              neighbours.push_back(std::move(n));
-            }
-          } else {
-            Point n = s.point;
-            for (int& t : n.thresholds) t = std::clamp(t + step, 0, grid - 1);
-            neighbours.push_back(std::move(n));
-          }
-        }
-        for (size_t j = 0; j < s.point.exits.size(); ++j) {  // shift an exit
-          for (int dir : {-1, 1}) {
-            auto ci = std::find(space.candidate_exits.begin(), space.candidate_exits.end(),
-                                s.point.exits[j]) - space.candidate_exits.begin();
-            int ni = static_cast<int>(ci) + dir;
-            if (ni < 0 || ni >= k) continue;
-            int e = space.candidate_exits[ni];
-            if (std::find(s.point.exits.begin(), s.point.exits.end(), e) != s.point.exits.end()) continue;
-            Point n = s.point;
-            n.exits[j] = e;
-            neighbours.push_back(std::move(n));
-          }
-        }
-        for (const Point& n : neighbours) {
-          if (n.exits == s.point.exits && n.thresholds == s.point.thresholds) continue;
-          LatencyPrediction p = score(n);
-          if (tracker.Prefer(p, s.pred)) {
-            s = {n, p};
-            improved = true;
-          }
-        }
-        if (!improved) break;
-      }
-      return s;
-    };
-    std::vector<Scored> climbed;
-    for (const Scored& s : std::vector<Scored>(seeds)) climbed.push_back(climb(s, false));
-    if (cancelled || !tracker.Progress(0.9, /*force=*/true)) {
-      return absl::CancelledError("search cancelled");
-    }
-
-    // Phase 3: per-exit thresholds by coordinate descent, then a final climb.
-    if (space.per_exit_thresholds) {
-      for (Scored s : climbed) {
-        for (int pass = 0; pass < 3; ++pass) {
-          if (!tracker.Progress(0.95, /*force=*/true)) return absl::CancelledError("search cancelled");
-          bool improved = false;
-          for (size_t j = 0; j < s.point.exits.size(); ++j) {
-            for (int t = 0; t < grid; ++t) {
-              if (t == s.point.thresholds[j]) continue;
-              Point n = s.point;
-              n.thresholds[j] = t;
-              LatencyPrediction p = score(n);
-              if (tracker.Prefer(p, s.pred)) {
-                s = {n, p};
-                improved = true;
-              }
-            }
-          }
-          if (!improved) break;
-        }
-        climb(s, true);
-        if (cancelled) return absl::CancelledError("search cancelled");
-      }
-    }
-    // Nothing feasible found: make sure with a full bitset sweep of the
-    // shared-threshold space (cheap: the common case never gets here), so
-    // that "infeasible" is exact and states the true fastest latency.
-    if (!tracker.found() && k <= 16) {
-      for (int64_t mask = 1; mask < (int64_t{1} << k); ++mask) {
-        Point p;
-        for (int i = 0; i < k; ++i) {
-          if (mask & (int64_t{1} << i)) p.exits.push_back(space.candidate_exits[i]);
-        }
-        for (int t = 0; t < grid; ++t) {
-          p.thresholds.assign(p.exits.size(), t);
-          score(p);
-        }
-        if (!tracker.Progress(0.97, /*force=*/(mask & 63) == 0)) {
-          return absl::CancelledError("search cancelled");
-        }
-      }
-    }
-    if (!tracker.Progress(1.0, /*force=*/true)) return absl::CancelledError("search cancelled");
-    return tracker.Finish();
+    return HapiSearchRun(problem, name()).Run();
   }
 };
 

@@ -22,7 +22,7 @@ RUN --mount=type=cache,target=/root/.ccache \
     bash scripts/build.sh hapi-train hapi-profile hapi-optimizer hapi-server hapi-client
 # The default model is shipped in the repository; hapi-train only trains it
 # (20 + 4 epochs, long) when it is missing from the build context.
-RUN ./build/optimizer/hapi-train --repository=repository --model=fmnist-resnet --progress=false \
+RUN ./build/model/hapi-train --repository=repository --model=fmnist-resnet --progress=false \
     && test -f repository/models/fmnist-resnet/manifest.pbtxt
 
 # ---- runtime: binaries, their shared libraries, the model ----------------------
@@ -45,8 +45,8 @@ RUN groupadd --system --gid 10001 hapi \
     && install -d -o hapi -g hapi /var/lib/hapi /var/lib/hapi/repository /var/lib/hapi/state
 
 COPY --from=build /src/build/server/hapi-server /src/build/optimizer/hapi-optimizer \
-     /src/build/client/hapi-client /src/build/optimizer/hapi-profile \
-     /src/build/optimizer/hapi-train /usr/local/bin/
+     /src/build/client/hapi-client /src/build/model/hapi-profile \
+     /src/build/model/hapi-train /usr/local/bin/
 COPY --chmod=0755 deploy/docker/hapi-bootstrap.sh /usr/local/bin/hapi-bootstrap
 # The default model twice: in the repository path (a fresh named volume mounted
 # there is initialised with it, and the image works without any volume), and as

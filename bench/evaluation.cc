@@ -17,7 +17,8 @@
 #include "bench/common.h"
 #include "core/design_search.h"
 #include "core/files.h"
-#include "model/executor.h"
+#include "core/executor.h"
+#include "model/torch_model.h"
 #include "model/profiler.h"
 #include "model/trainer.h"
 
@@ -90,13 +91,16 @@ int main(int argc, char** argv) {
       absl::StrCat(absl::GetFlag(FLAGS_repository), "/models/", absl::GetFlag(FLAGS_model)));
   if (!loaded.ok()) return Fail(loaded.status());
   std::shared_ptr<hapi::EarlyExitModel> model = *std::move(loaded);
+  auto served_or = hapi::MakeTorchModel(*model);
+  if (!served_or.ok()) return Fail(served_or.status());
+  std::shared_ptr<const hapi::Model> served = *std::move(served_or);
   auto data = hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
   if (!data.ok()) return Fail(data.status());
 
   // 1. This machine's profile, measured now.
   hapi::ProfilerOptions popts;
   popts.iterations = absl::GetFlag(FLAGS_profile_iterations);
-  auto profile = hapi::ProfileDevice(model, "this-machine", data->validation, popts);
+  auto profile = hapi::ProfileDevice(served, "this-machine", data->validation, popts);
   if (!profile.ok()) return Fail(profile.status());
   (void)hapi::WriteTextProtoAtomically(out + "/this-machine.profile.pbtxt", *profile);
   auto latency = hapi::LatencyModel::Create(*profile, model->manifest());
@@ -142,7 +146,7 @@ int main(int argc, char** argv) {
     std::string key = hapi::DescribeDesign(d);
     auto it = cache.find(key);
     if (it != cache.end()) return it->second;
-    auto executor = hapi::EarlyExitExecutor::Create(model, d);
+    auto executor = hapi::EarlyExitExecutor::Create(served, d);
     if (!executor.ok()) return executor.status();
     for (int i = 0; i < 30; ++i) (void)(*executor)->Run(pixels.data() + i * 784, 1);
     std::vector<double> times;
@@ -249,7 +253,9 @@ int main(int argc, char** argv) {
       }
       hapi::SetIntraOpThreads(1);
       std::shared_ptr<hapi::EarlyExitModel> lm = *std::move(light);
-      auto ex = hapi::EarlyExitExecutor::Create(lm, hapi::Design::FinalOnly());
+      auto light_served = hapi::MakeTorchModel(*lm);
+      if (!light_served.ok()) return Fail(light_served.status());
+      auto ex = hapi::EarlyExitExecutor::Create(*light_served, hapi::Design::FinalOnly());
       if (!ex.ok()) return Fail(ex.status());
       for (int i = 0; i < 30; ++i) (void)(*ex)->Run(pixels.data() + i * 784, 1);
       std::vector<double> times;

@@ -13,7 +13,8 @@
 #include "absl/strings/str_format.h"
 #include "bench/common.h"
 #include "core/files.h"
-#include "model/executor.h"
+#include "core/executor.h"
+#include "model/torch_model.h"
 #include "model/profiler.h"
 
 ABSL_FLAG(std::string, repository, "repository", "Repository root");
@@ -59,9 +60,9 @@ int main(int argc, char** argv) {
       hapi::Design::Shared(exits, static_cast<float>(absl::GetFlag(FLAGS_threshold)));
   struct Variant {
     std::string name;
-    hapi::ExecutorOptions options;
+    hapi::ModelOptions options;
   };
-  hapi::ExecutorOptions unfused, fused, channels_last, onednn, onednn_cl;
+  hapi::ModelOptions unfused, fused, channels_last, onednn, onednn_cl;
   for (auto* o : {&unfused, &fused, &channels_last}) o->onednn = false;
   unfused.fuse_batch_norm = false;
   unfused.channels_last = false;
@@ -95,7 +96,9 @@ int main(int argc, char** argv) {
     for (const auto& [dname, design] :
          std::vector<std::pair<std::string, hapi::Design>>{{"full", hapi::Design::FinalOnly()},
                                                            {"early-exit", early}}) {
-      auto executor = hapi::EarlyExitExecutor::Create(model, design, v.options);
+      auto served = hapi::MakeTorchModel(*model, v.options);
+      if (!served.ok()) return Fail(served.status());
+      auto executor = hapi::EarlyExitExecutor::Create(*served, design);
       if (!executor.ok()) return Fail(executor.status());
       for (int i = 0; i < 50; ++i) (void)(*executor)->Run(pixels.data() + (i % n) * 784, 1);
       std::vector<double> times;

@@ -13,7 +13,8 @@
 #include "bench/common.h"
 #include "core/files.h"
 #include "core/latency_model.h"
-#include "model/executor.h"
+#include "core/executor.h"
+#include "model/torch_model.h"
 #include "model/profiler.h"
 
 ABSL_FLAG(std::string, repository, "repository", "Repository root");
@@ -40,6 +41,9 @@ int main(int argc, char** argv) {
       absl::StrCat(absl::GetFlag(FLAGS_repository), "/models/", absl::GetFlag(FLAGS_model)));
   if (!loaded.ok()) return Fail(loaded.status());
   std::shared_ptr<hapi::EarlyExitModel> model = *std::move(loaded);
+  auto served_or = hapi::MakeTorchModel(*model);
+  if (!served_or.ok()) return Fail(served_or.status());
+  std::shared_ptr<const hapi::Model> served = *std::move(served_or);
   auto data = hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
   if (!data.ok()) return Fail(data.status());
   if (absl::GetFlag(FLAGS_samples) > 0) data->test.Truncate(absl::GetFlag(FLAGS_samples));
@@ -47,7 +51,7 @@ int main(int argc, char** argv) {
   hapi::ProfilerOptions popts;
   popts.threads = absl::GetFlag(FLAGS_threads);
   popts.iterations = absl::GetFlag(FLAGS_profile_iterations);
-  auto profile = hapi::ProfileDevice(model, "this-machine", data->validation, popts);
+  auto profile = hapi::ProfileDevice(served, "this-machine", data->validation, popts);
   if (!profile.ok()) return Fail(profile.status());
   if (!absl::GetFlag(FLAGS_profile_out).empty()) {
     if (auto st = hapi::WriteTextProtoAtomically(absl::GetFlag(FLAGS_profile_out), *profile);
@@ -101,7 +105,7 @@ int main(int argc, char** argv) {
   for (const auto& [name, design] : designs) {
     auto pred = latency->Predict(design, table);
     if (!pred.ok()) return Fail(pred.status());
-    auto executor = hapi::EarlyExitExecutor::Create(model, design);
+    auto executor = hapi::EarlyExitExecutor::Create(served, design);
     if (!executor.ok()) return Fail(executor.status());
     for (int i = 0; i < 50; ++i) (void)(*executor)->Run(pixels.data() + (i % n) * 784, 1);
     std::vector<double> times;

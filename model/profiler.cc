@@ -15,7 +15,7 @@
 #include "core/files.h"
 #include "core/progress_bar.h"
 #include "core/status_macros.h"
-#include "model/inference_network.h"
+#include "model/torch_model.h"
 
 namespace hapi {
 namespace {
@@ -60,7 +60,79 @@ std::string Hostname() {
 
 }  // namespace
 
-absl::StatusOr<v1::DeviceProfile> ProfileDevice(std::shared_ptr<EarlyExitModel> model,
+namespace {
+
+// Per-part timings of one batch size, in seconds.
+struct PartTimes {
+  std::vector<std::vector<double>> stages, exits;
+  std::vector<double> overhead;
+};
+
+// One in-sequence pass over every stage and every exit head, as the executor
+// runs them, then the executor end to end (final exit only) on the same
+// input. Returns the parts' time on the final exit's path, or an error.
+absl::StatusOr<double> TimePass(const Model& model, const EarlyExitExecutor& final_only,
+                                const float* in, int batch, PartTimes* times) {
+  const int classes = model.num_classes();
+  double parts_final_path = 0;
+  std::vector<float> probs;
+  HAPI_ASSIGN_OR_RETURN(std::unique_ptr<Activations> x, model.Input(in, batch));
+  for (int e = 0, stage = 0; e < model.num_exits(); ++e) {
+    for (; stage <= model.ExitStage(e); ++stage) {
+      auto t0 = Clock::now();
+      HAPI_RETURN_IF_ERROR(model.RunStage(stage, *x));
+      const double seconds = Seconds(t0, Clock::now());
+      if (times) times->stages[stage].push_back(seconds);
+      parts_final_path += seconds;
+    }
+    auto t1 = Clock::now();
+    HAPI_RETURN_IF_ERROR(model.RunHead(e, *x, &probs));
+    for (int r = 0; r < batch; ++r) ScoreProbabilities(probs.data() + r * classes, classes);
+    const double seconds = Seconds(t1, Clock::now());
+    if (times) times->exits[e].push_back(seconds);
+    if (e == model.final_exit()) parts_final_path += seconds;
+  }
+  auto r0 = Clock::now();
+  HAPI_RETURN_IF_ERROR(final_only.Run(in, batch).status());
+  const double overhead = std::max(0.0, Seconds(r0, Clock::now()) - parts_final_path);
+  if (times) times->overhead.push_back(overhead);
+  return overhead;
+}
+
+absl::Status ProfileBatch(const Model& model, const EarlyExitExecutor& final_only,
+                          const std::vector<float>& pixels, int num_images, int batch,
+                          const ProfilerOptions& options, v1::BatchProfile* out) {
+  if (batch <= 0 || batch > num_images) {
+    return absl::InvalidArgumentError(absl::StrCat("batch size ", batch, " not in 1..", num_images));
+  }
+  PartTimes times;
+  times.stages.resize(model.num_stages());
+  times.exits.resize(model.num_exits());
+  std::unique_ptr<ProgressBar> bar;
+  const int passes = options.warmup_iterations + options.iterations;
+  if (options.progress) {
+    bar = std::make_unique<ProgressBar>(absl::StrFormat("profile batch %d", batch), passes);
+  }
+  const size_t sample_size = model.input_size();
+  for (int it = 0; it < passes; ++it) {
+    const int first = (it * batch) % (num_images - batch + 1);
+    const bool timed = it >= options.warmup_iterations;
+    HAPI_RETURN_IF_ERROR(TimePass(model, final_only, pixels.data() + first * sample_size, batch,
+                                  timed ? &times : nullptr)
+                             .status());
+    if (bar) bar->Update(it + 1);
+  }
+  if (bar) bar->Finish();
+  out->set_batch_size(batch);
+  for (auto& s : times.stages) *out->add_stages() = Summarise(std::move(s));
+  for (auto& e : times.exits) *out->add_exits() = Summarise(std::move(e));
+  *out->mutable_overhead() = Summarise(std::move(times.overhead));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::DeviceProfile> ProfileDevice(std::shared_ptr<const Model> model,
                                                 const std::string& device_name,
                                                 const ImageSet& inputs,
                                                 const ProfilerOptions& options) {
@@ -71,12 +143,8 @@ absl::StatusOr<v1::DeviceProfile> ProfileDevice(std::shared_ptr<EarlyExitModel> 
   }
   SetIntraOpThreads(options.threads);
   HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitExecutor> final_only,
-                        EarlyExitExecutor::Create(model, Design::FinalOnly(), options.executor));
-  InferenceNetwork& net = final_only->network();
+                        EarlyExitExecutor::Create(model, Design::FinalOnly()));
   const v1::ModelManifest& manifest = model->manifest();
-  const int stages = net.num_stages(), exits = net.num_exits();
-  const int classes = manifest.backbone().num_classes();
-
   v1::DeviceProfile profile;
   profile.set_name(device_name);
   profile.set_model(manifest.name());
@@ -90,64 +158,11 @@ absl::StatusOr<v1::DeviceProfile> ProfileDevice(std::shared_ptr<EarlyExitModel> 
   src->set_measured_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
 
   // Float copies of the input images, in [0,1].
-  std::vector<float> pixels(static_cast<size_t>(inputs.size()) * kImagePixels);
+  std::vector<float> pixels(inputs.pixels.size());
   for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = inputs.pixels[i] / 255.0f;
-
   for (int batch : options.batch_sizes) {
-    if (batch <= 0 || batch > inputs.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("batch size ", batch, " not in 1..",
-                                                     inputs.size()));
-    }
-    std::vector<std::vector<double>> stage_t(stages), exit_t(exits);
-    std::vector<double> overhead_t;
-    std::unique_ptr<ProgressBar> bar;
-    if (options.progress) {
-      bar = std::make_unique<ProgressBar>(absl::StrFormat("profile batch %d", batch),
-                                          options.warmup_iterations + options.iterations);
-    }
-    try {
-      torch::InferenceMode guard;
-      for (int it = 0; it < options.warmup_iterations + options.iterations; ++it) {
-        const bool timed = it >= options.warmup_iterations;
-        int first = (it * batch) % (inputs.size() - batch + 1);
-        const float* in = pixels.data() + static_cast<size_t>(first) * kImagePixels;
-        // In-sequence pass over every part, as the executor runs them.
-        double parts_final_path = 0;
-        torch::Tensor x = net.Input(in, batch);
-        auto t = Clock::now();
-        for (int s = 0; s < stages; ++s) {
-          x = net.Stage(s, x);
-          auto t1 = Clock::now();
-          torch::Tensor probs = torch::softmax(net.ExitLogits(s, x), 1).contiguous();
-          const float* p = probs.data_ptr<float>();
-          for (int r = 0; r < batch; ++r) ScoreProbabilities(p + r * classes, classes);
-          auto t2 = Clock::now();
-          if (timed) {
-            stage_t[s].push_back(Seconds(t, t1));
-            exit_t[s].push_back(Seconds(t1, t2));
-          }
-          parts_final_path += Seconds(t, t1);
-          if (s == exits - 1) parts_final_path += Seconds(t1, t2);
-          t = t2;
-        }
-        // The executor end to end on the same input, final exit only.
-        auto r0 = Clock::now();
-        auto result = final_only->Run(in, batch);
-        auto r1 = Clock::now();
-        if (!result.ok()) return result.status();
-        if (timed) overhead_t.push_back(std::max(0.0, Seconds(r0, r1) - parts_final_path));
-        if (bar) bar->Update(it + 1);
-      }
-    } catch (const c10::Error& e) {
-      return absl::InternalError(absl::StrCat("profiling model ", manifest.name(), ": ",
-                                              e.what_without_backtrace()));
-    }
-    if (bar) bar->Finish();
-    v1::BatchProfile* b = profile.add_batches();
-    b->set_batch_size(batch);
-    for (auto& s : stage_t) *b->add_stages() = Summarise(std::move(s));
-    for (auto& e : exit_t) *b->add_exits() = Summarise(std::move(e));
-    *b->mutable_overhead() = Summarise(std::move(overhead_t));
+    HAPI_RETURN_IF_ERROR(ProfileBatch(*model, *final_only, pixels, inputs.size(), batch, options,
+                                      profile.add_batches()));
   }
   return profile;
 }

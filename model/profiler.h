@@ -9,8 +9,8 @@
 #include "absl/status/statusor.h"
 #include "core/fashion_mnist.h"
 #include "hapi/v1/device.pb.h"
-#include "model/early_exit_model.h"
-#include "model/executor.h"
+#include "core/executor.h"
+#include "core/model.h"
 
 namespace hapi {
 
@@ -19,7 +19,6 @@ struct ProfilerOptions {
   int threads = 1;            // intra-op threads while measuring
   int warmup_iterations = 50;
   int iterations = 400;       // timed passes per batch size
-  ExecutorOptions executor;
   bool progress = true;
 };
 
@@ -28,7 +27,7 @@ struct ProfilerOptions {
 // sequence on real images from `inputs`. The fixed per-request cost outside
 // the parts (input tensor, result assembly) is measured as the executor's
 // final-only latency minus its parts. Median, p95 and mean per part.
-absl::StatusOr<v1::DeviceProfile> ProfileDevice(std::shared_ptr<EarlyExitModel> model,
+absl::StatusOr<v1::DeviceProfile> ProfileDevice(std::shared_ptr<const Model> model,
                                                 const std::string& device_name,
                                                 const ImageSet& inputs,
                                                 const ProfilerOptions& options);

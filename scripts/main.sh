@@ -46,10 +46,10 @@ bash scripts/build.sh hapi-train hapi-profile hapi-optimizer hapi-server hapi-cl
 mkdir -p "$RUN"
 
 step "model $MODEL (trained only when the repository lacks it)"
-"$BIN/optimizer/hapi-train" --repository="$REPOSITORY" --model="$MODEL" | tee "$RUN/model-report.md"
+"$BIN/model/hapi-train" --repository="$REPOSITORY" --model="$MODEL" | tee "$RUN/model-report.md"
 
 step "profile this machine as device '$DEVICE'"
-"$BIN/optimizer/hapi-profile" --repository="$REPOSITORY" --model="$MODEL" --device="$DEVICE" \
+"$BIN/model/hapi-profile" --repository="$REPOSITORY" --model="$MODEL" --device="$DEVICE" \
   --threads=1 --out="$RUN/$DEVICE.profile.pbtxt" --description="measured by scripts/main.sh"
 
 step "optimizer on 127.0.0.1:$OPT_PORT"

@@ -117,9 +117,10 @@ void Batcher::RunBatch(std::vector<std::unique_ptr<InferenceRequest>> batch) {
   const Servable& servable = *batch.front()->servable;
   VariantMetrics* metrics = servable.metrics();
   const absl::Time start = absl::Now();
-  std::vector<float> pixels(static_cast<size_t>(n) * 784);
+  const size_t sample_size = servable.executor().model().input_size();
+  std::vector<float> pixels(n * sample_size);
   for (int i = 0; i < n; ++i) {
-    std::copy(batch[i]->pixels.begin(), batch[i]->pixels.end(), pixels.begin() + i * 784);
+    std::copy(batch[i]->pixels.begin(), batch[i]->pixels.end(), pixels.begin() + i * sample_size);
     if (metrics) metrics->Queued(absl::ToDoubleSeconds(start - batch[i]->enqueued));
   }
   if (metrics) metrics->Batch(n);

@@ -23,7 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "model/executor.h"
+#include "core/executor.h"
 #include "server/servable.h"
 
 namespace hapi {
@@ -38,7 +38,7 @@ struct InferenceOutcome {
 
 struct InferenceRequest {
   std::shared_ptr<const Servable> servable;
-  std::vector<float> pixels;  // 28x28 in [0,1]
+  std::vector<float> pixels;  // the model's input shape, in [0,1]
   absl::Time deadline = absl::InfiniteFuture();
   absl::Time enqueued;
   // Optional: every exit evaluated, in order (progressive streaming).

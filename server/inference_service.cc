@@ -206,41 +206,6 @@ std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(co
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::Load(const std::string& variant_id) {
-  absl::MutexLock load_lock(&load_mu_);
-  auto loaded = Servable::Load(repository_, variant_id, options_, metrics_, full_network_);
-  if (!loaded.ok()) {
-    LOG(WARNING) << "variant " << variant_id << " failed to load, still serving "
-                 << (current() ? current()->variant().id() : std::string("nothing")) << ": "
-                 << loaded.status();
-    return loaded.status();
-  }
-  std::shared_ptr<const Servable> previous;
-  {
-    absl::MutexLock lock(&mu_);
-    previous = current_;
-    current_ = *loaded;
-    ++swaps_;
-  }
-  if (previous && metrics_ && previous->variant().id() != (*loaded)->variant().id()) {
-    metrics_->Retire(*previous);
-  }
-  LOG(INFO) << "serving variant " << variant_id << " (model " << (*loaded)->variant().model()
-            << ", device " << (*loaded)->variant().device() << ")"
-            << (previous ? absl::StrCat(", replacing ", previous->variant().id()) : "");
-  return *loaded;
-}
-
-std::shared_ptr<const Servable> ServableManager::current() const {
-  absl::MutexLock lock(&mu_);
-  return current_;
-}
-
-int64_t ServableManager::swaps() const {
-  absl::MutexLock lock(&mu_);
-  return swaps_;
-}
-
 void FillResponse(const Servable& s, const SampleResult& result, v1::ClassifyResponse* r) {
   r->set_label(result.label);
   r->set_class_name(s.ClassName(result.label));
@@ -271,6 +236,10 @@ absl::Status InferenceService::Submit(
   ++requests_;
   VariantMetrics* metrics = servable->metrics();
   absl::StatusOr<std::vector<float>> pixels = DecodeImage(request.image());
+  if (pixels.ok() && pixels->size() != static_cast<size_t>(servable->executor().model().input_size())) {
+    const v1::TensorShape shape = servable->input_shape();
+    pixels = absl::InvalidArgumentError(absl::StrCat("the image has ", pixels->size(), " values; model '", servable->variant().model(), "' takes ", shape.channels(), "x", shape.height(), "x", shape.width()));
+  }
   if (!pixels.ok()) {
     if (metrics) metrics->RequestDone(CodeName(pixels.status().code()), 0);
     return pixels.status();

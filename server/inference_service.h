@@ -16,36 +16,6 @@
 
 namespace hapi {
 
-// Holds the servable being served. Loading happens beside the current one;
-// the swap is one pointer exchange, and requests keep the servable they
-// started with, so in-flight work finishes on the old variant.
-class ServableManager {
- public:
-  ServableManager(std::string repository, ExecutorOptions options, ServerMetrics* metrics,
-                  bool full_network = false)
-      : repository_(std::move(repository)),
-        options_(options),
-        metrics_(metrics),
-        full_network_(full_network) {}
-
-  // Loads `variant_id` and swaps it in. On error the current one keeps
-  // serving and the status says why.
-  absl::StatusOr<std::shared_ptr<const Servable>> Load(const std::string& variant_id);
-  std::shared_ptr<const Servable> current() const;
-  int64_t swaps() const;
-  const std::string& repository() const { return repository_; }
-
- private:
-  const std::string repository_;
-  const ExecutorOptions options_;
-  ServerMetrics* const metrics_;
-  const bool full_network_;
-  absl::Mutex load_mu_;  // one load at a time
-  mutable absl::Mutex mu_;
-  std::shared_ptr<const Servable> current_ ABSL_GUARDED_BY(mu_);
-  int64_t swaps_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
 struct InferenceServiceOptions {
   std::string admin_token;  // protects LoadVariant when set
 };

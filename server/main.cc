@@ -2,24 +2,15 @@
 // progressive early exits, dynamic batching and hot swap.
 #include <csignal>
 #include <memory>
-#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/strings/ascii.h"
-#include "absl/synchronization/notification.h"
-#include "core/files.h"
+#include "core/status_macros.h"
 #include "glog/logging.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
-#include "grpcpp/grpcpp.h"
-#include "grpcpp/health_check_service_interface.h"
-#include "model/executor.h"
+#include "model/torch_model.h"
 #include "rpc/process.h"
-#include "prometheus/registry.h"
-#include "server/batcher.h"
-#include "server/inference_service.h"
-#include "server/metrics.h"
+#include "server/inference_server.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address");
 ABSL_FLAG(std::string, repository, "repository", "Repository root");
@@ -46,98 +37,57 @@ ABSL_FLAG(bool, channels_last, true, "NHWC (channels-last) activations");
 ABSL_FLAG(bool, full_network, false,
           "Serve the variant's model without early exits (a baseline for measurements)");
 
+namespace {
+
+absl::StatusOr<hapi::InferenceServerOptions> OptionsFromFlags() {
+  hapi::InferenceServerOptions o;
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.servables.repository = absl::GetFlag(FLAGS_repository);
+  o.servables.load_model = hapi::LoadTorchModel;
+  o.servables.model.fuse_batch_norm = absl::GetFlag(FLAGS_fuse_batch_norm);
+  o.servables.model.channels_last = absl::GetFlag(FLAGS_channels_last);
+  o.servables.full_network = absl::GetFlag(FLAGS_full_network);
+  o.variant = absl::GetFlag(FLAGS_variant);
+  o.device = absl::GetFlag(FLAGS_device);
+  if (o.variant.empty() == o.device.empty()) {
+    return absl::InvalidArgumentError("pass exactly one of --variant or --device");
+  }
+  o.poll_interval = absl::Seconds(absl::GetFlag(FLAGS_poll_seconds));
+  o.batcher.max_batch = std::max(1, absl::GetFlag(FLAGS_max_batch));
+  o.batcher.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_max_wait_ms) * 1000);
+  o.batcher.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
+  o.batcher.workers = absl::GetFlag(FLAGS_workers);
+  o.batcher.run_inline = absl::GetFlag(FLAGS_run_inline);
+  HAPI_ASSIGN_OR_RETURN(o.service.admin_token,
+                        hapi::ResolveToken(absl::GetFlag(FLAGS_admin_token),
+                                           absl::GetFlag(FLAGS_admin_token_file)));
+  o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  o.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  return o;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Serves hapi.v1.Inference: early-exit classification.");
   absl::ParseCommandLine(argc, argv);
   hapi::BlockTerminationSignals();  // before any thread starts
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
-  const std::string repository = absl::GetFlag(FLAGS_repository);
-  const std::string device = absl::GetFlag(FLAGS_device);
-  if (absl::GetFlag(FLAGS_variant).empty() == device.empty()) {
-    LOG(ERROR) << "pass exactly one of --variant or --device";
+  absl::StatusOr<hapi::InferenceServerOptions> options = OptionsFromFlags();
+  if (!options.ok()) {
+    LOG(ERROR) << options.status();
     return 2;
   }
-  absl::StatusOr<std::string> resolved =
-      hapi::ResolveToken(absl::GetFlag(FLAGS_admin_token), absl::GetFlag(FLAGS_admin_token_file));
-  if (!resolved.ok()) {
-    LOG(ERROR) << resolved.status();
-    return 1;
-  }
-  const std::string token = *resolved;
   hapi::SetIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
-
-  auto registry = std::make_shared<prometheus::Registry>();
-  hapi::ServerMetrics metrics(*registry);
-  auto exposer = hapi::StartMetrics(absl::GetFlag(FLAGS_metrics_address), registry);
-  if (!exposer.ok()) {
-    LOG(ERROR) << exposer.status();
+  absl::StatusOr<std::unique_ptr<hapi::InferenceServer>> server =
+      hapi::InferenceServer::Start(*std::move(options));
+  if (!server.ok()) {
+    LOG(ERROR) << "cannot serve: " << server.status();
     return 1;
-  }
-
-  hapi::ExecutorOptions executor_options;
-  executor_options.fuse_batch_norm = absl::GetFlag(FLAGS_fuse_batch_norm);
-  executor_options.channels_last = absl::GetFlag(FLAGS_channels_last);
-  hapi::ServableManager servables(repository, executor_options, &metrics,
-                                  absl::GetFlag(FLAGS_full_network));
-  hapi::BatcherOptions batcher_options;
-  batcher_options.max_batch = std::max(1, absl::GetFlag(FLAGS_max_batch));
-  batcher_options.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_max_wait_ms) * 1000);
-  batcher_options.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
-  batcher_options.workers = absl::GetFlag(FLAGS_workers);
-  batcher_options.run_inline = absl::GetFlag(FLAGS_run_inline);
-  auto batcher = std::make_unique<hapi::Batcher>(batcher_options);
-  hapi::InferenceServiceOptions service_options;
-  service_options.admin_token = token;
-  hapi::InferenceService service(&servables, batcher.get(), service_options);
-
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
-  builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) {
-    LOG(ERROR) << "cannot listen on " << absl::GetFlag(FLAGS_listen);
-    return 1;
-  }
-  auto* health = server->GetHealthCheckService();
-  health->SetServingStatus(false);  // NOT_SERVING until a variant is loaded
-  health->SetServingStatus("hapi.v1.Inference", false);
-  LOG(INFO) << "hapi-server listening on port " << port;
-
-  auto initial = device.empty() ? absl::StatusOr<std::string>(absl::GetFlag(FLAGS_variant))
-                                : hapi::NewestVariantForDevice(repository, device);
-  if (!initial.ok() || !servables.Load(*initial).ok()) {
-    LOG(ERROR) << "no variant to serve: "
-               << (initial.ok() ? "the variant failed to load (see above)" : initial.status().ToString());
-    return 1;
-  }
-  health->SetServingStatus(true);
-  health->SetServingStatus("hapi.v1.Inference", true);
-
-  absl::Notification shutdown;
-  std::thread watcher;
-  if (!device.empty()) {
-    watcher = std::thread([&] {
-      while (!shutdown.WaitForNotificationWithTimeout(absl::Seconds(absl::GetFlag(FLAGS_poll_seconds)))) {
-        auto newest = hapi::NewestVariantForDevice(repository, device);
-        auto current = servables.current();
-        if (newest.ok() && current && *newest != current->variant().id()) {
-          LOG(INFO) << "newer variant " << *newest << " for device " << device;
-          servables.Load(*newest).IgnoreError();  // failure logged; the old one keeps serving
-        }
-      }
-    });
   }
   const int sig = hapi::WaitForTerminationSignal();
-  shutdown.Notify();
   LOG(INFO) << "signal " << sig << ": shutting down";
-  health->SetServingStatus(false);
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  if (watcher.joinable()) watcher.join();
-  batcher.reset();
+  server->reset();
   return 0;
 }

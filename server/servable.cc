@@ -6,63 +6,82 @@
 #include "absl/strings/str_cat.h"
 #include "core/device_profile.h"
 #include "core/files.h"
+#include "core/repository_layout.h"
 #include "core/status_macros.h"
+#include "glog/logging.h"
 #include "server/metrics.h"
 
 namespace hapi {
 
 Servable::~Servable() = default;
 
-absl::StatusOr<std::shared_ptr<const Servable>> Servable::Load(const std::string& repository,
-                                                               const std::string& variant_id,
-                                                               const ExecutorOptions& options,
-                                                               ServerMetrics* metrics,
-                                                               bool full_network) {
+namespace {
+
+// The variant manifest at its place in the repository, checked against it.
+absl::StatusOr<v1::VariantManifest> ReadVariant(const RepositoryLayout& layout,
+                                                const std::string& variant_id) {
   HAPI_RETURN_IF_ERROR(ValidateName(variant_id, "variant id"));
-  std::shared_ptr<Servable> s(new Servable());
-  const std::string path = absl::StrCat(repository, "/variants/", variant_id, "/variant.pbtxt");
-  absl::Status st = ReadTextProto(path, &s->variant_);
-  if (absl::IsNotFound(st)) return absl::NotFoundError(absl::StrCat("unknown variant '", variant_id, "'"));
+  const std::string path = layout.VariantManifest(variant_id);
+  v1::VariantManifest v;
+  absl::Status st = ReadTextProto(path, &v);
+  if (absl::IsNotFound(st)) {
+    return absl::NotFoundError(absl::StrCat("unknown variant '", variant_id, "'"));
+  }
   HAPI_RETURN_IF_ERROR(st);
-  const v1::VariantManifest& v = s->variant_;
   if (v.id() != variant_id) {
-    return absl::InvalidArgumentError(absl::StrCat(path, " names variant '", v.id(),
-                                                   "'; it must match its directory"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " names variant '", v.id(), "'; it must match its directory"));
   }
   HAPI_RETURN_IF_ERROR(ValidateName(v.model(), "model name"));
   HAPI_RETURN_IF_ERROR(ValidateName(v.device(), "device name"));
-  if (full_network) {
-    s->variant_.set_id(absl::StrCat(v.id(), ".full"));
-    s->variant_.clear_enabled_exits();
-    s->variant_.clear_thresholds();
-    s->variant_.clear_predicted_exit_ratios();
-    *s->variant_.mutable_predicted_latency() = v.full_network_latency();
-    s->variant_.set_predicted_accuracy(v.final_exit_accuracy());
-  }
-  absl::StatusOr<std::unique_ptr<EarlyExitModel>> loaded_model =
-      EarlyExitModel::Load(absl::StrCat(repository, "/models/", v.model()));
-  if (!loaded_model.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat("variant '", variant_id, "' needs model '",
-                                                      v.model(), "': ",
-                                                      loaded_model.status().message()));
-  }
-  std::unique_ptr<EarlyExitModel> model = *std::move(loaded_model);
-  std::shared_ptr<EarlyExitModel> shared_model = std::move(model);
+  return v;
+}
+
+void StripToFullNetwork(v1::VariantManifest& v) {
+  v.set_id(absl::StrCat(v.id(), ".full"));
+  v.clear_enabled_exits();
+  v.clear_thresholds();
+  v.clear_predicted_exit_ratios();
+  *v.mutable_predicted_latency() = v.full_network_latency();
+  v.set_predicted_accuracy(v.final_exit_accuracy());
+}
+
+absl::StatusOr<Design> DesignOfVariant(const v1::VariantManifest& v) {
   Design design;
   design.exits.assign(v.enabled_exits().begin(), v.enabled_exits().end());
   design.thresholds.assign(v.thresholds().begin(), v.thresholds().end());
-  HAPI_ASSIGN_OR_RETURN(design.policy, ParseExitPolicy(v.exit_policy().empty() ? "max_softmax" : v.exit_policy()));
+  HAPI_ASSIGN_OR_RETURN(design.policy,
+                        ParseExitPolicy(v.exit_policy().empty() ? "max_softmax" : v.exit_policy()));
+  return design;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const Servable>> Servable::Load(const ServableOptions& options,
+                                                               const std::string& variant_id,
+                                                               ServerMetrics* metrics) {
+  const RepositoryLayout layout(options.repository);
+  std::shared_ptr<Servable> s(new Servable());
+  HAPI_ASSIGN_OR_RETURN(s->variant_, ReadVariant(layout, variant_id));
+  const v1::VariantManifest& v = s->variant_;
+  if (options.full_network) StripToFullNetwork(s->variant_);
+  absl::StatusOr<std::shared_ptr<const Model>> model =
+      options.load_model(layout.ModelDir(v.model()), options.model);
+  if (!model.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "variant '", variant_id, "' needs model '", v.model(), "': ", model.status().message()));
+  }
+  HAPI_ASSIGN_OR_RETURN(Design design, DesignOfVariant(v));
   absl::StatusOr<std::unique_ptr<EarlyExitExecutor>> executor =
-      EarlyExitExecutor::Create(shared_model, design, options);
+      EarlyExitExecutor::Create(*model, design);
   if (!executor.ok()) {
-    return absl::Status(executor.status().code(),
-                        absl::StrCat(path, ": ", executor.status().message()));
+    return absl::Status(executor.status().code(), absl::StrCat(layout.VariantManifest(variant_id),
+                                                               ": ", executor.status().message()));
   }
   s->executor_ = *std::move(executor);
   v1::DeviceProfile profile;
-  HAPI_RETURN_IF_ERROR(
-      ReadTextProto(absl::StrCat(repository, "/devices/", v.device(), "/profile.pbtxt"), &profile));
-  HAPI_ASSIGN_OR_RETURN(LatencyModel latency, LatencyModel::Create(profile, shared_model->manifest()));
+  HAPI_RETURN_IF_ERROR(ReadTextProto(layout.DeviceProfile(v.device()), &profile));
+  HAPI_ASSIGN_OR_RETURN(LatencyModel latency, LatencyModel::Create(profile, (*model)->manifest()));
   s->latency_ = std::make_unique<LatencyModel>(std::move(latency));
   s->loaded_at_ = absl::Now();
   if (metrics != nullptr) s->metrics_ = metrics->ForVariant(*s);
@@ -91,16 +110,51 @@ double Servable::SecondsBetweenDepths(int from_depth, int to_depth) const {
   return t;
 }
 
+absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::Load(const std::string& variant_id) {
+  absl::MutexLock load_lock(&load_mu_);
+  auto loaded = Servable::Load(options_, variant_id, metrics_);
+  if (!loaded.ok()) {
+    LOG(WARNING) << "variant " << variant_id << " failed to load, still serving "
+                 << (current() ? current()->variant().id() : std::string("nothing")) << ": "
+                 << loaded.status();
+    return loaded.status();
+  }
+  std::shared_ptr<const Servable> previous;
+  {
+    absl::MutexLock lock(&mu_);
+    previous = current_;
+    current_ = *loaded;
+    ++swaps_;
+  }
+  if (previous && metrics_ && previous->variant().id() != (*loaded)->variant().id()) {
+    metrics_->Retire(*previous);
+  }
+  LOG(INFO) << "serving variant " << variant_id << " (model " << (*loaded)->variant().model()
+            << ", device " << (*loaded)->variant().device() << ")"
+            << (previous ? absl::StrCat(", replacing ", previous->variant().id()) : "");
+  return *loaded;
+}
+
+std::shared_ptr<const Servable> ServableManager::current() const {
+  absl::MutexLock lock(&mu_);
+  return current_;
+}
+
+int64_t ServableManager::swaps() const {
+  absl::MutexLock lock(&mu_);
+  return swaps_;
+}
+
 absl::StatusOr<std::string> NewestVariantForDevice(const std::string& repository,
                                                    const std::string& device) {
   std::string best_id, best_created;
   std::error_code ec;
   for (const auto& entry :
-       std::filesystem::directory_iterator(absl::StrCat(repository, "/variants"), ec)) {
+       std::filesystem::directory_iterator(RepositoryLayout(repository).VariantsDir(), ec)) {
     const std::string name = entry.path().filename().string();
     if (absl::StartsWith(name, ".tmp-")) continue;
     v1::VariantManifest v;
-    if (!ReadTextProto(entry.path().string() + "/variant.pbtxt", &v).ok()) continue;
+    if (!ReadTextProto(absl::StrCat(entry.path().string(), "/", kVariantFile), &v).ok()) continue;
     if (v.device() != device) continue;
     if (best_id.empty() || v.created_at() > best_created ||
         (v.created_at() == best_created && name > best_id)) {

@@ -7,33 +7,43 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/latency_model.h"
 #include "hapi/v1/optimizer.pb.h"
-#include "model/executor.h"
+#include "core/executor.h"
+#include "core/model.h"
 
 namespace hapi {
 
 class VariantMetrics;
 class ServerMetrics;
 
+// Where variants come from and how their models are prepared.
+struct ServableOptions {
+  std::string repository = "repository";
+  ModelLoader load_model;  // required: the model implementation the process links
+  ModelOptions model;      // passed to load_model
+  // The variant's model without early exits (a baseline to measure a variant
+  // against); its id gets the suffix ".full".
+  bool full_network = false;
+};
+
 class Servable {
  public:
   // Reads repository/variants/<id>/variant.pbtxt, the model it names and the
   // device profile; NOT_FOUND for an unknown variant, INVALID_ARGUMENT or
   // DATA_LOSS (naming the file) for a broken one.
-  // With `full_network`, the variant's model runs without early exits (the
-  // baseline to measure a variant against); its id gets the suffix ".full".
-  static absl::StatusOr<std::shared_ptr<const Servable>> Load(const std::string& repository,
+  static absl::StatusOr<std::shared_ptr<const Servable>> Load(const ServableOptions& options,
                                                               const std::string& variant_id,
-                                                              const ExecutorOptions& options,
-                                                              ServerMetrics* metrics,
-                                                              bool full_network = false);
+                                                              ServerMetrics* metrics);
   ~Servable();
 
   const v1::VariantManifest& variant() const { return variant_; }
   const v1::ModelManifest& model() const { return executor_->model().manifest(); }
+  v1::TensorShape input_shape() const { return executor_->model().input_shape(); }
   const EarlyExitExecutor& executor() const { return *executor_; }
   VariantMetrics* metrics() const { return metrics_.get(); }
   const std::string& ClassName(int label) const;
@@ -54,6 +64,30 @@ class Servable {
   std::unique_ptr<LatencyModel> latency_;
   std::shared_ptr<VariantMetrics> metrics_;
   absl::Time loaded_at_;
+};
+
+// Holds the servable being served. Loading happens beside the current one;
+// the swap is one pointer exchange, and requests keep the servable they
+// started with, so in-flight work finishes on the old variant.
+class ServableManager {
+ public:
+  ServableManager(ServableOptions options, ServerMetrics* metrics)
+      : options_(std::move(options)), metrics_(metrics) {}
+
+  // Loads `variant_id` and swaps it in. On error the current one keeps
+  // serving and the status says why.
+  absl::StatusOr<std::shared_ptr<const Servable>> Load(const std::string& variant_id);
+  std::shared_ptr<const Servable> current() const;
+  int64_t swaps() const;
+  const std::string& repository() const { return options_.repository; }
+
+ private:
+  const ServableOptions options_;
+  ServerMetrics* const metrics_;
+  absl::Mutex load_mu_;  // one load at a time
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const Servable> current_ ABSL_GUARDED_BY(mu_);
+  int64_t swaps_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // The newest variant (by created_at) built for `device`, or NOT_FOUND.

@@ -1,7 +1,7 @@
 // The early-exit executor against the calibration table: for every sample it
 // must answer at the exit, with the label, that the table says the design
 // answers — at batch 1 and batched with compaction.
-#include "model/executor.h"
+#include "core/executor.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +10,7 @@
 #include "core/fashion_mnist.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "model/torch_model.h"
 #include "model/trainer.h"
 #include "tests/status_matchers.h"
 #include "tests/tiny_model.h"
@@ -20,7 +21,8 @@ namespace {
 using ::hapi::testing::StatusIs;
 
 struct Fixture {
-  std::shared_ptr<EarlyExitModel> model;
+  std::shared_ptr<EarlyExitModel> trained;  // weights and calibration tables
+  std::shared_ptr<const Model> model;       // the same, ready for inference
   ImageSet test;
   std::vector<float> pixels;  // test images in [0,1]
 };
@@ -35,7 +37,13 @@ const Fixture& Shared() {
       ADD_FAILURE() << model.status();
       std::abort();
     }
-    f->model = *std::move(model);
+    f->trained = *std::move(model);
+    auto served = MakeTorchModel(*f->trained);
+    if (!served.ok()) {
+      ADD_FAILURE() << served.status();
+      std::abort();
+    }
+    f->model = *std::move(served);
     f->test = data.test;
     f->pixels.resize(f->test.pixels.size());
     for (size_t i = 0; i < f->pixels.size(); ++i) f->pixels[i] = f->test.pixels[i] / 255.0f;
@@ -85,7 +93,7 @@ Expected Simulate(const CalibrationTable& table, const Design& d, int sample) {
 // every answer with the table.
 void ExpectMatchesTable(const Design& design, int batch) {
   const Fixture& f = Shared();
-  const CalibrationTable& table = f.model->test_table();
+  const CalibrationTable& table = f.trained->test_table();
   ASSERT_EQ(table.num_samples(), f.test.size());
   auto executor = EarlyExitExecutor::Create(f.model, design);
   ASSERT_TRUE(executor.ok()) << executor.status();
@@ -124,18 +132,18 @@ void ExpectMatchesTable(const Design& design, int batch) {
 }
 
 TEST(ExecutorTest, BatchOneMatchesCalibrationTable) {
-  const CalibrationTable& table = Shared().model->test_table();
+  const CalibrationTable& table = Shared().trained->test_table();
   ExpectMatchesTable(MedianDesign(table, {0, 2, 4}, ExitPolicy::kMaxSoftmax), 1);
 }
 
 TEST(ExecutorTest, BatchedWithCompactionMatchesCalibrationTable) {
-  const CalibrationTable& table = Shared().model->test_table();
+  const CalibrationTable& table = Shared().trained->test_table();
   ExpectMatchesTable(MedianDesign(table, {0, 2, 4}, ExitPolicy::kMaxSoftmax), 64);
   ExpectMatchesTable(MedianDesign(table, {1, 3}, ExitPolicy::kMaxSoftmax), 37);
 }
 
 TEST(ExecutorTest, EntropyAndMarginPoliciesMatchCalibrationTable) {
-  const CalibrationTable& table = Shared().model->test_table();
+  const CalibrationTable& table = Shared().trained->test_table();
   ExpectMatchesTable(MedianDesign(table, {1, 3}, ExitPolicy::kEntropy), 16);
   ExpectMatchesTable(MedianDesign(table, {0, 3}, ExitPolicy::kMargin), 1);
 }
@@ -146,7 +154,7 @@ TEST(ExecutorTest, FinalOnlyAnswersAtTheFinalExit) {
 
 TEST(ExecutorTest, EarlySamplesAreAnsweredBeforeTheRestOfTheirBatch) {
   const Fixture& f = Shared();
-  Design d = MedianDesign(f.model->test_table(), {0, 3}, ExitPolicy::kMaxSoftmax);
+  Design d = MedianDesign(f.trained->test_table(), {0, 3}, ExitPolicy::kMaxSoftmax);
   auto executor = EarlyExitExecutor::Create(f.model, d);
   ASSERT_TRUE(executor.ok());
   std::vector<int> order_depths;
@@ -187,14 +195,17 @@ TEST(ExecutorTest, MayContinueCutsShortFromTheMostConfidentExit) {
 
 TEST(ExecutorTest, FoldedBatchNormGivesTheSameAnswers) {
   const Fixture& f = Shared();
-  Design d = MedianDesign(f.model->test_table(), {1, 3}, ExitPolicy::kMaxSoftmax);
-  ExecutorOptions unfused;
+  Design d = MedianDesign(f.trained->test_table(), {1, 3}, ExitPolicy::kMaxSoftmax);
+  ModelOptions unfused;
   unfused.fuse_batch_norm = false;
-  ExecutorOptions channels_last;
-  channels_last.channels_last = true;
+  ModelOptions channels_first;
+  channels_first.channels_last = false;
+  auto unfused_model = MakeTorchModel(*f.trained, unfused);
+  auto channels_first_model = MakeTorchModel(*f.trained, channels_first);
+  ASSERT_TRUE(unfused_model.ok() && channels_first_model.ok());
   auto a = EarlyExitExecutor::Create(f.model, d);
-  auto b = EarlyExitExecutor::Create(f.model, d, unfused);
-  auto c = EarlyExitExecutor::Create(f.model, d, channels_last);
+  auto b = EarlyExitExecutor::Create(*unfused_model, d);
+  auto c = EarlyExitExecutor::Create(*channels_first_model, d);
   ASSERT_TRUE(a.ok() && b.ok() && c.ok());
   auto ra = (*a)->Run(f.pixels.data(), 200);
   auto rb = (*b)->Run(f.pixels.data(), 200);

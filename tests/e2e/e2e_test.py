@@ -21,8 +21,8 @@ import unittest
 import urllib.request
 
 BUILD = os.path.abspath(sys.argv.pop(1)) if len(sys.argv) > 1 else "build"
-TRAIN = f"{BUILD}/optimizer/hapi-train"
-PROFILE = f"{BUILD}/optimizer/hapi-profile"
+TRAIN = f"{BUILD}/model/hapi-train"
+PROFILE = f"{BUILD}/model/hapi-profile"
 OPTIMIZER = f"{BUILD}/optimizer/hapi-optimizer"
 SERVER = f"{BUILD}/server/hapi-server"
 CLIENT = f"{BUILD}/client/hapi-client"
@@ -68,7 +68,7 @@ class EndToEnd(unittest.TestCase):
         cls.opt = [f"--target=127.0.0.1:{cls.opt_port}"]
         cls.srv = [f"--target=127.0.0.1:{cls.srv_port}"]
         cls.start(OPTIMIZER, f"--repository={cls.repo}", f"--listen=127.0.0.1:{cls.opt_port}",
-                  "--metrics_address=")
+                  "--metrics_address=", f"--profiler={PROFILE}")
         wait_until(lambda: run(CLIENT, *cls.opt, "devices", "list", check=False).returncode == 0,
                    "optimizer")
 

@@ -22,7 +22,7 @@ namespace {
 using ::testing::HasSubstr;
 
 std::shared_ptr<const Servable> LoadServable(const std::string& id) {
-  auto s = Servable::Load(Fixture().repository, id, ExecutorOptions(), /*metrics=*/nullptr);
+  auto s = Servable::Load(Fixture().Servables(), id, /*metrics=*/nullptr);
   EXPECT_TRUE(s.ok()) << s.status();
   return s.ok() ? *s : nullptr;
 }

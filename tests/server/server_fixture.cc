@@ -1,5 +1,4 @@
 #include "tests/server/server_fixture.h"
-#include "tests/tiny_model.h"
 
 #include <sys/stat.h>
 
@@ -14,19 +13,13 @@
 #include "core/fashion_mnist.h"
 #include "core/files.h"
 #include "gtest/gtest.h"
-#include "model/trainer.h"
+#include "core/repository_layout.h"
 #include "stb_image_write.h"
 #include "tests/test_util.h"
-
-#ifndef HAPI_SERVER_TEST_CACHE_DIR
-#define HAPI_SERVER_TEST_CACHE_DIR ""
-#endif
 
 namespace hapi {
 namespace testing {
 namespace {
-
-constexpr int kCachedImages = 200;
 
 // Fails loudly: without its fixture no test of this binary means anything.
 [[noreturn]] void Die(const std::string& what) {
@@ -35,64 +28,30 @@ constexpr int kCachedImages = 200;
   std::abort();
 }
 
-FashionMnist TrainingData() { return TinyTrainingData(kCachedImages); }
-
-std::unique_ptr<EarlyExitModel> Train(const FashionMnist& data) {
-  auto model = TrainTinyModel(kModelName, data);
-  if (!model.ok()) Die(model.status().ToString());
-  return *std::move(model);
-}
-
-// This executable's identity: a rebuilt binary retrains.
-std::string BinaryKey() {
-  struct stat st {};
-  if (::stat("/proc/self/exe", &st) != 0) return "";
-  return absl::StrCat(st.st_size, "-", st.st_mtim.tv_sec, "-", st.st_mtim.tv_nsec);
-}
-
-// Trains the model and picks the test images, or reuses what an earlier
-// process of this same binary left in the cache.
-void TrainOrLoadCached(const std::string& model_dir, std::vector<uint8_t>* images,
-                       std::vector<int>* labels) {
-  const std::string cache_root = HAPI_SERVER_TEST_CACHE_DIR;
-  const std::string key = BinaryKey();
-  const bool use_cache = !cache_root.empty() && !key.empty() && std::getenv("HAPI_NO_CACHE") == nullptr;
-  const std::string cache = absl::StrCat(cache_root, "/", key);
-  if (use_cache) {
-    auto cached = EarlyExitModel::Load(cache + "/model");
-    auto bytes = ReadFile(cache + "/images.bin");
-    if (cached.ok() && bytes.ok() && bytes->size() == kCachedImages * (kImagePixels + 1u)) {
-      images->assign(bytes->begin(), bytes->begin() + kCachedImages * kImagePixels);
-      labels->assign(bytes->begin() + kCachedImages * kImagePixels, bytes->end());
-      if (absl::Status st = (*cached)->Save(model_dir); !st.ok()) Die(st.ToString());
-      return;
-    }
+// The median max-softmax of `exit` over the fixture's images: a threshold
+// that sends about half of the samples that reach it out there.
+float MedianConfidence(const ServerFixture& f, int exit) {
+  std::vector<float> pixels;
+  for (int i = 0; i < f.num_images; ++i) {
+    std::vector<float> p = f.Pixels(i);
+    pixels.insert(pixels.end(), p.begin(), p.end());
   }
-  FashionMnist data = TrainingData();
-  std::unique_ptr<EarlyExitModel> model = Train(data);
-  if (absl::Status st = model->Save(model_dir); !st.ok()) Die(st.ToString());
-  images->assign(data.test.pixels.begin(), data.test.pixels.end());
-  labels->assign(data.test.labels.begin(), data.test.labels.end());
-  if (use_cache && data.test.size() == kCachedImages) {
-    std::error_code ec;
-    // Older binaries' entries are dead weight.
-    for (const auto& entry : std::filesystem::directory_iterator(cache_root, ec)) {
-      if (entry.path().filename() != key) std::filesystem::remove_all(entry.path(), ec);
-    }
-    std::string bytes(data.test.pixels.begin(), data.test.pixels.end());
-    bytes.append(data.test.labels.begin(), data.test.labels.end());
-    // Best effort: a failed cache write only costs the next process a training.
-    if (MakeDirectories(cache).ok() && model->Save(cache + "/model").ok()) {
-      WriteFileAtomically(cache + "/images.bin", bytes).IgnoreError();
-    }
+  const Model& model = *f.model;
+  auto x = model.Input(pixels.data(), f.num_images);
+  if (!x.ok()) Die(x.status().ToString());
+  for (int stage = 0; stage <= model.ExitStage(exit); ++stage) {
+    if (absl::Status st = model.RunStage(stage, **x); !st.ok()) Die(st.ToString());
   }
-}
-
-float MedianScore(const CalibrationTable& table, int exit) {
-  std::vector<float> scores;
-  for (int s = 0; s < table.num_samples(); ++s) scores.push_back(table.confidence(exit, s));
-  std::nth_element(scores.begin(), scores.begin() + scores.size() / 2, scores.end());
-  return scores[scores.size() / 2];
+  std::vector<float> probs;
+  if (absl::Status st = model.RunHead(exit, **x, &probs); !st.ok()) Die(st.ToString());
+  std::vector<float> confidences;
+  for (int i = 0; i < f.num_images; ++i) {
+    auto row = probs.begin() + static_cast<size_t>(i) * model.num_classes();
+    confidences.push_back(*std::max_element(row, row + model.num_classes()));
+  }
+  std::nth_element(confidences.begin(), confidences.begin() + confidences.size() / 2,
+                   confidences.end());
+  return confidences[confidences.size() / 2];
 }
 
 v1::VariantManifest MakeVariant(const std::string& id, const std::string& device,
@@ -160,9 +119,16 @@ Variants* g_variants = nullptr;
 
 }  // namespace
 
+ServableOptions ServerFixture::Servables() const {
+  ServableOptions o;
+  o.repository = repository;
+  o.load_model = load_model;
+  return o;
+}
+
 std::vector<float> ServerFixture::Pixels(int i) const {
-  std::vector<float> out(784);
-  for (int p = 0; p < 784; ++p) out[p] = image(i)[p] / 255.0f;
+  std::vector<float> out(kImagePixels);
+  for (int p = 0; p < kImagePixels; ++p) out[p] = image(i)[p] / 255.0f;
   return out;
 }
 
@@ -174,7 +140,6 @@ v1::VariantManifest ServerFixture::Variant(const std::string& id) const {
 
 const ServerFixture& Fixture() {
   static const ServerFixture* fixture = [] {
-    SetIntraOpThreads(1);
     auto* f = new ServerFixture();
     std::string pattern = (std::filesystem::path(::testing::TempDir()) / "hapi-server-test-XXXXXX").string();
     std::vector<char> buffer(pattern.begin(), pattern.end());
@@ -183,11 +148,11 @@ const ServerFixture& Fixture() {
     f->repository = buffer.data();
     g_cleanup->dir = f->repository;
 
-    const std::string model_dir = f->repository + "/models/" + kModelName;
-    if (absl::Status st = MakeDirectories(f->repository + "/models"); !st.ok()) Die(st.ToString());
-    TrainOrLoadCached(model_dir, &f->images, &f->true_labels);
+    const RepositoryLayout layout(f->repository);
+    if (absl::Status st = MakeDirectories(layout.ModelsDir()); !st.ok()) Die(st.ToString());
+    MakeFixtureModel(layout.ModelDir(kModelName), f);
     f->num_images = static_cast<int>(f->true_labels.size());
-    auto loaded = EarlyExitModel::Load(model_dir);
+    auto loaded = f->load_model(layout.ModelDir(kModelName), ModelOptions());
     if (!loaded.ok()) Die(loaded.status().ToString());
     f->model = *std::move(loaded);
 
@@ -200,20 +165,20 @@ const ServerFixture& Fixture() {
         {"glacial", HandMadeProfile("glacial", manifest, 100.0, 100.0)},
     };
     for (const auto& [name, profile] : devices) {
-      WriteProto(absl::StrCat(f->repository, "/devices/", name), "profile.pbtxt", profile);
+      WriteProto(layout.DeviceDir(name), kProfileFile, profile);
     }
 
-    const CalibrationTable& table = f->model->validation_table();
     const int num_exits = manifest.exits_size();
+    auto median = [f](int exit) { return MedianConfidence(*f, exit); };
     g_variants = new Variants();
     for (const v1::VariantManifest& v : {
-             MakeVariant("v1", "dev", {0, 2}, {MedianScore(table, 0), MedianScore(table, 2)}, num_exits),
-             MakeVariant("v2", "dev", {1, 3}, {MedianScore(table, 1), MedianScore(table, 3)}, num_exits),
+             MakeVariant("v1", "dev", {0, 2}, {median(0), median(2)}, num_exits),
+             MakeVariant("v2", "dev", {1, 3}, {median(1), median(3)}, num_exits),
              MakeVariant("deep", "slow", {0, 2}, {1.0f, 1.0f}, num_exits),
              MakeVariant("stuck", "glacial", {0}, {1.0f}, num_exits),
          }) {
       g_variants->by_id[v.id()] = v;
-      WriteProto(absl::StrCat(f->repository, "/variants/", v.id()), "variant.pbtxt", v);
+      WriteProto(layout.VariantDir(v.id()), kVariantFile, v);
     }
     return f;
   }();
@@ -233,6 +198,7 @@ Design DesignOf(const v1::VariantManifest& variant) {
 const SampleResult& Expected(const std::string& variant, int i) {
   static absl::Mutex mu;
   static auto* executors = new std::map<std::string, std::unique_ptr<EarlyExitExecutor>>();
+  // The server's default model options; the fixture's model was loaded so.
   static auto* results = new std::map<std::pair<std::string, int>, SampleResult>();
   const ServerFixture& f = Fixture();
   absl::MutexLock lock(&mu);
@@ -252,7 +218,7 @@ const SampleResult& Expected(const std::string& variant, int i) {
 
 v1::ClassifyRequest RawRequest(const uint8_t* image, const std::string& request_id) {
   v1::ClassifyRequest r;
-  r.mutable_image()->set_raw_uint8(std::string(reinterpret_cast<const char*>(image), 784));
+  r.mutable_image()->set_raw_uint8(std::string(reinterpret_cast<const char*>(image), kImagePixels));
   r.set_request_id(request_id);
   return r;
 }
@@ -269,37 +235,26 @@ std::string EncodePng(const uint8_t* pixels, int width, int height, int channels
 }
 
 TestServer::TestServer(TestServerOptions options) {
-  const ServerFixture& f = Fixture();
-  registry_ = std::make_shared<prometheus::Registry>();
-  metrics_ = std::make_unique<ServerMetrics>(*registry_);
-  servables_ = std::make_unique<ServableManager>(f.repository, ExecutorOptions(), metrics_.get());
-  if (!options.variant.empty()) {
-    auto loaded = servables_->Load(options.variant);
-    EXPECT_TRUE(loaded.ok()) << loaded.status();
-  }
-  batcher_ = std::make_unique<Batcher>(options.batcher);
-  service_ = std::make_unique<InferenceService>(servables_.get(), batcher_.get(), options.service);
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-  if (options.max_receive_bytes > 0) builder.SetMaxReceiveMessageSize(options.max_receive_bytes);
-  builder.RegisterService(service_.get());
-  server_ = builder.BuildAndStart();
-  if (server_ == nullptr || port_ == 0) Die("cannot start the test server");
+  InferenceServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.servables = Fixture().Servables();
+  o.variant = options.variant;
+  o.batcher = options.batcher;
+  o.service = options.service;
+  if (options.max_receive_bytes > 0) o.max_message_bytes = options.max_receive_bytes;
+  auto server = InferenceServer::Start(std::move(o));
+  if (!server.ok()) Die(absl::StrCat("cannot start the test server: ", server.status().ToString()));
+  server_ = *std::move(server);
   stub_ = v1::Inference::NewStub(NewChannel());
 }
 
 TestServer::~TestServer() {
   stub_.reset();
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  server_->Wait();
-  batcher_.reset();
   server_.reset();
-  service_.reset();
 }
 
 std::shared_ptr<grpc::Channel> TestServer::NewChannel() const {
-  return grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials());
+  return grpc::CreateChannel(absl::StrCat("127.0.0.1:", port()), grpc::InsecureChannelCredentials());
 }
 
 grpc::Status Classify(v1::Inference::Stub& stub, const v1::ClassifyRequest& request,

@@ -1,8 +1,10 @@
-// Shared set-up for the inference-server tests: a tiny trained model in a
-// temporary repository (models/tiny, three device profiles, four variants),
-// test images, the executor's reference answers, and an in-process server
-// stack (ServableManager + Batcher + InferenceService behind a real gRPC
-// server on 127.0.0.1). Torch-free headers only.
+// Shared set-up for the inference-server tests: a model in a temporary
+// repository (models/tiny, three device profiles, four variants), test
+// images, the executor's reference answers, and the real server
+// (InferenceServer) in-process on 127.0.0.1. Which model: a test binary links
+// one of fake_fixture_model.cc (the fake model; no LibTorch) or
+// trained_fixture_model.cc (a tiny trained network, for the hapi-server
+// binary). Torch-free headers only.
 #pragma once
 
 #include <cstdint>
@@ -13,15 +15,17 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "core/design.h"
+#include "core/executor.h"
+#include "core/fashion_mnist.h"
+#include "core/model.h"
 #include "grpcpp/grpcpp.h"
 #include "hapi/v1/inference.grpc.pb.h"
 #include "hapi/v1/optimizer.pb.h"
-#include "model/early_exit_model.h"
-#include "model/executor.h"
 #include "prometheus/registry.h"
 #include "server/batcher.h"
+#include "server/inference_server.h"
 #include "server/inference_service.h"
-#include "server/metrics.h"
+#include "server/servable.h"
 
 namespace hapi {
 namespace testing {
@@ -37,16 +41,23 @@ inline constexpr char kModelName[] = "tiny";
 
 struct ServerFixture {
   std::string repository;
-  std::shared_ptr<EarlyExitModel> model;  // loaded from the repository
+  ModelLoader load_model;               // the implementation this binary links
+  std::shared_ptr<const Model> model;  // loaded from the repository
   int num_images = 0;
   std::vector<uint8_t> images;  // num_images x 28 x 28, Fashion-MNIST test split
   std::vector<int> true_labels;
 
-  const uint8_t* image(int i) const { return images.data() + static_cast<size_t>(i) * 784; }
+  const uint8_t* image(int i) const { return images.data() + static_cast<size_t>(i) * kImagePixels; }
   std::vector<float> Pixels(int i) const;
   // The manifest written at repository/variants/<id>/variant.pbtxt.
   v1::VariantManifest Variant(const std::string& id) const;
+  // Where the server finds variants and how it loads their model.
+  ServableOptions Servables() const;
 };
+
+// Defined by the fixture model the binary links: writes the model into
+// `model_dir`, sets `load_model`, and picks the test images.
+void MakeFixtureModel(const std::string& model_dir, ServerFixture* fixture);
 
 // Built once per process (training is cached on disk between the processes
 // ctest starts, keyed by this binary's identity).
@@ -68,7 +79,7 @@ struct TestServerOptions {
   int max_receive_bytes = 0;  // 0: gRPC's default
 };
 
-// The real service stack in-process, listening on 127.0.0.1:<ephemeral>.
+// The real server in-process, listening on 127.0.0.1:<ephemeral>.
 class TestServer {
  public:
   explicit TestServer(TestServerOptions options = {});
@@ -78,19 +89,13 @@ class TestServer {
 
   v1::Inference::Stub& stub() { return *stub_; }
   std::shared_ptr<grpc::Channel> NewChannel() const;
-  ServableManager& servables() { return *servables_; }
-  prometheus::Registry& registry() { return *registry_; }
-  int port() const { return port_; }
+  ServableManager& servables() { return server_->servables(); }
+  prometheus::Registry& registry() { return server_->registry(); }
+  int port() const { return server_->port(); }
 
  private:
-  std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<ServerMetrics> metrics_;
-  std::unique_ptr<ServableManager> servables_;
-  std::unique_ptr<Batcher> batcher_;
-  std::unique_ptr<InferenceService> service_;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<InferenceServer> server_;
   std::unique_ptr<v1::Inference::Stub> stub_;
-  int port_ = 0;
 };
 
 // Unary Classify with a client deadline `timeout` from now (InfiniteDuration:

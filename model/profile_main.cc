@@ -14,7 +14,10 @@
 #include "core/device_profile.h"
 #include "core/fashion_mnist.h"
 #include "core/files.h"
-#include "model/early_exit_model.h"
+#include "core/model_metadata.h"
+#include "core/repository_layout.h"
+#include "core/status_macros.h"
+#include "model/torch_model.h"
 #include "model/profiler.h"
 
 ABSL_FLAG(std::string, repository, "repository", "Repository root");
@@ -39,6 +42,50 @@ int Fail(const absl::Status& status) {
   std::fprintf(stderr, "hapi-profile: %s\n", std::string(status.message()).c_str());
   return 1;
 }
+absl::StatusOr<std::vector<int>> BatchSizes() {
+  std::vector<int> batches;
+  for (const std::string& s : absl::GetFlag(FLAGS_batch_sizes)) {
+    int b;
+    if (!absl::SimpleAtoi(s, &b) || b <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("bad batch size '", s, "'"));
+    }
+    batches.push_back(b);
+  }
+  return batches;
+}
+
+absl::StatusOr<hapi::v1::DeviceProfile> ScaledProfile(const std::string& device) {
+  hapi::v1::DeviceProfile base;
+  HAPI_RETURN_IF_ERROR(hapi::ReadTextProto(absl::GetFlag(FLAGS_scale), &base));
+  return hapi::MakeScaledProfile(device, base, absl::GetFlag(FLAGS_factor));
+}
+
+// Analytic from the model's MACs, or measured by running it here.
+absl::StatusOr<hapi::v1::DeviceProfile> ModelProfile(const std::string& device) {
+  const std::string model_name = absl::GetFlag(FLAGS_model);
+  HAPI_RETURN_IF_ERROR(hapi::ValidateName(model_name, "model name"));
+  HAPI_ASSIGN_OR_RETURN(std::vector<int> batches, BatchSizes());
+  const std::string model_dir =
+      hapi::RepositoryLayout(absl::GetFlag(FLAGS_repository)).ModelDir(model_name);
+  if (absl::GetFlag(FLAGS_analytic_gmacs) > 0) {
+    HAPI_ASSIGN_OR_RETURN(hapi::ModelMetadata model, hapi::LoadModelMetadata(model_dir));
+    return hapi::MakeAnalyticProfile(device, model.manifest,
+                                     absl::GetFlag(FLAGS_analytic_gmacs) * 1e9,
+                                     absl::GetFlag(FLAGS_analytic_layer_overhead_us) * 1e-6,
+                                     batches);
+  }
+  HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const hapi::Model> model, hapi::LoadTorchModel(model_dir));
+  HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist data,
+                        hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir)));
+  hapi::ProfilerOptions options;
+  options.batch_sizes = batches;
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.iterations = absl::GetFlag(FLAGS_iterations);
+  options.warmup_iterations = absl::GetFlag(FLAGS_warmup);
+  options.progress = absl::GetFlag(FLAGS_progress);
+  return hapi::ProfileDevice(model, device, data.validation, options);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -51,46 +98,8 @@ int main(int argc, char** argv) {
   if (absl::Status st = hapi::ValidateName(device, "device name"); !st.ok()) return Fail(st);
   const std::string out =
       absl::GetFlag(FLAGS_out).empty() ? absl::StrCat(device, ".profile.pbtxt") : absl::GetFlag(FLAGS_out);
-
-  absl::StatusOr<hapi::v1::DeviceProfile> profile;
-  if (!absl::GetFlag(FLAGS_scale).empty()) {
-    hapi::v1::DeviceProfile base;
-    if (absl::Status st = hapi::ReadTextProto(absl::GetFlag(FLAGS_scale), &base); !st.ok()) {
-      return Fail(st);
-    }
-    profile = hapi::MakeScaledProfile(device, base, absl::GetFlag(FLAGS_factor));
-  } else {
-    const std::string model_name = absl::GetFlag(FLAGS_model);
-    if (absl::Status st = hapi::ValidateName(model_name, "model name"); !st.ok()) return Fail(st);
-    auto model = hapi::EarlyExitModel::Load(
-        absl::StrCat(absl::GetFlag(FLAGS_repository), "/models/", model_name));
-    if (!model.ok()) return Fail(model.status());
-    std::shared_ptr<hapi::EarlyExitModel> shared = *std::move(model);
-    std::vector<int> batches;
-    for (const std::string& s : absl::GetFlag(FLAGS_batch_sizes)) {
-      int b;
-      if (!absl::SimpleAtoi(s, &b) || b <= 0) {
-        return Fail(absl::InvalidArgumentError(absl::StrCat("bad batch size '", s, "'")));
-      }
-      batches.push_back(b);
-    }
-    if (absl::GetFlag(FLAGS_analytic_gmacs) > 0) {
-      profile = hapi::MakeAnalyticProfile(device, shared->manifest(),
-                                          absl::GetFlag(FLAGS_analytic_gmacs) * 1e9,
-                                          absl::GetFlag(FLAGS_analytic_layer_overhead_us) * 1e-6,
-                                          batches);
-    } else {
-      auto data = hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
-      if (!data.ok()) return Fail(data.status());
-      hapi::ProfilerOptions options;
-      options.batch_sizes = batches;
-      options.threads = absl::GetFlag(FLAGS_threads);
-      options.iterations = absl::GetFlag(FLAGS_iterations);
-      options.warmup_iterations = absl::GetFlag(FLAGS_warmup);
-      options.progress = absl::GetFlag(FLAGS_progress);
-      profile = hapi::ProfileDevice(shared, device, data->validation, options);
-    }
-  }
+  absl::StatusOr<hapi::v1::DeviceProfile> profile =
+      absl::GetFlag(FLAGS_scale).empty() ? ModelProfile(device) : ScaledProfile(device);
   if (!profile.ok()) return Fail(profile.status());
   profile->set_description(absl::GetFlag(FLAGS_description));
   if (absl::Status st = hapi::WriteTextProtoAtomically(out, *profile); !st.ok()) return Fail(st);

@@ -1,6 +1,7 @@
 // Runs a design of the early-exit network: stops each sample at the first
 // enabled exit whose score clears its threshold; batches are compacted after
-// every exit so samples that left cost no more compute. Torch-free header.
+// every exit so samples that left cost no more compute. Knows the model only
+// through the model seam (core/model.h).
 #pragma once
 
 #include <functional>
@@ -9,17 +10,9 @@
 
 #include "absl/status/statusor.h"
 #include "core/design.h"
-#include "model/early_exit_model.h"
+#include "core/model.h"
 
 namespace hapi {
-
-class InferenceNetwork;
-
-struct ExecutorOptions {
-  bool fuse_batch_norm = true;  // fold BN into convolutions (measured: see docs)
-  bool channels_last = true;     // NHWC activations (docs/executor-bench.md)
-  bool onednn = true;            // oneDNN convolutions instead of LibTorch's choice
-};
 
 // One exit evaluated for one sample.
 struct ExitStep {
@@ -56,29 +49,27 @@ struct RunHooks {
 class EarlyExitExecutor {
  public:
   static absl::StatusOr<std::unique_ptr<EarlyExitExecutor>> Create(
-      std::shared_ptr<EarlyExitModel> model, const Design& design,
-      const ExecutorOptions& options = {});
-  ~EarlyExitExecutor();
+      std::shared_ptr<const Model> model, const Design& design);
 
-  // `pixels`: n images of 28x28 floats in [0,1], row-major.
+  // `pixels`: n samples of model().input_size() floats in [0,1], row-major.
   absl::StatusOr<std::vector<SampleResult>> Run(const float* pixels, int n,
                                                 const RunHooks& hooks = {}) const;
 
   const Design& design() const { return design_; }
-  const EarlyExitModel& model() const { return *model_; }
-  InferenceNetwork& network() const { return *network_; }
+  const Model& model() const { return *model_; }
+  const std::shared_ptr<const Model>& shared_model() const { return model_; }
 
  private:
-  EarlyExitExecutor() = default;
+  EarlyExitExecutor(std::shared_ptr<const Model> model, Design design)
+      : model_(std::move(model)), design_(std::move(design)) {}
 
-  std::shared_ptr<EarlyExitModel> model_;
+  absl::Status RunDepths(Activations& x, std::vector<int>& active, const RunHooks& hooks,
+                         std::vector<SampleResult>& results) const;
+  void Answer(int sample, bool cut_short, const RunHooks& hooks, SampleResult& result) const;
+
+  // Both constant after construction.
+  std::shared_ptr<const Model> model_;
   Design design_;
-  std::unique_ptr<InferenceNetwork> network_;
-  int num_classes_ = 0;
 };
-
-// The number of intra-op threads LibTorch uses in this process.
-void SetIntraOpThreads(int threads);
-int IntraOpThreads();
 
 }  // namespace hapi

@@ -1,0 +1,111 @@
+#include "model/torch_model.h"
+
+#include <stdexcept>
+
+#include "absl/strings/str_cat.h"
+#include "core/fashion_mnist.h"
+#include "core/status_macros.h"
+#include "model/inference_network.h"
+
+namespace hapi {
+namespace {
+
+class TorchActivations : public Activations {
+ public:
+  explicit TorchActivations(torch::Tensor x) : x(std::move(x)) {}
+  int batch_size() const override { return static_cast<int>(x.size(0)); }
+  void KeepRows(const std::vector<int>& rows) override {
+    x = x.index_select(0, torch::tensor(std::vector<int64_t>(rows.begin(), rows.end())));
+  }
+  torch::Tensor x;
+};
+
+class TorchModel : public Model {
+ public:
+  TorchModel(v1::ModelManifest manifest, std::unique_ptr<InferenceNetwork> network)
+      : manifest_(std::move(manifest)), network_(std::move(network)) {}
+
+  const v1::ModelManifest& manifest() const override { return manifest_; }
+  v1::TensorShape input_shape() const override {
+    v1::TensorShape shape;
+    shape.set_channels(1);
+    shape.set_height(kImageSide);
+    shape.set_width(kImageSide);
+    return shape;
+  }
+
+  absl::StatusOr<std::unique_ptr<Activations>> Input(const float* pixels, int n) const override {
+    return Guarded("preparing the input", [&]() -> std::unique_ptr<Activations> {
+      torch::InferenceMode guard;
+      return std::make_unique<TorchActivations>(network_->Input(pixels, n));
+    });
+  }
+
+  absl::Status RunStage(int stage, Activations& x) const override {
+    return Guarded(absl::StrCat("running stage ", stage), [&] {
+      torch::InferenceMode guard;
+      torch::Tensor& t = static_cast<TorchActivations&>(x).x;
+      t = network_->Stage(stage, t);
+      return 0;
+    }).status();
+  }
+
+  absl::Status RunHead(int exit, const Activations& x,
+                       std::vector<float>* probabilities) const override {
+    return Guarded(absl::StrCat("running exit ", exit), [&] {
+      torch::InferenceMode guard;
+      const torch::Tensor& t = static_cast<const TorchActivations&>(x).x;
+      torch::Tensor p = torch::softmax(network_->ExitLogits(exit, t), 1).contiguous();
+      probabilities->assign(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+      return 0;
+    }).status();
+  }
+
+ private:
+  // LibTorch throws; the seam returns a Status naming the model and the step.
+  template <typename F>
+  auto Guarded(const std::string& what, F&& f) const -> absl::StatusOr<decltype(f())> {
+    try {
+      return f();
+    } catch (const c10::Error& e) {
+      return absl::InternalError(
+          absl::StrCat("model ", manifest_.name(), ": ", what, ": ", e.what_without_backtrace()));
+    }
+  }
+
+  const v1::ModelManifest manifest_;
+  const std::unique_ptr<InferenceNetwork> network_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const Model>> MakeTorchModel(EarlyExitModel& model,
+                                                            const ModelOptions& options) {
+  try {
+    InferenceOptions io;
+    io.fuse_batch_norm = options.fuse_batch_norm;
+    io.channels_last = options.channels_last;
+    io.onednn = options.onednn;
+    return std::make_shared<TorchModel>(model.manifest(),
+                                        std::make_unique<InferenceNetwork>(model, io));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("preparing model ", model.manifest().name(),
+                                            " for inference: ", e.what_without_backtrace()));
+  } catch (const std::out_of_range& e) {
+    return absl::DataLossError(absl::StrCat("model ", model.manifest().name(),
+                                            " lacks a tensor its manifest needs"));
+  }
+}
+
+absl::StatusOr<std::shared_ptr<const Model>> LoadTorchModel(const std::string& model_dir,
+                                                            const ModelOptions& options) {
+  HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model, EarlyExitModel::Load(model_dir));
+  return MakeTorchModel(*model, options);
+}
+
+void SetIntraOpThreads(int threads) {
+  if (threads > 0) torch::set_num_threads(threads);
+}
+int IntraOpThreads() { return torch::get_num_threads(); }
+
+}  // namespace hapi

@@ -1,0 +1,27 @@
+// The project's residual network behind the model seam (core/model.h).
+// Torch-free header; LibTorch stays inside model/.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/model.h"
+#include "model/early_exit_model.h"
+
+namespace hapi {
+
+// Prepares `model` for inference (a copy of its weights, batch norm folded as
+// `options` say): later changes to `model` do not reach the result.
+absl::StatusOr<std::shared_ptr<const Model>> MakeTorchModel(EarlyExitModel& model,
+                                                            const ModelOptions& options = {});
+
+// A ModelLoader: reads the model directory written by EarlyExitModel::Save.
+absl::StatusOr<std::shared_ptr<const Model>> LoadTorchModel(const std::string& model_dir,
+                                                            const ModelOptions& options = {});
+
+// The number of intra-op threads LibTorch uses in this process.
+void SetIntraOpThreads(int threads);
+int IntraOpThreads();
+
+}  // namespace hapi

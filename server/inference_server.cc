@@ -1,0 +1,90 @@
+#include "server/inference_server.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "glog/logging.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "rpc/process.h"
+
+namespace hapi {
+
+absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
+    InferenceServerOptions options) {
+  if (!options.servables.load_model) {
+    return absl::InvalidArgumentError("the server needs a model loader");
+  }
+  if (!options.variant.empty() && !options.device.empty()) {
+    return absl::InvalidArgumentError("serve a variant or a device's newest variant, not both");
+  }
+  std::unique_ptr<InferenceServer> s(new InferenceServer(std::move(options)));
+  s->registry_ = std::make_shared<prometheus::Registry>();
+  s->metrics_ = std::make_unique<ServerMetrics>(*s->registry_);
+  HAPI_ASSIGN_OR_RETURN(s->exposer_, StartMetrics(s->options_.metrics_address, s->registry_));
+  s->servables_ = std::make_unique<ServableManager>(s->options_.servables, s->metrics_.get());
+  s->batcher_ = std::make_unique<Batcher>(s->options_.batcher);
+  s->service_ = std::make_unique<InferenceService>(s->servables_.get(), s->batcher_.get(),
+                                                   s->options_.service);
+  HAPI_RETURN_IF_ERROR(s->StartGrpc());
+  HAPI_RETURN_IF_ERROR(s->LoadInitialVariant());
+  if (!s->options_.device.empty()) s->watcher_ = std::thread([p = s.get()] { p->WatchDevice(); });
+  return s;
+}
+
+absl::Status InferenceServer::StartGrpc() {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port_);
+  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (!server_ || port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
+  }
+  SetServing(false);  // until a variant is loaded
+  LOG(INFO) << "hapi-server listening on port " << port_;
+  return absl::OkStatus();
+}
+
+absl::Status InferenceServer::LoadInitialVariant() {
+  std::string variant = options_.variant;
+  if (!options_.device.empty()) {
+    HAPI_ASSIGN_OR_RETURN(variant,
+                          NewestVariantForDevice(options_.servables.repository, options_.device));
+  }
+  if (variant.empty()) return absl::OkStatus();
+  HAPI_RETURN_IF_ERROR(servables_->Load(variant).status());
+  SetServing(true);
+  return absl::OkStatus();
+}
+
+void InferenceServer::WatchDevice() {
+  while (!shutdown_.WaitForNotificationWithTimeout(options_.poll_interval)) {
+    auto newest = NewestVariantForDevice(options_.servables.repository, options_.device);
+    auto current = servables_->current();
+    if (newest.ok() && current && *newest != current->variant().id()) {
+      LOG(INFO) << "newer variant " << *newest << " for device " << options_.device;
+      servables_->Load(*newest).IgnoreError();  // failure logged; the old one keeps serving
+    }
+  }
+}
+
+void InferenceServer::SetServing(bool serving) {
+  auto* health = server_->GetHealthCheckService();
+  health->SetServingStatus(serving);
+  health->SetServingStatus("hapi.v1.Inference", serving);
+}
+
+InferenceServer::~InferenceServer() {
+  shutdown_.Notify();
+  if (server_) {
+    SetServing(false);
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    server_->Wait();
+  }
+  if (watcher_.joinable()) watcher_.join();
+  batcher_.reset();  // joins the workers before the service and servables go
+}
+
+}  // namespace hapi

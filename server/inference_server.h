@@ -1,0 +1,71 @@
+// hapi-server as one object: the servable manager, batcher, hapi.v1.Inference
+// service, gRPC server (health + reflection) and /metrics, wired once. main
+// parses flags into InferenceServerOptions and calls Start; tests do the same.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
+#include "server/batcher.h"
+#include "server/inference_service.h"
+#include "server/metrics.h"
+#include "server/servable.h"
+
+namespace hapi {
+
+struct InferenceServerOptions {
+  std::string listen = "0.0.0.0:50051";  // port 0: an ephemeral port (see port())
+  ServableOptions servables;             // repository, model loader, model options
+  // What to serve at start: a variant id, or the newest variant for a device
+  // (then newer ones are swapped in as they appear, polled every
+  // poll_interval). Neither: start NOT_SERVING until LoadVariant.
+  std::string variant;
+  std::string device;
+  absl::Duration poll_interval = absl::Seconds(5);
+  BatcherOptions batcher;
+  InferenceServiceOptions service;  // admin token
+  int max_message_bytes = 4 << 20;  // largest request accepted
+  std::string metrics_address;      // Prometheus /metrics (empty: off)
+};
+
+class InferenceServer {
+ public:
+  // Listens, loads the initial variant and reports SERVING; an initial
+  // variant that fails to load is an error (the status says why).
+  static absl::StatusOr<std::unique_ptr<InferenceServer>> Start(InferenceServerOptions options);
+  // Shuts down: NOT_SERVING, gRPC drained for up to 5 s, workers joined.
+  ~InferenceServer();
+
+  int port() const { return port_; }
+  ServableManager& servables() { return *servables_; }
+  prometheus::Registry& registry() { return *registry_; }
+
+ private:
+  explicit InferenceServer(InferenceServerOptions options) : options_(std::move(options)) {}
+  absl::Status StartGrpc();
+  absl::Status LoadInitialVariant();
+  void WatchDevice();
+  void SetServing(bool serving);
+
+  // All constant after Start, except what the objects guard themselves.
+  const InferenceServerOptions options_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<ServableManager> servables_;
+  std::unique_ptr<Batcher> batcher_;
+  std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  absl::Notification shutdown_;
+  std::thread watcher_;  // with a device: looks for newer variants
+};
+
+}  // namespace hapi

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/fashion_mnist.h"
+#include "core/latency_statistic.h"
 
 namespace hapi::bench {
 
@@ -31,14 +32,10 @@ inline Stats Summarise(std::vector<double> v) {
   Stats s;
   if (v.empty()) return s;
   std::sort(v.begin(), v.end());
-  auto at = [&](double q) {
-    size_t rank = static_cast<size_t>(std::ceil(q * v.size()));
-    return v[std::max<size_t>(rank, 1) - 1];
-  };
   s.mean = std::accumulate(v.begin(), v.end(), 0.0) / v.size();
-  s.p50 = at(0.5);
-  s.p95 = at(0.95);
-  s.p99 = at(0.99);
+  s.p50 = NearestRankPercentile(v, 0.5);
+  s.p95 = NearestRankPercentile(v, 0.95);
+  s.p99 = NearestRankPercentile(v, 0.99);
   s.max = v.back();
   return s;
 }

@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "core/exit_policy.h"
 #include "core/files.h"
+#include "core/latency_statistic.h"
 #include "core/progress_bar.h"
 #include "core/status_macros.h"
 #include "model/torch_model.h"
@@ -30,12 +31,8 @@ v1::PartLatency Summarise(std::vector<double> samples) {
   v1::PartLatency p;
   if (samples.empty()) return p;
   std::sort(samples.begin(), samples.end());
-  auto at = [&](double q) {
-    size_t rank = static_cast<size_t>(std::ceil(q * samples.size()));
-    return samples[std::max<size_t>(rank, 1) - 1];
-  };
-  p.set_median_s(at(0.5));
-  p.set_p95_s(at(0.95));
+  p.set_median_s(NearestRankPercentile(samples, 0.5));
+  p.set_p95_s(NearestRankPercentile(samples, 0.95));
   p.set_mean_s(std::accumulate(samples.begin(), samples.end(), 0.0) / samples.size());
   return p;
 }

@@ -202,7 +202,6 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
   v1::ClassifyRequest request_;
 };
 
-std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(code); }
 
 }  // namespace
 
@@ -241,7 +240,7 @@ absl::Status InferenceService::Submit(
     pixels = absl::InvalidArgumentError(absl::StrCat("the image has ", pixels->size(), " values; model '", servable->variant().model(), "' takes ", shape.channels(), "x", shape.height(), "x", shape.width()));
   }
   if (!pixels.ok()) {
-    if (metrics) metrics->RequestDone(CodeName(pixels.status().code()), 0);
+    if (metrics) metrics->RequestDone(pixels.status().code(), 0);
     return pixels.status();
   }
   auto r = std::make_unique<InferenceRequest>();
@@ -262,11 +261,11 @@ absl::Status InferenceService::Submit(
     response.set_server_latency_s(seconds);
     response.set_queue_s(out.queue_s);
     response.set_batch_size(out.batch_size);
-    if (servable->metrics()) servable->metrics()->RequestDone(CodeName(out.status.code()), seconds);
+    if (servable->metrics()) servable->metrics()->RequestDone(out.status.code(), seconds);
     on_done(out.status, response);
   };
   absl::Status st = batcher_->Submit(std::move(r));
-  if (!st.ok() && metrics) metrics->RequestDone(CodeName(st.code()), 0);
+  if (!st.ok() && metrics) metrics->RequestDone(st.code(), 0);
   return st;
 }
 

@@ -1,6 +1,7 @@
 #include "server/metrics.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/latency_statistic.h"
 #include "server/servable.h"
 
 namespace hapi {
@@ -59,9 +60,12 @@ std::shared_ptr<VariantMetrics> ServerMetrics::ForVariant(const Servable& s) {
   m->batch_size_ = &batch_size_.Add(base, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128});
   m->pending_ = &pending_.Add(base);
   m->violations_ = &sla_violations_.Add(base);
-  for (const char* code : {"OK", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED",
-                           "CANCELLED", "INTERNAL"}) {
-    requests_.Add({{"variant", v.id()}, {"code", code}});
+  // The codes a client sees most, exported as zeros from the start.
+  for (absl::StatusCode code :
+       {absl::StatusCode::kOk, absl::StatusCode::kInvalidArgument,
+        absl::StatusCode::kDeadlineExceeded, absl::StatusCode::kResourceExhausted,
+        absl::StatusCode::kCancelled, absl::StatusCode::kInternal}) {
+    m->Requests(code);
   }
   // Which exits can answer: the enabled ones and the final classifier.
   std::vector<bool> enabled(num_exits, false);
@@ -84,10 +88,11 @@ std::shared_ptr<VariantMetrics> ServerMetrics::ForVariant(const Servable& s) {
     exit_threshold_.Add({{"variant", v.id()}, {"exit", ExitLabel(v.enabled_exits(i), num_exits)}})
         .Set(v.thresholds(i));
   }
-  static const char* kStat[] = {"mean", "mean", "p50", "p95", "p99", "worst"};
-  const int stat = static_cast<int>(v.sla().statistic());
+  const LatencyStatistic statistic =
+      LatencyStatisticFromProto(v.sla().statistic()).value_or(LatencyStatistic::kMean);
   if (v.sla().latency_budget_ms() > 0) {
-    sla_latency_.Add({{"variant", v.id()}, {"statistic", kStat[stat >= 0 && stat < 6 ? stat : 0]}})
+    sla_latency_
+        .Add({{"variant", v.id()}, {"statistic", std::string(LatencyStatisticName(statistic))}})
         .Set(v.sla().latency_budget_ms() * 1e-3);
     m->sla_budget_s_ = v.sla().latency_budget_ms() * 1e-3;
   }
@@ -101,9 +106,20 @@ void ServerMetrics::Retire(const Servable& s) {
   variant_info_.Add({{"variant", v.id()}, {"model", v.model()}, {"device", v.device()}}).Set(0);
 }
 
-void VariantMetrics::RequestDone(const std::string& code, double seconds) {
-  requests_family_->Add({{"variant", variant_}, {"code", code}}).Increment();
-  if (code == "OK") {
+prometheus::Counter& VariantMetrics::Requests(absl::StatusCode code) {
+  const int i = static_cast<int>(code);
+  if (i < 0 || i >= kNumStatusCodes) return Requests(absl::StatusCode::kUnknown);
+  prometheus::Counter* c = requests_[i].load(std::memory_order_acquire);
+  if (c == nullptr) {
+    c = &requests_family_->Add({{"variant", variant_}, {"code", absl::StatusCodeToString(code)}});
+    requests_[i].store(c, std::memory_order_release);
+  }
+  return *c;
+}
+
+void VariantMetrics::RequestDone(absl::StatusCode code, double seconds) {
+  Requests(code).Increment();
+  if (code == absl::StatusCode::kOk) {
     request_duration_->Observe(seconds);
     if (sla_budget_s_ > 0 && seconds > sla_budget_s_) violations_->Increment();
   }

@@ -3,10 +3,13 @@
 // VariantMetrics made when the variant loads.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -17,10 +20,13 @@ namespace hapi {
 
 class Servable;
 
+// absl::StatusCode values are 0..16.
+inline constexpr int kNumStatusCodes = 17;
+
 // Children for one variant. Exit vectors are indexed by model exit.
 class VariantMetrics {
  public:
-  void RequestDone(const std::string& code, double seconds);
+  void RequestDone(absl::StatusCode code, double seconds);
   void Answered(int exit, double compute_seconds, double confidence);
   void ExitConfidence(int exit, double confidence);
   void Queued(double seconds);
@@ -31,8 +37,14 @@ class VariantMetrics {
 
  private:
   friend class ServerMetrics;
+  prometheus::Counter& Requests(absl::StatusCode code);
+
+  // All constant after ForVariant, except requests_: children by status
+  // code, made on first use (Family::Add is thread-safe and returns the same
+  // child for the same labels, so a race to fill a slot is harmless).
   prometheus::Family<prometheus::Counter>* requests_family_ = nullptr;
   std::string variant_;
+  std::array<std::atomic<prometheus::Counter*>, kNumStatusCodes> requests_{};
   prometheus::Histogram* request_duration_ = nullptr;
   prometheus::Histogram* queue_duration_ = nullptr;
   prometheus::Histogram* batch_size_ = nullptr;

@@ -100,14 +100,7 @@ int Servable::ExitAtDepth(int depth) const {
 }
 
 double Servable::SecondsBetweenDepths(int from_depth, int to_depth) const {
-  double t = from_depth == 0 ? latency_->OverheadSeconds() : 0.0;
-  int stage = from_depth == 0 ? 0 : ExitAtDepth(from_depth) + 1;
-  for (int d = from_depth + 1; d <= to_depth; ++d) {
-    int exit = ExitAtDepth(d);
-    for (; stage <= exit; ++stage) t += latency_->StageSeconds(stage);
-    t += latency_->HeadSeconds(exit);
-  }
-  return t;
+  return latency_->SecondsBetween(variant_.enabled_exits(), from_depth, to_depth);
 }
 
 absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::Load(const std::string& variant_id) {

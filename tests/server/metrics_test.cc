@@ -127,10 +127,29 @@ TEST(MetricsTest, DeadlineAndQueueOutcomesAreCounted) {
 // a swap v1 -> v2 the old variant's child must drop to 0.
 TEST(MetricsTest, VariantInfoFollowsTheServedVariant) {
   TestServer server;
+  const Labels v1{{"variant", "v1"}, {"model", kModelName}, {"device", "dev"}};
+  EXPECT_EQ(Value(server.registry(), "hapi_variant_info", v1), 1);
   ASSERT_OK(LoadVariant(server.stub(), "v2"));
-  EXPECT_EQ(Value(server.registry(), "hapi_variant_info", {{"variant", "v2"}}), 1);
-  std::optional<double> old = Value(server.registry(), "hapi_variant_info", {{"variant", "v1"}});
-  EXPECT_TRUE(!old.has_value() || *old == 0) << "v1 still reported as served";
+  EXPECT_EQ(Value(server.registry(), "hapi_variant_info",
+                  {{"variant", "v2"}, {"model", kModelName}, {"device", "dev"}}),
+            1);
+  EXPECT_EQ(Value(server.registry(), "hapi_variant_info", v1), 0) << "v1 still reported as served";
+}
+
+// Every status code a request ends with is counted under its own label.
+TEST(MetricsTest, EveryStatusCodeIsCountedUnderItsName) {
+  TestServer server;
+  v1::ClassifyRequest bad;
+  bad.mutable_image()->set_encoded("not an image");
+  v1::ClassifyResponse r;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Classify(server.stub(), bad, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  EXPECT_EQ(Value(server.registry(), "hapi_requests_total",
+                  {{"variant", "v1"}, {"code", "INVALID_ARGUMENT"}}),
+            3);
+  EXPECT_EQ(Value(server.registry(), "hapi_requests_total", {{"variant", "v1"}, {"code", "OK"}}),
+            0);
 }
 
 // Regression: ServingStatus.exit_counts counts "answers per model exit since

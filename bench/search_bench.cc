@@ -13,6 +13,7 @@
 #include "core/design_search.h"
 #include "core/files.h"
 #include "core/model_metadata.h"
+#include "core/repository_layout.h"
 
 ABSL_FLAG(std::string, repository, "repository", "Repository root");
 ABSL_FLAG(std::string, model, "fmnist-resnet", "Model");
@@ -35,7 +36,7 @@ int Fail(const absl::Status& s) {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   auto meta = hapi::LoadModelMetadata(
-      absl::StrCat(absl::GetFlag(FLAGS_repository), "/models/", absl::GetFlag(FLAGS_model)));
+      hapi::RepositoryLayout(absl::GetFlag(FLAGS_repository)).ModelDir(absl::GetFlag(FLAGS_model)));
   if (!meta.ok()) return Fail(meta.status());
   hapi::v1::DeviceProfile profile;
   if (absl::GetFlag(FLAGS_profile).empty()) {
@@ -80,11 +81,14 @@ int main(int argc, char** argv) {
   auto random = *hapi::MakeDesignSearch("random");
   auto annealing = *hapi::MakeDesignSearch("annealing");
 
-  std::printf("%d candidate exits, %zu thresholds: %lld shared-threshold designs; %s budgets "
-              "%.3f..%.3f ms\n",
-              k, base.space.thresholds.size(),
-              static_cast<long long>((int64_t{1} << k) - 1) * static_cast<long long>(base.space.thresholds.size()) + 1,
-              hapi::LatencyStatisticName(*statistic).data(), fastest * 1e3, slowest * 1e3);
+  std::printf(
+      "%d candidate exits, %zu thresholds: %lld shared-threshold designs; %s budgets "
+      "%.3f..%.3f ms\n",
+      k, base.space.thresholds.size(),
+      static_cast<long long>((int64_t{1} << k) - 1) *
+              static_cast<long long>(base.space.thresholds.size()) +
+          1,
+      hapi::LatencyStatisticName(*statistic).data(), fastest * 1e3, slowest * 1e3);
   std::string md = absl::StrFormat(
       "%s latency budgets, shared threshold, %d candidate exits x %d thresholds.\n\n"
       "| budget ms | exhaustive acc | hapi acc | gap pts | random acc | annealing acc | "
@@ -130,11 +134,11 @@ int main(int argc, char** argv) {
                 100 * per_exit_acc, static_cast<long long>(hp->stats.designs_evaluated),
                 ex->stats.seconds * 1e3, hp->stats.seconds * 1e3);
     std::fflush(stdout);
-    absl::StrAppendFormat(&md, "| %.3f | %.2f%% | %.2f%% | %.2f | %.2f%% | %.2f%% | %.2f%% | %d | %.1f | %.1f |\n",
-                          problem.sla.latency_budget_s * 1e3, 100 * ex->prediction.accuracy,
-                          100 * hp->prediction.accuracy, gap, 100 * acc_of(rs), 100 * acc_of(sa),
-                          100 * per_exit_acc, hp->stats.designs_evaluated, ex->stats.seconds * 1e3,
-                          hp->stats.seconds * 1e3);
+    absl::StrAppendFormat(
+        &md, "| %.3f | %.2f%% | %.2f%% | %.2f | %.2f%% | %.2f%% | %.2f%% | %d | %.1f | %.1f |\n",
+        problem.sla.latency_budget_s * 1e3, 100 * ex->prediction.accuracy,
+        100 * hp->prediction.accuracy, gap, 100 * acc_of(rs), 100 * acc_of(sa), 100 * per_exit_acc,
+        hp->stats.designs_evaluated, ex->stats.seconds * 1e3, hp->stats.seconds * 1e3);
   }
   std::string summary = absl::StrFormat(
       "\nSweep: exhaustive %.2f s (%lld designs), hapi %.3f s (%lld designs): %.0fx faster, "

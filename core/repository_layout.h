@@ -3,6 +3,7 @@
 //   <root>/models/<model>/     manifest.pbtxt, weights, calibration tables
 //   <root>/devices/<device>/   profile.pbtxt
 //   <root>/variants/<variant>/ variant.pbtxt, pareto.csv, pareto.svg
+//   <root>/optimizer.db        hapi-optimizer's state (its default place)
 //
 // Paths only: callers validate names (ValidateName) before building a path
 // from user input.
@@ -16,6 +17,7 @@ namespace hapi {
 
 inline constexpr char kVariantFile[] = "variant.pbtxt";
 inline constexpr char kProfileFile[] = "profile.pbtxt";
+inline constexpr char kOptimizerStateFile[] = "optimizer.db";
 
 class RepositoryLayout {
  public:
@@ -31,6 +33,7 @@ class RepositoryLayout {
   std::string DeviceProfile(absl::string_view device) const;
   std::string VariantDir(absl::string_view variant) const;
   std::string VariantManifest(absl::string_view variant) const;
+  std::string OptimizerState() const;
 
  private:
   std::string root_;

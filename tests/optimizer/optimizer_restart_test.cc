@@ -25,6 +25,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/files.h"
+#include "core/repository_layout.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -68,13 +69,12 @@ std::string Tail(const std::string& path, size_t bytes = 4000) {
   return all.size() > bytes ? all.substr(all.size() - bytes) : all;
 }
 
-// One hapi-optimizer process with its own log file.
-class OptimizerProcess {
+// One hapi-optimizer child process with its own log file.
+class OptimizerChild {
  public:
-  OptimizerProcess(const std::string& repository, const std::string& state,
-                   const std::string& log)
+  OptimizerChild(const std::string& repository, const std::string& state, const std::string& log)
       : repository_(repository), state_(state), log_(log) {}
-  ~OptimizerProcess() {
+  ~OptimizerChild() {
     if (pid_ > 0) {
       ::kill(pid_, SIGKILL);
       int status;
@@ -102,7 +102,8 @@ class OptimizerProcess {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&actions, 1, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                     0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
     int rc = ::posix_spawn(&pid_, kBinary, &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
@@ -116,7 +117,8 @@ class OptimizerProcess {
       int status;
       if (::waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
-        FAIL() << "hapi-optimizer exited during start-up (status " << status << "):\n" << Tail(log_);
+        FAIL() << "hapi-optimizer exited during start-up (status " << status << "):\n"
+               << Tail(log_);
       }
       listening = CanConnect(port_);
       if (!listening) std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -132,7 +134,8 @@ class OptimizerProcess {
       grpc::Status st = stub_->ListDevices(&ctx, v1::ListDevicesRequest(), &resp);
       if (st.ok()) return;
       FAIL() << "hapi-optimizer does not answer on port " << port_ << ": " << st.error_message()
-             << "\n" << Tail(log_);
+             << "\n"
+             << Tail(log_);
     }
     FAIL() << "hapi-optimizer did not start serving on port " << port_ << ":\n" << Tail(log_);
   }
@@ -211,7 +214,9 @@ grpc::Status HealthCheck(const std::shared_ptr<grpc::Channel>& channel, const st
     std::vector<grpc::Slice> slices;
     (void)response_buffer.Dump(&slices);
     std::string bytes;
-    for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    for (const grpc::Slice& s : slices) {
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
     // Field 1 varint; an empty message means status 0 (UNKNOWN).
     *serving_status = bytes.size() >= 2 && bytes[0] == 0x08 ? bytes[1] : 0;
   }
@@ -226,9 +231,9 @@ class OptimizerRestartTest : public ::testing::Test {
     manifest_ = hapi::testing::MakeSyntheticManifest(kModel, 6);
   }
 
-  std::unique_ptr<OptimizerProcess> Launch() {
-    auto p = std::make_unique<OptimizerProcess>(repo_, tmp_.Join("state.db"),
-                                                tmp_.Join(absl::StrCat("optimizer-", ++launches_, ".log")));
+  std::unique_ptr<OptimizerChild> Launch() {
+    auto p = std::make_unique<OptimizerChild>(
+        repo_, tmp_.Join("state.db"), tmp_.Join(absl::StrCat("optimizer-", ++launches_, ".log")));
     p->Start();
     return p;
   }
@@ -250,13 +255,13 @@ class OptimizerRestartTest : public ::testing::Test {
     return req;
   }
 
-  v1::Job Create(OptimizerProcess& p, const v1::CreateVariantRequest& req) {
+  v1::Job Create(OptimizerChild& p, const v1::CreateVariantRequest& req) {
     v1::Job job;
     grpc::Status st = p.stub()->CreateVariant(Ctx().get(), req, &job);
     EXPECT_TRUE(st.ok()) << st.error_message();
     return job;
   }
-  v1::Job GetJob(OptimizerProcess& p, const std::string& id) {
+  v1::Job GetJob(OptimizerChild& p, const std::string& id) {
     v1::GetJobRequest req;
     req.set_id(id);
     v1::Job job;
@@ -264,7 +269,7 @@ class OptimizerRestartTest : public ::testing::Test {
     EXPECT_TRUE(st.ok()) << id << ": " << st.error_message();
     return job;
   }
-  v1::Job PollJob(OptimizerProcess& p, const std::string& id,
+  v1::Job PollJob(OptimizerChild& p, const std::string& id,
                   const std::function<bool(const v1::Job&)>& done) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     v1::Job job;
@@ -276,7 +281,11 @@ class OptimizerRestartTest : public ::testing::Test {
     ADD_FAILURE() << "timed out: " << Describe(job) << "\n" << Tail(p.log());
     return job;
   }
-  std::vector<std::string> VariantDirEntries() { return hapi::testing::ListDir(repo_ + "/variants"); }
+  std::vector<std::string> VariantDirEntries() {
+    return hapi::testing::ListDir(Layout().VariantsDir());
+  }
+
+  RepositoryLayout Layout() const { return RepositoryLayout(repo_); }
 
   ScopedTempDir tmp_;
   std::string repo_;
@@ -285,7 +294,7 @@ class OptimizerRestartTest : public ::testing::Test {
 };
 
 TEST_F(OptimizerRestartTest, SurvivesKillNineDuringASearch) {
-  std::unique_ptr<OptimizerProcess> first = Launch();
+  std::unique_ptr<OptimizerChild> first = Launch();
   ASSERT_FALSE(HasFatalFailure());
   int serving = -1;
   ASSERT_TRUE(HealthCheck(first->channel(), "", &serving).ok());
@@ -301,7 +310,9 @@ TEST_F(OptimizerRestartTest, SurvivesKillNineDuringASearch) {
   ASSERT_TRUE(st.ok()) << st.error_message();
   v1::Job fast = Create(*first, FastRequest());
   ASSERT_EQ(fast.state(), v1::QUEUED);
-  fast = PollJob(*first, fast.id(), [](const v1::Job& j) { return j.state() == v1::SUCCEEDED || j.state() == v1::FAILED; });
+  fast = PollJob(*first, fast.id(), [](const v1::Job& j) {
+    return j.state() == v1::SUCCEEDED || j.state() == v1::FAILED;
+  });
   ASSERT_EQ(fast.state(), v1::SUCCEEDED) << Describe(fast);
   v1::GetVariantRequest get_variant;
   get_variant.set_id(fast.variant());
@@ -324,10 +335,12 @@ TEST_F(OptimizerRestartTest, SurvivesKillNineDuringASearch) {
   ASSERT_TRUE(WIFSIGNALED(status));
   EXPECT_EQ(WTERMSIG(status), SIGKILL);
   // What a crash while publishing would leave: a staging directory.
-  ASSERT_OK(MakeDirectories(repo_ + "/variants/.tmp-" + kDevice + "-v-crashed-123-456"));
-  ASSERT_OK(WriteFileAtomically(repo_ + "/variants/.tmp-" + kDevice + "-v-crashed-123-456/variant.pbtxt", "id: \"x\""));
+  const std::string staging =
+      Layout().VariantDir(absl::StrCat(".tmp-", kDevice, "-v-crashed-123-456"));
+  ASSERT_OK(MakeDirectories(staging));
+  ASSERT_OK(WriteFileAtomically(absl::StrCat(staging, "/", kVariantFile), "id: \"x\""));
 
-  std::unique_ptr<OptimizerProcess> second = Launch();
+  std::unique_ptr<OptimizerChild> second = Launch();
   ASSERT_FALSE(HasFatalFailure());
   ASSERT_TRUE(HealthCheck(second->channel(), "hapi.v1.Optimizer", &serving).ok());
   EXPECT_EQ(serving, 1);
@@ -367,12 +380,14 @@ TEST_F(OptimizerRestartTest, SurvivesKillNineDuringASearch) {
     EXPECT_FALSE(absl::StartsWith(name, ".tmp-")) << name;
   }
   EXPECT_THAT(VariantDirEntries(), ::testing::ElementsAre(fast.variant()));
-  EXPECT_TRUE(fs::exists(repo_ + "/variants/" + fast.variant() + "/variant.pbtxt"));
-  EXPECT_TRUE(fs::exists(repo_ + "/variants/" + fast.variant() + "/pareto.csv"));
+  EXPECT_TRUE(fs::exists(Layout().VariantManifest(fast.variant())));
+  EXPECT_TRUE(fs::exists(Layout().VariantDir(fast.variant()) + "/pareto.csv"));
 
   // The restarted service does new work.
   v1::Job fresh = Create(*second, FastRequest());
-  fresh = PollJob(*second, fresh.id(), [](const v1::Job& j) { return j.state() == v1::SUCCEEDED || j.state() == v1::FAILED; });
+  fresh = PollJob(*second, fresh.id(), [](const v1::Job& j) {
+    return j.state() == v1::SUCCEEDED || j.state() == v1::FAILED;
+  });
   EXPECT_EQ(fresh.state(), v1::SUCCEEDED) << Describe(fresh);
   EXPECT_NE(fresh.variant(), fast.variant());
 
@@ -381,7 +396,7 @@ TEST_F(OptimizerRestartTest, SurvivesKillNineDuringASearch) {
 }
 
 TEST_F(OptimizerRestartTest, SigtermCancelsTheRunningJobAndExitsCleanly) {
-  std::unique_ptr<OptimizerProcess> first = Launch();
+  std::unique_ptr<OptimizerChild> first = Launch();
   ASSERT_FALSE(HasFatalFailure());
   v1::RegisterDeviceRequest reg;
   *reg.mutable_profile() = hapi::testing::MakeSyntheticProfile(kDevice, manifest_);
@@ -395,11 +410,11 @@ TEST_F(OptimizerRestartTest, SigtermCancelsTheRunningJobAndExitsCleanly) {
   const auto start = std::chrono::steady_clock::now();
   const int status = first->Stop(SIGTERM);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << "\n"
-                                                              << Tail(first->log());
+                                                             << Tail(first->log());
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10))
       << "a running search must not delay shutdown";
 
-  std::unique_ptr<OptimizerProcess> second = Launch();
+  std::unique_ptr<OptimizerChild> second = Launch();
   ASSERT_FALSE(HasFatalFailure());
   v1::Job s = GetJob(*second, slow.id());
   EXPECT_EQ(s.state(), v1::CANCELLED) << Describe(s);

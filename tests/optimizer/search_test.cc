@@ -2,8 +2,6 @@
 // exhaustive reference, quality and cost of the HAPI search, feasibility of
 // every algorithm's answer, SLA objectives, errors, cancellation, the bitset
 // evaluator and the Pareto front.
-#include "core/design_search.h"
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -16,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "core/calibration_table.h"
 #include "core/design.h"
+#include "core/design_search.h"
 #include "core/latency_model.h"
 #include "core/sla.h"
 #include "gmock/gmock.h"
@@ -157,12 +156,12 @@ std::optional<Scored> BruteForce(const SearchSpace& space, const Sla& sla,
   EXPECT_TRUE(sla.latency_confidence == 0.5 ||
               (sla.latency_confidence == 0.9 && sla.statistic == LatencyStatistic::kP95));
   const double z = sla.accuracy_confidence == 0.9 ? kZ90 : 0.0;
-  const double floor = sla.objective == SlaObjective::kMinLatency
-                           ? (sla.max_accuracy_drop >= 0
-                                  ? std::max(0.0, table.Accuracy(table.num_exits() - 1) -
-                                                      sla.max_accuracy_drop)
-                                  : sla.min_accuracy)
-                           : 0.0;
+  const double floor =
+      sla.objective == SlaObjective::kMinLatency
+          ? (sla.max_accuracy_drop >= 0
+                 ? std::max(0.0, table.Accuracy(table.num_exits() - 1) - sla.max_accuracy_drop)
+                 : sla.min_accuracy)
+          : 0.0;
   std::optional<Scored> best;
   for (const Design& d : EnumerateDesigns(space)) {
     absl::StatusOr<LatencyPrediction> p = latency.Predict(d, table);
@@ -253,7 +252,9 @@ class SearchTest : public ::testing::Test {
   double FastestMean() const {
     SearchSpace space = DefaultSearchSpace(*table_, ExitPolicy::kMaxSoftmax, 64);
     double fastest = std::numeric_limits<double>::infinity();
-    for (const Design& d : EnumerateDesigns(space)) fastest = std::min(fastest, PredictOrDie(d).mean_s);
+    for (const Design& d : EnumerateDesigns(space)) {
+      fastest = std::min(fastest, PredictOrDie(d).mean_s);
+    }
     return fastest;
   }
 
@@ -291,8 +292,8 @@ TEST_F(SearchTest, MakeDesignSearchKnowsTheFourAlgorithms) {
     ASSERT_NE(s, nullptr);
     EXPECT_EQ(s->name(), name);
   }
-  EXPECT_THAT(MakeDesignSearch("greedy"), StatusIs(absl::StatusCode::kInvalidArgument,
-                                                   HasSubstr("unknown search 'greedy'")));
+  EXPECT_THAT(MakeDesignSearch("greedy"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown search 'greedy'")));
   EXPECT_THAT(MakeDesignSearch(""), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
@@ -539,7 +540,8 @@ TEST(SearchScalingTest, HapiEvaluatesFarFewerDesignsWithManyExits) {
   absl::StatusOr<SearchResult> hapi = MakeDesignSearch("hapi").value()->Search(p);
   ASSERT_THAT(exact, IsOk());
   ASSERT_THAT(hapi, IsOk());
-  EXPECT_EQ(exact->stats.designs_evaluated, 1 + 1023 * static_cast<int64_t>(p.space.thresholds.size()));
+  EXPECT_EQ(exact->stats.designs_evaluated,
+            1 + 1023 * static_cast<int64_t>(p.space.thresholds.size()));
   EXPECT_LT(hapi->stats.designs_evaluated * 5, exact->stats.designs_evaluated)
       << hapi->stats.designs_evaluated << " vs " << exact->stats.designs_evaluated;
   EXPECT_GE(hapi->prediction.accuracy, exact->prediction.accuracy - 0.004);  // 2 samples of 500
@@ -583,7 +585,8 @@ TEST_F(SearchTest, EveryAlgorithmMeetsItsSlaForEveryStatistic) {
     for (LatencyStatistic stat : kStatistics) {
       // Budgets between the fastest and the slowest value of this statistic.
       double lo = std::numeric_limits<double>::infinity(), hi = 0;
-      for (const Design& d : EnumerateDesigns(DefaultSearchSpace(*table_, ExitPolicy::kMaxSoftmax, 16))) {
+      for (const Design& d :
+           EnumerateDesigns(DefaultSearchSpace(*table_, ExitPolicy::kMaxSoftmax, 16))) {
         double v = StatisticOf(PredictOrDie(d), stat);
         lo = std::min(lo, v);
         hi = std::max(hi, v);
@@ -616,7 +619,7 @@ TEST_F(SearchTest, EveryAlgorithmMeetsItsSlaForEveryStatistic) {
 
 TEST_F(SearchTest, ThroughputFloorIsHonoured) {
   const double full = FullNetworkMean();
-  Sla sla = MaxAccuracy(full);  // any design meets the latency budget ...
+  Sla sla = MaxAccuracy(full);                  // any design meets the latency budget ...
   sla.min_throughput_rps = 1.0 / (0.5 * full);  // ... but this needs half the mean
   for (const std::string& algorithm : kAlgorithms) {
     SearchProblem p = Problem(sla);
@@ -744,9 +747,12 @@ TEST_F(SearchTest, LatencyConfidenceKeepsTailBudgetsAwayFromTheCliff) {
     confident.latency_confidence = 0.9;
     std::optional<Scored> loose = BruteForce(any.space, point, *table_, *latency_);
     std::optional<Scored> truth = BruteForce(any.space, confident, *table_, *latency_);
-    if (loose && UpperPercentile(loose->design, *table_, *latency_, 0.95) > point.latency_budget_s) {
+    if (loose &&
+        UpperPercentile(loose->design, *table_, *latency_, 0.95) > point.latency_budget_s) {
       ++binding;  // the plain optimum sits on a cliff the margin refuses
-      if (truth) EXPECT_LE(truth->prediction.accuracy, loose->prediction.accuracy);
+      if (truth) {
+        EXPECT_LE(truth->prediction.accuracy, loose->prediction.accuracy);
+      }
     }
     SearchProblem p = Problem(confident);
     for (const std::string& algorithm : {std::string("exhaustive"), std::string("hapi")}) {
@@ -830,7 +836,8 @@ TEST_F(SearchTest, BadBudgetsAreInvalidArguments) {
     }
     Sla drop = MinLatency(0);
     drop.max_accuracy_drop = nan;
-    EXPECT_THAT(Search(algorithm)->Search(Problem(drop)), StatusIs(absl::StatusCode::kInvalidArgument));
+    EXPECT_THAT(Search(algorithm)->Search(Problem(drop)),
+                StatusIs(absl::StatusCode::kInvalidArgument));
     Sla throughput = MaxAccuracy(1e-3);
     throughput.min_throughput_rps = -5;
     EXPECT_THAT(Search(algorithm)->Search(Problem(throughput)),
@@ -881,8 +888,8 @@ TEST_F(SearchTest, PerExitThresholdsNeverLoseToSharedThresholds) {
     ASSERT_THAT(a, IsOk());
     ASSERT_THAT(b, IsOk());
     EXPECT_GE(b->prediction.accuracy, a->prediction.accuracy)
-        << "budget " << budget / kMs << " ms: per-exit " << DescribeDesign(b->design)
-        << " shared " << DescribeDesign(a->design);
+        << "budget " << budget / kMs << " ms: per-exit " << DescribeDesign(b->design) << " shared "
+        << DescribeDesign(a->design);
     ExpectMeetsSla(*b, per_exit.sla, *table_, *latency_, "hapi per-exit");
     strictly_better += b->prediction.accuracy > a->prediction.accuracy;
   }
@@ -940,7 +947,8 @@ TEST_F(SearchTest, ProgressReturningFalseCancels) {
   for (const std::string& algorithm : kAlgorithms) {
     // Cancelling at the first progress call must stop every algorithm.
     for (int cancel_after : algorithm == "hapi" ? std::vector<int>{1} : std::vector<int>{1, 3}) {
-      SearchProblem p = Problem(MaxAccuracy(0.6 * FullNetworkMean()), 64, /*per_exit=*/algorithm == "hapi");
+      SearchProblem p =
+          Problem(MaxAccuracy(0.6 * FullNetworkMean()), 64, /*per_exit=*/algorithm == "hapi");
       ASSERT_EQ(p.space.thresholds.size(), 64u);
       int calls = 0;
       p.progress = [&](double, int64_t) { return ++calls < cancel_after; };
@@ -1052,8 +1060,9 @@ TEST(DesignEvaluatorTest, HandlesSampleCountsAroundWordBoundaries) {
     for (const Design& d : EnumerateDesigns(space)) {
       std::vector<int> idx;
       for (float t : d.thresholds) {
-        idx.push_back(static_cast<int>(std::find(space.thresholds.begin(), space.thresholds.end(), t) -
-                                       space.thresholds.begin()));
+        idx.push_back(
+            static_cast<int>(std::find(space.thresholds.begin(), space.thresholds.end(), t) -
+                             space.thresholds.begin()));
       }
       LatencyPrediction fast = eval.Evaluate(d.exits, idx);
       absl::StatusOr<LatencyPrediction> slow = latency->Predict(d, table);
@@ -1093,7 +1102,8 @@ void ExpectParetoFront(const std::vector<LatencyPrediction>& predictions, Latenc
   };
   for (int f : front) {
     for (size_t j = 0; j < predictions.size(); ++j) {
-      EXPECT_FALSE(dominates(predictions[j], predictions[f])) << j << " dominates front point " << f;
+      EXPECT_FALSE(dominates(predictions[j], predictions[f]))
+          << j << " dominates front point " << f;
     }
   }
   for (size_t j = 0; j < predictions.size(); ++j) {
@@ -1114,8 +1124,9 @@ TEST_F(SearchTest, ParetoFrontOfTheDesignSpaceIsNonDominatedAndSorted) {
   for (const Design& d : EnumerateDesigns(space)) {
     std::vector<int> idx;
     for (float t : d.thresholds) {
-      idx.push_back(static_cast<int>(std::lower_bound(space.thresholds.begin(), space.thresholds.end(), t) -
-                                     space.thresholds.begin()));
+      idx.push_back(
+          static_cast<int>(std::lower_bound(space.thresholds.begin(), space.thresholds.end(), t) -
+                           space.thresholds.begin()));
     }
     predictions.push_back(eval.Evaluate(d.exits, idx));
   }

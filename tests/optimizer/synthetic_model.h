@@ -17,6 +17,7 @@
 #include "core/exit_policy.h"
 #include "core/files.h"
 #include "core/model_metadata.h"
+#include "core/repository_layout.h"
 #include "hapi/v1/device.pb.h"
 #include "hapi/v1/model.pb.h"
 
@@ -121,7 +122,9 @@ inline v1::DeviceProfile MakeSyntheticProfile(const std::string& device,
   v1::BatchProfile* b = p.add_batches();
   b->set_batch_size(1);
   const int n = manifest.exits_size();
-  for (int s = 0; s < manifest.stages_size(); ++s) *b->add_stages() = PartMs((0.4 + 0.1 * s) * scale);
+  for (int s = 0; s < manifest.stages_size(); ++s) {
+    *b->add_stages() = PartMs((0.4 + 0.1 * s) * scale);
+  }
   for (int e = 0; e < n; ++e) {
     *b->add_exits() = PartMs(e == n - 1 ? 0.02 * scale : (0.04 + 0.02 * e) * scale);
   }
@@ -134,7 +137,7 @@ inline v1::DeviceProfile MakeSyntheticProfile(const std::string& device,
 inline absl::Status WriteSyntheticModel(const std::string& repository, const std::string& name,
                                         int num_exits, int num_samples, uint64_t seed,
                                         int64_t mac_scale = 1000) {
-  const std::string dir = absl::StrCat(repository, "/models/", name);
+  const std::string dir = RepositoryLayout(repository).ModelDir(name);
   if (absl::Status st = MakeDirectories(dir); !st.ok()) return st;
   v1::ModelManifest manifest = MakeSyntheticManifest(name, num_exits, 10, mac_scale);
   CalibrationTable validation = MakeSyntheticTable(num_samples, num_exits, 10, seed);

@@ -11,8 +11,8 @@ OptimizerMetrics::OptimizerMetrics(prometheus::Registry& registry)
                     .Name("hapi_optimizer_job_duration_seconds")
                     .Help("Wall time of variant jobs, from start to finish")
                     .Register(registry)
-                    .Add({}, prometheus::Histogram::BucketBoundaries{
-                                 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300})),
+                    .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5, 1,
+                                                                     2.5, 5, 10, 30, 60, 300})),
       designs_(prometheus::BuildCounter()
                    .Name("hapi_optimizer_designs_evaluated_total")
                    .Help("Designs scored by the design-space exploration")

@@ -64,9 +64,9 @@ CREATE TABLE IF NOT EXISTS variants(
 
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
@@ -98,9 +98,8 @@ absl::Status StateStore::Exec(const std::string& sql) {
 
 absl::Status StateStore::PutDevice(const v1::DeviceProfile& profile, bool overwrite) {
   absl::MutexLock lock(&mu_);
-  Statement st(db_, overwrite
-                        ? "INSERT OR REPLACE INTO devices(name, model, profile) VALUES(?,?,?)"
-                        : "INSERT INTO devices(name, model, profile) VALUES(?,?,?)");
+  Statement st(db_, overwrite ? "INSERT OR REPLACE INTO devices(name, model, profile) VALUES(?,?,?)"
+                              : "INSERT INTO devices(name, model, profile) VALUES(?,?,?)");
   if (!st.ok()) return st.Error("prepare");
   st.Bind(1, profile.name());
   st.Bind(2, profile.model());
@@ -119,7 +118,9 @@ absl::StatusOr<v1::DeviceProfile> StateStore::GetDevice(const std::string& name)
   Statement st(db_, "SELECT profile FROM devices WHERE name = ?");
   if (!st.ok()) return st.Error("prepare");
   st.Bind(1, name);
-  if (st.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("unknown device '", name, "'"));
+  if (st.Step() != SQLITE_ROW) {
+    return absl::NotFoundError(absl::StrCat("unknown device '", name, "'"));
+  }
   return ParseRow<v1::DeviceProfile>(st.Blob(0), "devices");
 }
 
@@ -142,7 +143,9 @@ absl::Status StateStore::DeleteDevice(const std::string& name) {
   if (!st.ok()) return st.Error("prepare");
   st.Bind(1, name);
   if (st.Step() != SQLITE_DONE) return st.Error("delete device");
-  if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("unknown device '", name, "'"));
+  if (sqlite3_changes(db_) == 0) {
+    return absl::NotFoundError(absl::StrCat("unknown device '", name, "'"));
+  }
   return absl::OkStatus();
 }
 
@@ -257,7 +260,9 @@ absl::StatusOr<v1::VariantManifest> StateStore::GetVariant(const std::string& id
   Statement st(db_, "SELECT manifest FROM variants WHERE id = ?");
   if (!st.ok()) return st.Error("prepare");
   st.Bind(1, id);
-  if (st.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("unknown variant '", id, "'"));
+  if (st.Step() != SQLITE_ROW) {
+    return absl::NotFoundError(absl::StrCat("unknown variant '", id, "'"));
+  }
   return ParseRow<v1::VariantManifest>(st.Blob(0), "variants");
 }
 
@@ -285,7 +290,9 @@ absl::Status StateStore::DeleteVariant(const std::string& id) {
   if (!st.ok()) return st.Error("prepare");
   st.Bind(1, id);
   if (st.Step() != SQLITE_DONE) return st.Error("delete variant");
-  if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("unknown variant '", id, "'"));
+  if (sqlite3_changes(db_) == 0) {
+    return absl::NotFoundError(absl::StrCat("unknown variant '", id, "'"));
+  }
   return absl::OkStatus();
 }
 

@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/files.h"
+#include "core/status_macros.h"
 #include "glog/logging.h"
 #include "optimizer/metrics.h"
 
@@ -49,33 +50,30 @@ JobManager::~JobManager() {
   for (std::thread& t : workers_) t.join();
 }
 
-absl::StatusOr<v1::Job> JobManager::Submit(const v1::CreateVariantRequest& request) {
-  if (absl::Status st = ValidateName(request.device(), "device name"); !st.ok()) return st;
-  absl::StatusOr<v1::DeviceProfile> profile = store_->GetDevice(request.device());
-  if (!profile.ok()) return profile.status();
-  if (absl::Status st = builder_->Validate(request, *profile); !st.ok()) return st;
+absl::StatusOr<v1::Job> JobManager::Submit(const VariantSpec& spec) {
+  HAPI_ASSIGN_OR_RETURN(v1::DeviceProfile profile, store_->GetDevice(spec.device));
+  HAPI_RETURN_IF_ERROR(builder_->CheckModelAndDevice(spec, profile));
   v1::Job job;
   job.set_id(NewId("job"));
   job.set_state(v1::QUEUED);
   job.set_phase("queued");
-  job.set_model(request.model());
-  job.set_device(request.device());
-  *job.mutable_sla() = request.sla();
+  job.set_model(spec.model);
+  job.set_device(spec.device);
+  *job.mutable_sla() = spec.request.sla();
   job.set_created_at(NowRfc3339());
   job.set_updated_at(job.created_at());
   {
     absl::MutexLock lock(&mu_);
     if (static_cast<int>(queue_.size()) >= options_.max_pending) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the optimizer already has ", queue_.size(), " queued jobs; try again later"));
+      return absl::ResourceExhaustedError(absl::StrCat("the optimizer already has ", queue_.size(),
+                                                       " queued jobs; try again later"));
     }
   }
-  if (absl::Status st = store_->PutJob(job, request); !st.ok()) return st;
+  HAPI_RETURN_IF_ERROR(store_->PutJob(job, spec.request));
   absl::MutexLock lock(&mu_);
-  active_[job.id()] = Running{job, request, false};
+  active_[job.id()] = Running{job, spec, false};
   queue_.push_back(job.id());
-  LOG(INFO) << "job " << job.id() << " queued: model " << request.model() << " device "
-            << request.device();
+  LOG(INFO) << "job " << job.id() << " queued: model " << spec.model << " device " << spec.device;
   return job;
 }
 
@@ -104,12 +102,15 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
     }
   }
   if (was_queued) {
-    Publish(id, [](v1::Job* j) {
-      j->set_state(v1::CANCELLED);
-      j->set_phase("cancelled");
-      j->set_error("cancelled before it started");
-      j->set_error_code(static_cast<int>(absl::StatusCode::kCancelled));
-    }, /*persist=*/true);
+    Publish(
+        id,
+        [](v1::Job* j) {
+          j->set_state(v1::CANCELLED);
+          j->set_phase("cancelled");
+          j->set_error("cancelled before it started");
+          j->set_error_code(static_cast<int>(absl::StatusCode::kCancelled));
+        },
+        /*persist=*/true);
     if (metrics_) metrics_->JobFinished("cancelled", 0, 0);
   }
   return Get(id);
@@ -154,8 +155,8 @@ void JobManager::Publish(const std::string& id, const std::function<void(v1::Job
     it->second.job.set_updated_at(NowRfc3339());
     job = it->second.job;
   }
-  const bool finished = job.state() == v1::SUCCEEDED || job.state() == v1::FAILED ||
-                        job.state() == v1::CANCELLED;
+  const bool finished =
+      job.state() == v1::SUCCEEDED || job.state() == v1::FAILED || job.state() == v1::CANCELLED;
   // Persist while the job is still in memory: a reader that misses it in
   // active_ then finds the new state in the store, never an older one.
   if (persist && job.state() != v1::SUCCEEDED) {
@@ -185,9 +186,8 @@ void JobManager::WorkerLoop() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](JobManager* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(m->mu_) {
-            return m->stopping_ || !m->queue_.empty();
-          },
+          +[](JobManager* m)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(m->mu_) { return m->stopping_ || !m->queue_.empty(); },
           this));
       if (stopping_) return;
       id = queue_.front();
@@ -198,84 +198,105 @@ void JobManager::WorkerLoop() {
 }
 
 void JobManager::RunJob(const std::string& id) {
-  v1::CreateVariantRequest request;
+  VariantSpec spec;
   {
     absl::MutexLock lock(&mu_);
     auto it = active_.find(id);
     if (it == active_.end()) return;
-    request = it->second.request;
+    spec = it->second.spec;
   }
   const auto start = std::chrono::steady_clock::now();
-  Publish(id, [](v1::Job* j) {
-    j->set_state(v1::RUNNING);
-    j->set_phase("loading");
-  }, /*persist=*/true);
+  Publish(
+      id,
+      [](v1::Job* j) {
+        j->set_state(v1::RUNNING);
+        j->set_phase("loading");
+      },
+      /*persist=*/true);
   LOG(INFO) << "job " << id << " running";
 
-  auto last = std::chrono::steady_clock::now();
-  int64_t evaluated = 0;
-  auto progress = [&](const std::string& phase, double percent, int64_t designs) {
-    evaluated = designs;
-    auto now = std::chrono::steady_clock::now();
-    if (now - last >= std::chrono::milliseconds(100) || phase != "searching") {
-      last = now;
-      Publish(id, [&](v1::Job* j) {
-        j->set_phase(phase);
-        j->set_percent(percent);
-        j->set_designs_evaluated(designs);
-      }, /*persist=*/false);
-    }
-    absl::MutexLock lock(&mu_);
-    auto it = active_.find(id);
-    return it != active_.end() && !it->second.cancel;
+  ProgressState progress{std::chrono::steady_clock::now(), 0};
+  auto report = [&](const std::string& phase, double percent, int64_t designs) {
+    return ReportProgress(id, phase, percent, designs, &progress);
   };
-
-  absl::StatusOr<v1::DeviceProfile> profile = store_->GetDevice(request.device());
-  std::string variant_id = request.variant_id().empty()
-                               ? NewId(absl::StrCat(request.device().substr(0, 24), "-v"))
-                               : request.variant_id();
+  if (spec.variant_id.empty()) {
+    spec.variant_id = NewId(absl::StrCat(spec.device.substr(0, 24), "-v"));
+  }
+  absl::StatusOr<v1::DeviceProfile> profile = store_->GetDevice(spec.device);
   absl::StatusOr<v1::VariantManifest> variant =
-      profile.ok() ? builder_->Build(request, *profile, variant_id, id, progress)
+      profile.ok() ? builder_->Build(spec, *profile, id, report)
                    : absl::StatusOr<v1::VariantManifest>(profile.status());
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-
+  absl::Status status = variant.status();
   if (variant.ok()) {
-    v1::Job done;
-    {
-      absl::MutexLock lock(&mu_);
-      done = active_[id].job;
-    }
-    done.set_state(v1::SUCCEEDED);
-    done.set_phase("done");
-    done.set_percent(100);
-    done.set_variant(variant->id());
-    done.set_designs_evaluated(variant->search().designs_evaluated());
-    // The variant directory is already published; index it and finish the
-    // job in one transaction, before anyone is told it succeeded.
-    absl::Status committed = store_->CommitVariant(*variant, done);
-    if (committed.ok()) {
-      Publish(id, [&](v1::Job* j) { *j = done; }, /*persist=*/false);
-      LOG(INFO) << "job " << id << " succeeded in " << seconds << " s: variant "
-                << variant->id() << " (" << variant->search().designs_evaluated() << " designs)";
-      if (metrics_) {
-        metrics_->JobFinished("succeeded", seconds, variant->search().designs_evaluated());
-      }
-      return;
-    }
-    LOG(ERROR) << "job " << id << ": cannot index variant " << variant->id() << ": " << committed;
-    std::error_code ec;
-    std::filesystem::remove_all(builder_->VariantDir(variant->id()), ec);
-    variant = committed;
+    status = Succeed(id, *variant, seconds);
+    if (status.ok()) return;
   }
-  const bool cancelled = absl::IsCancelled(variant.status());
-  Publish(id, [&](v1::Job* j) {
-    j->set_state(cancelled ? v1::CANCELLED : v1::FAILED);
-    j->set_phase(cancelled ? "cancelled" : "failed");
-    j->set_error(std::string(variant.status().message()));
-    j->set_error_code(static_cast<int>(variant.status().code()));
-  }, /*persist=*/true);
-  LOG(INFO) << "job " << id << (cancelled ? " cancelled: " : " failed: ") << variant.status();
+  Fail(id, status, seconds, progress.evaluated);
+}
+
+bool JobManager::ReportProgress(const std::string& id, const std::string& phase, double percent,
+                                int64_t designs, ProgressState* state) {
+  state->evaluated = designs;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - state->last_published >= std::chrono::milliseconds(100) || phase != "searching") {
+    state->last_published = now;
+    Publish(
+        id,
+        [&](v1::Job* j) {
+          j->set_phase(phase);
+          j->set_percent(percent);
+          j->set_designs_evaluated(designs);
+        },
+        /*persist=*/false);
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = active_.find(id);
+  return it != active_.end() && !it->second.cancel;
+}
+
+absl::Status JobManager::Succeed(const std::string& id, const v1::VariantManifest& variant,
+                                 double seconds) {
+  v1::Job done;
+  {
+    absl::MutexLock lock(&mu_);
+    done = active_[id].job;
+  }
+  done.set_state(v1::SUCCEEDED);
+  done.set_phase("done");
+  done.set_percent(100);
+  done.set_variant(variant.id());
+  done.set_designs_evaluated(variant.search().designs_evaluated());
+  // The variant directory is already published; index it and finish the
+  // job in one transaction, before anyone is told it succeeded.
+  if (absl::Status committed = store_->CommitVariant(variant, done); !committed.ok()) {
+    LOG(ERROR) << "job " << id << ": cannot index variant " << variant.id() << ": " << committed;
+    std::error_code ec;
+    std::filesystem::remove_all(builder_->layout().VariantDir(variant.id()), ec);
+    return committed;
+  }
+  Publish(
+      id, [&](v1::Job* j) { *j = done; }, /*persist=*/false);
+  LOG(INFO) << "job " << id << " succeeded in " << seconds << " s: variant " << variant.id() << " ("
+            << variant.search().designs_evaluated() << " designs)";
+  if (metrics_) metrics_->JobFinished("succeeded", seconds, variant.search().designs_evaluated());
+  return absl::OkStatus();
+}
+
+void JobManager::Fail(const std::string& id, const absl::Status& status, double seconds,
+                      int64_t evaluated) {
+  const bool cancelled = absl::IsCancelled(status);
+  Publish(
+      id,
+      [&](v1::Job* j) {
+        j->set_state(cancelled ? v1::CANCELLED : v1::FAILED);
+        j->set_phase(cancelled ? "cancelled" : "failed");
+        j->set_error(std::string(status.message()));
+        j->set_error_code(static_cast<int>(status.code()));
+      },
+      /*persist=*/true);
+  LOG(INFO) << "job " << id << (cancelled ? " cancelled: " : " failed: ") << status;
   if (metrics_) metrics_->JobFinished(cancelled ? "cancelled" : "failed", seconds, evaluated);
 }
 

@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
   builder_options.threshold_grid = absl::GetFlag(FLAGS_threshold_grid);
   builder_options.gnuplot = absl::GetFlag(FLAGS_gnuplot);
   hapi::VariantBuilder builder(builder_options);
-  if (absl::Status st = hapi::RecoverState(store->get(), builder); !st.ok()) {
+  if (absl::Status st = hapi::RecoverState(store->get(), builder.layout()); !st.ok()) {
     LOG(ERROR) << "recovering state: " << st;
     return 1;
   }

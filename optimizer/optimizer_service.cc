@@ -12,8 +12,10 @@
 #include "core/device_profile.h"
 #include "core/files.h"
 #include "core/model_metadata.h"
+#include "core/repository_layout.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
+#include "optimizer/variant_spec.h"
 #include "rpc/grpc_status.h"
 
 namespace hapi {
@@ -167,7 +169,7 @@ absl::StatusOr<v1::DeviceProfile> MeasureThisMachine(const std::string& binary,
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid;
-  if (::posix_spawn(&pid, binary.c_str(), nullptr, nullptr, argv.data(), environ) != 0) {
+  if (::posix_spawnp(&pid, binary.c_str(), nullptr, nullptr, argv.data(), environ) != 0) {
     ::unlink(out.c_str());
     return absl::FailedPreconditionError(absl::StrCat("cannot run the profiler ", binary));
   }
@@ -177,9 +179,9 @@ absl::StatusOr<v1::DeviceProfile> MeasureThisMachine(const std::string& binary,
   absl::Status read = ReadTextProto(out, &profile);
   ::unlink(out.c_str());
   if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("profiling failed (", binary, " exited with status ", WEXITSTATUS(wstatus),
-                     "); see the optimizer's log"));
+    return absl::FailedPreconditionError(absl::StrCat("profiling failed (", binary,
+                                                      " exited with status ", WEXITSTATUS(wstatus),
+                                                      "); see the optimizer's log"));
   }
   HAPI_RETURN_IF_ERROR(read);
   return profile;
@@ -195,15 +197,16 @@ grpc::ServerUnaryReactor* OptimizerService::RegisterDevice(grpc::CallbackServerC
     v1::DeviceProfile measured;
     if (request->has_measure_locally()) {
       LOG(INFO) << "profiling this machine as device " << request->measure_locally().device();
-      HAPI_ASSIGN_OR_RETURN(measured, MeasureThisMachine(profiler_binary_,
-                                                         builder_->options().repository,
-                                                         request->measure_locally()));
+      HAPI_ASSIGN_OR_RETURN(measured,
+                            MeasureThisMachine(profiler_binary_, builder_->options().repository,
+                                               request->measure_locally()));
     }
     const v1::DeviceProfile& profile =
         request->has_measure_locally() ? measured : request->profile();
     HAPI_RETURN_IF_ERROR(ValidateName(profile.name(), "device name"));
     HAPI_RETURN_IF_ERROR(ValidateName(profile.model(), "model name"));
-    absl::StatusOr<ModelMetadata> model = LoadModelMetadata(builder_->ModelDir(profile.model()));
+    const RepositoryLayout& layout = builder_->layout();
+    absl::StatusOr<ModelMetadata> model = LoadModelMetadata(layout.ModelDir(profile.model()));
     if (absl::IsNotFound(model.status())) {
       return absl::NotFoundError(absl::StrCat("unknown model '", profile.model(), "'"));
     }
@@ -214,9 +217,8 @@ grpc::ServerUnaryReactor* OptimizerService::RegisterDevice(grpc::CallbackServerC
       return absl::AlreadyExistsError(absl::StrCat(
           "device '", profile.name(), "' is already registered (set overwrite to replace it)"));
     }
-    const std::string dir = builder_->DeviceDir(profile.name());
-    HAPI_RETURN_IF_ERROR(MakeDirectories(dir));
-    HAPI_RETURN_IF_ERROR(WriteTextProtoAtomically(absl::StrCat(dir, "/", kProfileFile), profile));
+    HAPI_RETURN_IF_ERROR(MakeDirectories(layout.DeviceDir(profile.name())));
+    HAPI_RETURN_IF_ERROR(WriteTextProtoAtomically(layout.DeviceProfile(profile.name()), profile));
     HAPI_RETURN_IF_ERROR(store_->PutDevice(profile, /*overwrite=*/true));
     *response = profile;
     LOG(INFO) << "device " << profile.name() << " registered for model " << profile.model();
@@ -256,7 +258,7 @@ grpc::ServerUnaryReactor* OptimizerService::DeleteDevice(grpc::CallbackServerCon
     absl::MutexLock lock(&register_mu_);
     HAPI_RETURN_IF_ERROR(store_->DeleteDevice(request->name()));
     std::error_code ec;
-    std::filesystem::remove_all(builder_->DeviceDir(request->name()), ec);
+    std::filesystem::remove_all(builder_->layout().DeviceDir(request->name()), ec);
     LOG(INFO) << "device " << request->name() << " deleted";
     return absl::OkStatus();
   }();
@@ -266,12 +268,12 @@ grpc::ServerUnaryReactor* OptimizerService::DeleteDevice(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* OptimizerService::CreateVariant(grpc::CallbackServerContext* ctx,
                                                           const v1::CreateVariantRequest* request,
                                                           v1::Job* response) {
-  absl::Status st = CheckToken(*ctx, admin_token_);
-  if (st.ok()) {
-    absl::StatusOr<v1::Job> job = jobs_->Submit(*request);
-    if (job.ok()) *response = *std::move(job);
-    st = job.status();
-  }
+  absl::Status st = [&]() -> absl::Status {
+    HAPI_RETURN_IF_ERROR(CheckToken(*ctx, admin_token_));
+    HAPI_ASSIGN_OR_RETURN(VariantSpec spec, ParseVariantSpec(*request));
+    HAPI_ASSIGN_OR_RETURN(*response, jobs_->Submit(spec));
+    return absl::OkStatus();
+  }();
   return Done(ctx, st);
 }
 
@@ -364,21 +366,21 @@ grpc::ServerUnaryReactor* OptimizerService::DeleteVariant(grpc::CallbackServerCo
     // Index first: once the row is gone nobody is handed the directory.
     HAPI_RETURN_IF_ERROR(store_->DeleteVariant(request->id()));
     std::error_code ec;
-    std::filesystem::remove_all(builder_->VariantDir(request->id()), ec);
+    std::filesystem::remove_all(builder_->layout().VariantDir(request->id()), ec);
     LOG(INFO) << "variant " << request->id() << " deleted";
     return absl::OkStatus();
   }();
   return Done(ctx, st);
 }
 
-absl::Status RecoverState(StateStore* store, const VariantBuilder& builder) {
-  HAPI_ASSIGN_OR_RETURN(int failed,
-                        store->FailUnfinishedJobs(
-                            "the optimizer stopped while this job was queued or running; "
-                            "submit it again",
-                            NowRfc3339()));
+absl::Status RecoverState(StateStore* store, const RepositoryLayout& layout) {
+  HAPI_ASSIGN_OR_RETURN(
+      int failed,
+      store->FailUnfinishedJobs("the optimizer stopped while this job was queued or running; "
+                                "submit it again",
+                                NowRfc3339()));
   if (failed > 0) LOG(WARNING) << failed << " interrupted job(s) marked FAILED";
-  const std::string variants_dir = absl::StrCat(builder.options().repository, "/variants");
+  const std::string variants_dir = layout.VariantsDir();
   std::error_code ec;
   if (!std::filesystem::exists(variants_dir, ec)) return absl::OkStatus();
   for (const auto& entry : std::filesystem::directory_iterator(variants_dir, ec)) {
@@ -390,8 +392,7 @@ absl::Status RecoverState(StateStore* store, const VariantBuilder& builder) {
     }
     if (!ValidateName(name, "variant id").ok() || store->GetVariant(name).ok()) continue;
     v1::VariantManifest v;
-    if (ReadTextProto(absl::StrCat(entry.path().string(), "/", kVariantFile), &v).ok() &&
-        v.id() == name) {
+    if (ReadTextProto(layout.VariantManifest(name), &v).ok() && v.id() == name) {
       HAPI_RETURN_IF_ERROR(store->PutVariant(v));
       LOG(WARNING) << "indexed variant " << name << " found on disk but not in the index";
     }

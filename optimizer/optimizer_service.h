@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/synchronization/mutex.h"
+#include "core/repository_layout.h"
 #include "hapi/v1/optimizer.grpc.pb.h"
 #include "optimizer/job_manager.h"
 #include "optimizer/state_store.h"
@@ -15,8 +16,8 @@ namespace hapi {
 class OptimizerService final : public v1::Optimizer::CallbackService {
  public:
   // `admin_token` (may be empty) protects the mutating RPCs.
-  // `profiler_binary` (hapi-profile) serves measure_locally registrations;
-  // empty disables them.
+  // `profiler_binary` (hapi-profile; a bare name is looked up on PATH) serves
+  // measure_locally registrations; empty disables them.
   OptimizerService(StateStore* store, JobManager* jobs, VariantBuilder* builder,
                    std::string admin_token, std::string profiler_binary = "");
 
@@ -67,6 +68,6 @@ class OptimizerService final : public v1::Optimizer::CallbackService {
 // At start-up: fails jobs a dead process left QUEUED/RUNNING, removes
 // half-written staging directories, and indexes published variant
 // directories the index lacks (a crash between rename and commit).
-absl::Status RecoverState(StateStore* store, const VariantBuilder& builder);
+absl::Status RecoverState(StateStore* store, const RepositoryLayout& layout);
 
 }  // namespace hapi

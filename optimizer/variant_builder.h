@@ -1,12 +1,13 @@
-// Builds a variant: the search for one (model, device, SLA), the Pareto front
-// (CSV + gnuplot SVG), and the variant directory in the repository, written
-// atomically. No gRPC here; the service and tools call it.
+// Builds variants: runs the design search for a VariantSpec on a device
+// profile and publishes the variant manifest (and its Pareto front) in the
+// repository. The optimizer service and tools call it.
 #pragma once
 
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -16,10 +17,10 @@
 #include "core/repository_layout.h"
 #include "core/sla.h"
 #include "hapi/v1/optimizer.pb.h"
+#include "optimizer/variant_spec.h"
 
 namespace hapi {
 
-absl::StatusOr<Sla> SlaFromProto(const v1::Sla& proto);
 v1::PredictedLatency LatencyToProto(const LatencyPrediction& p);
 
 struct VariantBuilderOptions {
@@ -30,33 +31,34 @@ struct VariantBuilderOptions {
 
 class VariantBuilder {
  public:
-  explicit VariantBuilder(VariantBuilderOptions options) : options_(std::move(options)) {}
+  explicit VariantBuilder(VariantBuilderOptions options)
+      : options_(std::move(options)), layout_(options_.repository) {}
 
-  // Fast checks run before a job is queued, so a bad request fails the RPC
-  // itself: INVALID_ARGUMENT for names/SLA/algorithm/policy, NOT_FOUND for an
-  // unknown model, INVALID_ARGUMENT for a profile of another model.
-  absl::Status Validate(const v1::CreateVariantRequest& request,
-                        const v1::DeviceProfile& profile);
+  // What must hold before a job is queued, so that a request that cannot
+  // work fails the RPC itself: NOT_FOUND for an unknown model,
+  // INVALID_ARGUMENT for a profile of another model.
+  absl::Status CheckModelAndDevice(const VariantSpec& spec, const v1::DeviceProfile& profile);
 
   using Progress = std::function<bool(const std::string& phase, double percent, int64_t evaluated)>;
 
-  // Runs the search and writes repository/variants/<variant_id>/. Returns
-  // FAILED_PRECONDITION (saying what is achievable) when no design meets the
-  // SLA and CANCELLED when `progress` returns false.
-  absl::StatusOr<v1::VariantManifest> Build(const v1::CreateVariantRequest& request,
+  // Runs the search and writes repository/variants/<spec.variant_id>/ (the
+  // id must be set). Returns FAILED_PRECONDITION (saying what is achievable)
+  // when no design meets the SLA and CANCELLED when `progress` returns false.
+  absl::StatusOr<v1::VariantManifest> Build(const VariantSpec& spec,
                                             const v1::DeviceProfile& profile,
-                                            const std::string& variant_id,
                                             const std::string& job_id, const Progress& progress);
 
-  std::string ModelDir(const std::string& model) const;
-  std::string VariantDir(const std::string& id) const;
-  std::string DeviceDir(const std::string& device) const;
+  const RepositoryLayout& layout() const { return layout_; }
   const VariantBuilderOptions& options() const { return options_; }
 
  private:
+  // `name` is a valid model name. Loaded once, then shared by every job.
   absl::StatusOr<std::shared_ptr<const ModelMetadata>> Model(const std::string& name);
+  absl::Status Publish(const VariantSpec& spec, const v1::VariantManifest& variant,
+                       const SearchProblem& problem, const SearchResult& result) const;
 
   const VariantBuilderOptions options_;
+  const RepositoryLayout layout_;
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<const ModelMetadata>> models_ ABSL_GUARDED_BY(mu_);
 };

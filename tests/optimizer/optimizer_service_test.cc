@@ -24,6 +24,7 @@
 #include "core/files.h"
 #include "core/latency_model.h"
 #include "core/model_metadata.h"
+#include "core/repository_layout.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/grpcpp.h"
@@ -63,7 +64,9 @@ constexpr char kOtherModel[] = "other";  // 4 exits, other MACs
 constexpr char kDevice[] = "dev";
 constexpr auto kRpcTimeout = std::chrono::seconds(30);
 
-bool Finished(v1::JobState s) { return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED; }
+bool Finished(v1::JobState s) {
+  return s == v1::SUCCEEDED || s == v1::FAILED || s == v1::CANCELLED;
+}
 
 std::string Describe(const v1::Job& j) {
   return absl::StrCat(j.id(), " ", v1::JobState_Name(j.state()), " ", j.phase(), " ", j.percent(),
@@ -74,9 +77,10 @@ class OptimizerServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     repo_ = tmp_.Join("repository");
+    layout_ = RepositoryLayout(repo_);
     ASSERT_OK(WriteSyntheticModel(repo_, kModel, 6, 2000, /*seed=*/42));
     ASSERT_OK(WriteSyntheticModel(repo_, kOtherModel, 4, 500, /*seed=*/7, /*mac_scale=*/2000));
-    ASSERT_OK_AND_ASSIGN(ModelMetadata m, LoadModelMetadata(repo_ + "/models/" + kModel));
+    ASSERT_OK_AND_ASSIGN(ModelMetadata m, LoadModelMetadata(layout_.ModelDir(kModel)));
     model_ = std::make_unique<ModelMetadata>(std::move(m));
   }
   void TearDown() override { Stop(); }
@@ -89,7 +93,7 @@ class OptimizerServiceTest : public ::testing::Test {
     options.threshold_grid = threshold_grid;
     options.gnuplot = "";  // no plot: keeps the test hermetic and fast
     builder_ = std::make_unique<VariantBuilder>(options);
-    ASSERT_OK(RecoverState(store_.get(), *builder_));
+    ASSERT_OK(RecoverState(store_.get(), builder_->layout()));
     jobs_ = std::make_unique<JobManager>(store_.get(), builder_.get(), nullptr, job_options);
     service_ = std::make_unique<OptimizerService>(store_.get(), jobs_.get(), builder_.get(), token);
     grpc::ServerBuilder server_builder;
@@ -282,12 +286,13 @@ class OptimizerServiceTest : public ::testing::Test {
   }
 
   std::vector<std::string> VariantDirEntries() {
-    if (!fs::exists(repo_ + "/variants")) return {};
-    return hapi::testing::ListDir(repo_ + "/variants");
+    if (!fs::exists(layout_.VariantsDir())) return {};
+    return hapi::testing::ListDir(layout_.VariantsDir());
   }
 
   ScopedTempDir tmp_;
   std::string repo_;
+  RepositoryLayout layout_{""};
   std::unique_ptr<ModelMetadata> model_;
   std::string token_;
   std::unique_ptr<StateStore> store_;
@@ -309,7 +314,7 @@ TEST_F(OptimizerServiceTest, DeviceRegisterListGetDelete) {
   EXPECT_TRUE(MessageDifferencer::Equals(echoed, profile)) << echoed.DebugString();
 
   // The profile is on disk in the repository, as a text proto.
-  const std::string file = repo_ + "/devices/dev/profile.pbtxt";
+  const std::string file = layout_.DeviceProfile("dev");
   ASSERT_TRUE(fs::exists(file));
   v1::DeviceProfile on_disk;
   ASSERT_OK(ReadTextProto(file, &on_disk));
@@ -326,13 +331,13 @@ TEST_F(OptimizerServiceTest, DeviceRegisterListGetDelete) {
   EXPECT_TRUE(MessageDifferencer::Equals(got, profile));
 
   ASSERT_OK(DeleteDevice("dev"));
-  EXPECT_FALSE(fs::exists(repo_ + "/devices/dev"));
+  EXPECT_FALSE(fs::exists(layout_.DeviceDir("dev")));
   EXPECT_THAT(GetDevice("dev"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("dev")));
   EXPECT_THAT(DeleteDevice("dev"), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(GetDevice("never-registered"), StatusIs(absl::StatusCode::kNotFound));
   ASSERT_THAT(ListDevices(), SizeIs(1));
   EXPECT_EQ(ListDevices()[0].name(), "dev-b");
-  EXPECT_TRUE(fs::exists(repo_ + "/devices/dev-b/profile.pbtxt"));
+  EXPECT_TRUE(fs::exists(layout_.DeviceProfile("dev-b")));
 }
 
 TEST_F(OptimizerServiceTest, DuplicateRegistrationNeedsOverwrite) {
@@ -340,22 +345,23 @@ TEST_F(OptimizerServiceTest, DuplicateRegistrationNeedsOverwrite) {
   ASSERT_OK(Register(Profile()));
   v1::DeviceProfile changed = Profile("dev", 1.5);
   changed.set_description("re-measured");
-  EXPECT_THAT(Register(changed), StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("overwrite")));
+  EXPECT_THAT(Register(changed),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("overwrite")));
   // Neither the row nor the file changed.
   ASSERT_OK_AND_ASSIGN(v1::DeviceProfile got, GetDevice("dev"));
   EXPECT_TRUE(got.description().empty());
   v1::DeviceProfile on_disk;
-  ASSERT_OK(ReadTextProto(repo_ + "/devices/dev/profile.pbtxt", &on_disk));
+  ASSERT_OK(ReadTextProto(layout_.DeviceProfile("dev"), &on_disk));
   EXPECT_TRUE(on_disk.description().empty());
 
   ASSERT_OK(Register(changed, /*overwrite=*/true));
   ASSERT_OK_AND_ASSIGN(got, GetDevice("dev"));
   EXPECT_TRUE(MessageDifferencer::Equals(got, changed));
-  ASSERT_OK(ReadTextProto(repo_ + "/devices/dev/profile.pbtxt", &on_disk));
+  ASSERT_OK(ReadTextProto(layout_.DeviceProfile("dev"), &on_disk));
   EXPECT_EQ(on_disk.description(), "re-measured");
   EXPECT_THAT(ListDevices(), SizeIs(1));
   // No temp files left beside the profile.
-  EXPECT_THAT(hapi::testing::ListDir(repo_ + "/devices/dev"), ElementsAre("profile.pbtxt"));
+  EXPECT_THAT(hapi::testing::ListDir(layout_.DeviceDir("dev")), ElementsAre(kProfileFile));
 }
 
 TEST_F(OptimizerServiceTest, RegisterDeviceRejectsBadProfiles) {
@@ -392,16 +398,19 @@ TEST_F(OptimizerServiceTest, RegisterDeviceRejectsBadProfiles) {
   EXPECT_THAT(Register(exits), StatusIs(absl::StatusCode::kInvalidArgument));
   v1::DeviceProfile negative = Profile();
   negative.mutable_batches(0)->mutable_stages(2)->set_mean_s(-1e-3);
-  EXPECT_THAT(Register(negative), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("stage 2")));
+  EXPECT_THAT(Register(negative),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("stage 2")));
   v1::DeviceProfile nan = Profile();
   nan.mutable_batches(0)->mutable_exits(0)->set_p95_s(std::numeric_limits<double>::quiet_NaN());
   EXPECT_THAT(Register(nan), StatusIs(absl::StatusCode::kInvalidArgument));
   v1::DeviceProfile batch8 = Profile();
   batch8.mutable_batches(0)->set_batch_size(8);
-  EXPECT_THAT(Register(batch8), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("batch-size-1")));
+  EXPECT_THAT(Register(batch8),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("batch-size-1")));
 
   EXPECT_THAT(ListDevices(), IsEmpty());
-  EXPECT_FALSE(fs::exists(repo_ + "/devices") && !hapi::testing::ListDir(repo_ + "/devices").empty());
+  EXPECT_FALSE(fs::exists(layout_.DevicesDir()) &&
+               !hapi::testing::ListDir(layout_.DevicesDir()).empty());
 }
 
 // ---------------------------------------------------------------------------
@@ -517,9 +526,9 @@ TEST_F(OptimizerServiceTest, CreateVariantQueuesThenSucceeds) {
   EXPECT_DOUBLE_EQ(on_test.accuracy, v.test_accuracy());
 
   // The variant directory, published whole.
-  const std::string dir = repo_ + "/variants/" + v.id();
+  const std::string dir = layout_.VariantDir(v.id());
   v1::VariantManifest on_disk;
-  ASSERT_OK(ReadTextProto(dir + "/variant.pbtxt", &on_disk));
+  ASSERT_OK(ReadTextProto(layout_.VariantManifest(v.id()), &on_disk));
   EXPECT_TRUE(MessageDifferencer::Equals(on_disk, v)) << on_disk.DebugString();
   EXPECT_THAT(VariantDirEntries(), ElementsAre(v.id()));
   ASSERT_OK_AND_ASSIGN(std::string csv, ReadFile(dir + "/pareto.csv"));
@@ -565,7 +574,8 @@ TEST_F(OptimizerServiceTest, SeveralWatchersAndConcurrentJobs) {
   for (int i = 0; i < 6; ++i) {
     // dev-slow takes twice as long for everything.
     const double budget_ms = (2.2 + 0.3 * i) * (i % 2 ? 2 : 1);
-    ASSERT_OK_AND_ASSIGN(v1::Job job, Create(Request(budget_ms, kModel, i % 2 ? "dev-slow" : kDevice)));
+    ASSERT_OK_AND_ASSIGN(v1::Job job,
+                         Create(Request(budget_ms, kModel, i % 2 ? "dev-slow" : kDevice)));
     ids.push_back(job.id());
   }
   // Two watchers per job, all at once.
@@ -653,7 +663,7 @@ TEST_F(OptimizerServiceTest, ListVariantsFiltersAndDeleteVariantRemoves) {
   ASSERT_OK(DeleteVariant("va"));
   EXPECT_THAT(GetVariant("va"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("va")));
   EXPECT_THAT(DeleteVariant("va"), StatusIs(absl::StatusCode::kNotFound));
-  EXPECT_FALSE(fs::exists(repo_ + "/variants/va"));
+  EXPECT_FALSE(fs::exists(layout_.VariantDir("va")));
   EXPECT_THAT(VariantDirEntries(), ElementsAre("vb"));
   ASSERT_OK_AND_ASSIGN(all, ListVariants());
   EXPECT_THAT(ids(all), ElementsAre("vb"));
@@ -671,7 +681,8 @@ TEST_F(OptimizerServiceTest, ReusingAVariantIdFailsTheJobAndKeepsTheOriginal) {
   ASSERT_OK_AND_ASSIGN(v1::Job second, Create(req));
   v1::Job done = WaitForJob(second.id());
   EXPECT_EQ(done.state(), v1::FAILED) << Describe(done);
-  EXPECT_EQ(done.error_code(), static_cast<int>(absl::StatusCode::kAlreadyExists)) << Describe(done);
+  EXPECT_EQ(done.error_code(), static_cast<int>(absl::StatusCode::kAlreadyExists))
+      << Describe(done);
   ASSERT_OK_AND_ASSIGN(v1::VariantManifest still, GetVariant("mine"));
   EXPECT_TRUE(MessageDifferencer::Equals(still, first));
   EXPECT_THAT(VariantDirEntries(), ElementsAre("mine"));
@@ -694,17 +705,20 @@ TEST_F(OptimizerServiceTest, CreateVariantRejectsBadRequestsAtOnce) {
     if (!bad.empty()) {
       v1::CreateVariantRequest req = Request(2.5);
       req.set_variant_id(bad);
-      EXPECT_THAT(Create(req), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("variant id")))
+      EXPECT_THAT(Create(req),
+                  StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("variant id")))
           << "variant id '" << bad << "'";
     }
   }
-  for (double budget : {-1.0, 0.0, std::numeric_limits<double>::quiet_NaN(),
-                        std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()}) {
+  for (double budget :
+       {-1.0, 0.0, std::numeric_limits<double>::quiet_NaN(),
+        std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()}) {
     EXPECT_THAT(Create(Request(budget)), StatusIs(absl::StatusCode::kInvalidArgument))
         << "budget " << budget;
   }
   v1::CreateVariantRequest req = Request(2.5, kModel, kDevice, "simulated-annealing");
-  EXPECT_THAT(Create(req), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown search")));
+  EXPECT_THAT(Create(req),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown search")));
   req = Request(2.5);
   req.set_exit_policy("softmax");
   EXPECT_THAT(Create(req), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("exit policy")));
@@ -812,7 +826,7 @@ TEST_F(OptimizerServiceTest, AdminTokenProtectsMutatingRpcsOnly) {
   EXPECT_THAT(CallAs(std::optional<std::string>("Bearer s3cret-and-more"), &Stub::RegisterDevice,
                      reg, &profile_out),
               StatusIs(absl::StatusCode::kPermissionDenied));
-  EXPECT_FALSE(fs::exists(repo_ + "/devices/dev")) << "refused calls change nothing";
+  EXPECT_FALSE(fs::exists(layout_.DeviceDir("dev"))) << "refused calls change nothing";
   EXPECT_OK(CallAs(right, &Stub::RegisterDevice, reg, &profile_out));
 
   // The token is checked before the request: no probing without it.
@@ -987,11 +1001,11 @@ TEST_F(OptimizerServiceTest, RestartFailsInterruptedJobsAndRecoversTheRepository
 
   // What a crash can leave behind: a half-written staging directory, and a
   // published variant whose index row was never committed.
-  ASSERT_OK(MakeDirectories(repo_ + "/variants/.tmp-half-123-456"));
-  ASSERT_OK(MakeDirectories(repo_ + "/variants/orphan"));
+  ASSERT_OK(MakeDirectories(layout_.VariantDir(".tmp-half-123-456")));
+  ASSERT_OK(MakeDirectories(layout_.VariantDir("orphan")));
   v1::VariantManifest orphan = kept;
   orphan.set_id("orphan");
-  ASSERT_OK(WriteTextProtoAtomically(repo_ + "/variants/orphan/variant.pbtxt", orphan));
+  ASSERT_OK(WriteTextProtoAtomically(layout_.VariantManifest("orphan"), orphan));
 
   Start(JobManagerOptions{/*workers=*/1, /*max_pending=*/16}, /*threshold_grid=*/24);
   ASSERT_OK_AND_ASSIGN(v1::Job slow_after, GetJob(slow.id()));

@@ -1,8 +1,6 @@
 // hapi.v1.Optimizer served in-process by a real grpc::Server over a temporary
 // repository holding synthetic models (manifest + calibration tables only:
 // the optimizer never loads LibTorch).
-#include "optimizer/optimizer_service.h"
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -30,9 +28,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "hapi/v1/optimizer.grpc.pb.h"
-#include "optimizer/job_manager.h"
-#include "optimizer/state_store.h"
-#include "optimizer/variant_builder.h"
+#include "optimizer/optimizer_process.h"
 #include "rpc/grpc_status.h"
 #include "tests/optimizer/synthetic_model.h"
 #include "tests/status_matchers.h"
@@ -87,35 +83,26 @@ class OptimizerServiceTest : public ::testing::Test {
 
   void Start(JobManagerOptions job_options = {}, int threshold_grid = 64, std::string token = "") {
     token_ = token;
-    ASSERT_OK_AND_ASSIGN(store_, StateStore::Open(tmp_.Join("state.db")));
-    VariantBuilderOptions options;
+    OptimizerOptions options;
+    options.listen = "";  // in-process channel only
     options.repository = repo_;
+    options.state = tmp_.Join("state.db");
+    options.metrics_address = "";
+    options.workers = job_options.workers;
+    options.max_pending = job_options.max_pending;
     options.threshold_grid = threshold_grid;
-    options.gnuplot = "";  // no plot: keeps the test hermetic and fast
-    builder_ = std::make_unique<VariantBuilder>(options);
-    ASSERT_OK(RecoverState(store_.get(), builder_->layout()));
-    jobs_ = std::make_unique<JobManager>(store_.get(), builder_.get(), nullptr, job_options);
-    service_ = std::make_unique<OptimizerService>(store_.get(), jobs_.get(), builder_.get(), token);
-    grpc::ServerBuilder server_builder;
-    server_builder.RegisterService(service_.get());
-    server_ = server_builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    stub_ = v1::Optimizer::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+    options.admin_token = token;
+    options.gnuplot = "";   // no plot: keeps the test hermetic and fast
+    options.profiler = "";  // no measure_locally
+    ASSERT_OK_AND_ASSIGN(optimizer_, OptimizerProcess::Create(options));
+    stub_ = v1::Optimizer::NewStub(optimizer_->InProcessChannel());
   }
 
-  // Server first (no more calls, watch streams end), then the jobs (running
-  // ones are cancelled), then what they use.
+  // As hapi-optimizer stops: the server first (watch streams end), then the
+  // jobs (running ones are cancelled).
   void Stop() {
     stub_.reset();
-    if (server_) {
-      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-      server_->Wait();
-    }
-    server_.reset();
-    service_.reset();
-    jobs_.reset();
-    builder_.reset();
-    store_.reset();
+    optimizer_.reset();
   }
 
   // --- RPC helpers ---------------------------------------------------------
@@ -295,11 +282,7 @@ class OptimizerServiceTest : public ::testing::Test {
   RepositoryLayout layout_{""};
   std::unique_ptr<ModelMetadata> model_;
   std::string token_;
-  std::unique_ptr<StateStore> store_;
-  std::unique_ptr<VariantBuilder> builder_;
-  std::unique_ptr<JobManager> jobs_;
-  std::unique_ptr<OptimizerService> service_;
-  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<OptimizerProcess> optimizer_;
   std::unique_ptr<Stub> stub_;
 };
 

@@ -4,10 +4,12 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <numeric>
 #include <cstdio>
+#include <numeric>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -29,13 +31,163 @@ double Percentile(std::vector<double> v, double q) {
   return v[std::max<size_t>(rank, 1) - 1];
 }
 
-const char* CodeName(int code) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-  return code >= 0 && code <= 16 ? kNames[code] : "?";
+// gRPC's status codes are absl's, names and all; a code outside them shows as "?".
+std::string CodeName(int code) {
+  std::string name = absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+  return name.empty() ? "?" : name;
+}
+
+// One run of the load generator: what its client threads share.
+class LoadRun {
+ public:
+  LoadRun(v1::Inference::Stub* stub, const std::vector<std::string>& images,
+          const std::vector<int>& labels, const LoadOptions& options, const std::string& token)
+      : stub_(stub), images_(images), labels_(labels), options_(options), token_(token) {}
+
+  LoadReport Run();
+
+ private:
+  // One request with everything it needs until its answer is recorded: the
+  // open loop's callback owns it after the loop has moved on.
+  struct Call {
+    grpc::ClientContext context;
+    v1::ClassifyRequest request;
+    v1::ClassifyResponse response;
+    double start_s = 0;
+    int64_t i = 0;
+  };
+
+  // Whether one more request may go out: false once --count requests have, or
+  // once --duration has passed.
+  bool ClaimRequest();
+  void PrepareCall(int64_t i, Call* call);
+  void Record(const Call& call, const grpc::Status& status);
+
+  // N clients with one request each in flight: the rate is what the server
+  // sustains.
+  void RunClosedLoop();
+  // Requests at fixed times whatever the answers do, so queueing shows.
+  void RunOpenLoop();
+  void ShowProgress(absl::Notification* finished);
+
+  // Constant after construction; the caller's, which outlive Run().
+  v1::Inference::Stub* const stub_;
+  const std::vector<std::string>& images_;
+  const std::vector<int>& labels_;
+  const LoadOptions& options_;
+  const std::string& token_;
+  const Clock::time_point t0_ = Clock::now();  // every time in the report is since this
+  // Atomic: every client thread counts, and the progress line reads them.
+  std::atomic<int64_t> issued_{0}, done_{0};
+  absl::Mutex mu_;
+  std::vector<LoadSample> samples_ ABSL_GUARDED_BY(mu_);
+};
+
+bool LoadRun::ClaimRequest() {
+  if (options_.count > 0) return issued_.fetch_add(1) < options_.count;
+  if (Since(t0_) >= options_.duration_s) return false;
+  issued_.fetch_add(1);
+  return true;
+}
+
+void LoadRun::PrepareCall(int64_t i, Call* call) {
+  call->i = i;
+  call->request.mutable_image()->set_raw_uint8(images_[i % images_.size()]);
+  if (options_.deadline_ms > 0) {
+    call->context.set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::microseconds(static_cast<int64_t>(options_.deadline_ms * 1000)));
+  }
+  if (!token_.empty()) {
+    call->context.AddMetadata("authorization", absl::StrCat("Bearer ", token_));
+  }
+  call->start_s = Since(t0_);
+}
+
+void LoadRun::Record(const Call& call, const grpc::Status& status) {
+  LoadSample s;
+  s.start_s = call.start_s;
+  s.latency_s = Since(t0_) - call.start_s;
+  s.code = status.error_code();
+  s.truth = labels_[call.i % labels_.size()];
+  if (status.ok()) {
+    const v1::ClassifyResponse& r = call.response;
+    s.label = r.label();
+    s.exit_index = r.exit().exit_index();
+    s.cut_by_deadline = r.cut_by_deadline();
+    s.server_s = r.server_latency_s();
+    s.queue_s = r.queue_s();
+  }
+  absl::MutexLock lock(&mu_);
+  samples_.push_back(s);
+  ++done_;
+}
+
+void LoadRun::RunClosedLoop() {
+  const int clients = std::max(1, options_.concurrency);
+  std::vector<std::thread> threads;
+  threads.reserve(clients);
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([this, c, clients] {
+      for (int64_t i = c; ClaimRequest(); i += clients) {
+        Call call;
+        PrepareCall(i, &call);
+        grpc::Status status = stub_->Classify(&call.context, call.request, &call.response);
+        Record(call, status);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+void LoadRun::RunOpenLoop() {
+  std::atomic<int64_t> in_flight{0};
+  const double interval = 1.0 / options_.rate;
+  for (int64_t i = 0; ClaimRequest(); ++i) {
+    double due = i * interval;
+    double now = Since(t0_);
+    if (due > now) std::this_thread::sleep_for(std::chrono::duration<double>(due - now));
+    auto* call = new Call();
+    PrepareCall(i, call);
+    ++in_flight;
+    stub_->async()->Classify(&call->context, &call->request, &call->response,
+                             [this, call, &in_flight](const grpc::Status& status) {
+                               Record(*call, status);
+                               delete call;
+                               --in_flight;
+                             });
+  }
+  while (in_flight.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+void LoadRun::ShowProgress(absl::Notification* finished) {
+  while (options_.progress && !finished->WaitForNotificationWithTimeout(absl::Milliseconds(500))) {
+    double t = Since(t0_);
+    std::fprintf(stderr, "\r\033[K%.1fs  %lld done  %.0f req/s", t,
+                 static_cast<long long>(done_.load()), t > 0 ? done_.load() / t : 0.0);
+  }
+}
+
+LoadReport LoadRun::Run() {
+  absl::Notification finished;
+  std::thread progress([this, &finished] { ShowProgress(&finished); });
+  if (options_.rate <= 0) {
+    RunClosedLoop();
+  } else {
+    RunOpenLoop();
+  }
+  LoadReport report;
+  report.seconds = Since(t0_);
+  finished.Notify();
+  progress.join();
+  if (options_.progress) std::fprintf(stderr, "\r\033[K");
+  {
+    absl::MutexLock lock(&mu_);
+    report.samples = std::move(samples_);
+  }
+  std::sort(report.samples.begin(), report.samples.end(),
+            [](const LoadSample& a, const LoadSample& b) { return a.start_s < b.start_s; });
+  return report;
 }
 
 }  // namespace
@@ -43,107 +195,7 @@ const char* CodeName(int code) {
 LoadReport RunLoad(v1::Inference::Stub* stub, const std::vector<std::string>& images,
                    const std::vector<int>& labels, const LoadOptions& options,
                    const std::string& token) {
-  LoadReport report;
-  absl::Mutex mu;
-  std::atomic<int64_t> issued{0}, done{0};
-  const auto t0 = Clock::now();
-  auto more = [&]() {
-    if (options.count > 0) return issued.fetch_add(1) < options.count;
-    if (Since(t0) >= options.duration_s) return false;
-    issued.fetch_add(1);
-    return true;
-  };
-  auto make_context = [&](grpc::ClientContext* ctx) {
-    if (options.deadline_ms > 0) {
-      ctx->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::microseconds(static_cast<int64_t>(options.deadline_ms * 1000)));
-    }
-    if (!token.empty()) ctx->AddMetadata("authorization", absl::StrCat("Bearer ", token));
-  };
-  auto record = [&](int64_t i, double start, const grpc::Status& st, const v1::ClassifyResponse& r) {
-    LoadSample s;
-    s.start_s = start;
-    s.latency_s = Since(t0) - start;
-    s.code = st.error_code();
-    s.truth = labels[i % labels.size()];
-    if (st.ok()) {
-      s.label = r.label();
-      s.exit_index = r.exit().exit_index();
-      s.cut_by_deadline = r.cut_by_deadline();
-      s.server_s = r.server_latency_s();
-      s.queue_s = r.queue_s();
-    }
-    absl::MutexLock lock(&mu);
-    report.samples.push_back(s);
-    ++done;
-  };
-
-  absl::Notification finished;
-  std::thread progress([&] {
-    while (options.progress && !finished.WaitForNotificationWithTimeout(absl::Milliseconds(500))) {
-      double t = Since(t0);
-      std::fprintf(stderr, "\r\033[K%.1fs  %lld done  %.0f req/s", t,
-                   static_cast<long long>(done.load()), t > 0 ? done.load() / t : 0.0);
-    }
-  });
-
-  if (options.rate <= 0) {
-    std::vector<std::thread> clients;
-    for (int c = 0; c < std::max(1, options.concurrency); ++c) {
-      clients.emplace_back([&, c] {
-        int64_t i = c;
-        while (more()) {
-          v1::ClassifyRequest req;
-          req.mutable_image()->set_raw_uint8(images[i % images.size()]);
-          v1::ClassifyResponse resp;
-          grpc::ClientContext ctx;
-          make_context(&ctx);
-          double start = Since(t0);
-          grpc::Status st = stub->Classify(&ctx, req, &resp);
-          record(i, start, st, resp);
-          i += std::max(1, options.concurrency);
-        }
-      });
-    }
-    for (auto& t : clients) t.join();
-  } else {
-    // Open loop: issue at fixed times with the async callback API.
-    struct Call {
-      grpc::ClientContext ctx;
-      v1::ClassifyRequest req;
-      v1::ClassifyResponse resp;
-      double start = 0;
-      int64_t i = 0;
-    };
-    std::atomic<int64_t> in_flight{0};
-    const double interval = 1.0 / options.rate;
-    int64_t i = 0;
-    while (more()) {
-      double due = i * interval;
-      double now = Since(t0);
-      if (due > now) std::this_thread::sleep_for(std::chrono::duration<double>(due - now));
-      auto* call = new Call();
-      call->req.mutable_image()->set_raw_uint8(images[i % images.size()]);
-      make_context(&call->ctx);
-      call->start = Since(t0);
-      call->i = i;
-      ++in_flight;
-      stub->async()->Classify(&call->ctx, &call->req, &call->resp, [&, call](grpc::Status st) {
-        record(call->i, call->start, st, call->resp);
-        delete call;
-        --in_flight;
-      });
-      ++i;
-    }
-    while (in_flight.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  report.seconds = Since(t0);
-  finished.Notify();
-  progress.join();
-  if (options.progress) std::fprintf(stderr, "\r\033[K");
-  std::sort(report.samples.begin(), report.samples.end(),
-            [](const LoadSample& a, const LoadSample& b) { return a.start_s < b.start_s; });
-  return report;
+  return LoadRun(stub, images, labels, options, token).Run();
 }
 
 namespace {
@@ -197,8 +249,8 @@ std::string SummariseLoad(const LoadReport& r) {
   }
   if (st.cut > 0) absl::StrAppendFormat(&out, "  (cut short by deadline: %d)", st.cut);
   if (st.labelled > 0) {
-    absl::StrAppendFormat(&out, "\naccuracy %.2f%% (%d labelled)",
-                          100.0 * st.correct / st.labelled, st.labelled);
+    absl::StrAppendFormat(&out, "\naccuracy %.2f%% (%d labelled)", 100.0 * st.correct / st.labelled,
+                          st.labelled);
   }
   return out + "\n";
 }
@@ -222,8 +274,8 @@ std::string LoadReportJson(const LoadReport& r) {
       "\"accuracy\": %s, \"codes\": {",
       r.samples.size(), r.seconds, r.throughput(), st.ok, 1e3 * Mean(st.latency),
       1e3 * Percentile(st.latency, 0.5), 1e3 * Percentile(st.latency, 0.9),
-      1e3 * Percentile(st.latency, 0.99), 1e3 * Percentile(st.latency, 1.0),
-      1e3 * Mean(st.server), 1e3 * Percentile(st.server, 0.5), 1e3 * Mean(st.queue),
+      1e3 * Percentile(st.latency, 0.99), 1e3 * Percentile(st.latency, 1.0), 1e3 * Mean(st.server),
+      1e3 * Percentile(st.server, 0.5), 1e3 * Mean(st.queue),
       st.labelled > 0 ? absl::StrFormat("%.6f", static_cast<double>(st.correct) / st.labelled)
                       : "null");
   bool first = true;

@@ -14,12 +14,12 @@
 namespace hapi {
 
 struct LoadOptions {
-  int concurrency = 8;        // closed loop
-  double rate = 0;            // > 0: open loop, requests per second
-  double duration_s = 10;     // stop after this long ...
-  int64_t count = 0;          // ... or after this many requests (> 0)
-  double deadline_ms = 0;     // per-request gRPC deadline (0: none)
-  bool progress = true;       // live line on stderr
+  int concurrency = 8;     // closed loop
+  double rate = 0;         // > 0: open loop, requests per second
+  double duration_s = 10;  // stop after this long ...
+  int64_t count = 0;       // ... or after this many requests (> 0)
+  double deadline_ms = 0;  // per-request gRPC deadline (0: none)
+  bool progress = true;    // live line on stderr
 };
 
 struct LoadSample {

@@ -28,10 +28,9 @@ absl::StatusOr<LatencyModel> LatencyModel::Create(const v1::DeviceProfile& profi
   LatencyModel m;
   // Means, not medians: the mean of a sum is the sum of the means, so the
   // predicted mean latency is unbiased even when parts have heavy tails.
-  for (const auto& s : b.stages()) m.stage_s_.push_back(s.mean_s());
   for (const auto& e : b.exits()) m.head_s_.push_back(e.mean_s());
   double total = 0;
-  for (double s : m.stage_s_) m.cumulative_s_.push_back(total += s);
+  for (const auto& s : b.stages()) m.cumulative_s_.push_back(total += s.mean_s());
   m.overhead_s_ = b.overhead().mean_s();
   return m;
 }

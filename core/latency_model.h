@@ -71,9 +71,8 @@ class LatencyModel {
                                    int correct, int lost = 0, int gained = 0) const;
 
  private:
-  std::vector<double> stage_s_;       // per stage
   std::vector<double> head_s_;        // per model exit (final = classifier)
-  std::vector<double> cumulative_s_;  // stages 0..s inclusive
+  std::vector<double> cumulative_s_;  // seconds of stages 0..s inclusive
   double overhead_s_ = 0;
 };
 

@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -60,8 +61,8 @@ std::string CalibrationTable::Serialize() const {
       PutU32(&out, bits);
     }
   }
-  PutU32(&out, static_cast<uint32_t>(
-                   crc32(0L, reinterpret_cast<const Bytef*>(out.data()), out.size())));
+  PutU32(&out,
+         static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(out.data()), out.size())));
   return out;
 }
 
@@ -79,9 +80,18 @@ absl::StatusOr<CalibrationTable> CalibrationTable::Parse(absl::string_view data)
   uint64_t samples = GetU32(p), exits = GetU32(p + 4), classes = GetU32(p + 8);
   p += 12;
   if (exits == 0 || classes < 2 || classes > 255) return corrupt("bad dimensions");
-  // Both are 32-bit, so cells cannot overflow; bounding cells by the bytes
-  // present keeps the size formula below from overflowing on a crafted header.
+  // Without samples nothing below bounds the exit count by the bytes present,
+  // and a table without samples scores no design.
+  if (samples == 0) return corrupt("declares no samples");
+  // Both are 32-bit, so cells cannot overflow uint64_t. The table holds counts
+  // and indices as int, so each count and their product must fit in one;
+  // bounding cells by the bytes present keeps the size formula below from
+  // overflowing on a crafted header.
+  constexpr uint64_t kMaxInt = std::numeric_limits<int>::max();
   uint64_t cells = samples * exits;
+  if (samples > kMaxInt || exits > kMaxInt || cells > kMaxInt) {
+    return corrupt(absl::StrCat(samples, " samples x ", exits, " exits exceeds ", kMaxInt));
+  }
   if (cells > data.size()) return corrupt("dimensions larger than the file");
   uint64_t expected = sizeof(kMagic) + 12 + samples + cells + kNumExitPolicies * cells * 4 + 4;
   if (data.size() != expected) {

@@ -42,6 +42,8 @@ class CalibrationTable {
   // Binary format, little-endian: "HAPICAL1", u32 samples, exits, classes,
   // true labels[samples], predicted[exits][samples], then for each policy
   // float scores[exits][samples], then a CRC-32 of everything before it.
+  // Parse refuses (DATA_LOSS) a table without samples, and counts or a
+  // samples x exits product beyond INT_MAX.
   std::string Serialize() const;
   static absl::StatusOr<CalibrationTable> Parse(absl::string_view data);
 
@@ -54,8 +56,8 @@ class CalibrationTable {
   int num_exits_ = 0;
   int num_classes_ = 0;
   std::vector<uint8_t> true_labels_;
-  std::vector<uint8_t> predicted_;                   // [exit][sample]
-  std::vector<float> scores_[kNumExitPolicies];     // [policy][exit][sample]
+  std::vector<uint8_t> predicted_;               // [exit][sample]
+  std::vector<float> scores_[kNumExitPolicies];  // [policy][exit][sample]
 };
 
 }  // namespace hapi

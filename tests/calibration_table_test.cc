@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -142,13 +143,36 @@ TEST(CalibrationTableTest, SerializeParseRoundTrip) {
   EXPECT_EQ(parsed->Serialize(), bytes);
 }
 
-TEST(CalibrationTableTest, RoundTripOfEmptyTable) {
-  CalibrationTable t(0, 4, 10);
-  absl::StatusOr<CalibrationTable> parsed = CalibrationTable::Parse(t.Serialize());
-  ASSERT_THAT(parsed, IsOk());
-  EXPECT_EQ(parsed->num_samples(), 0);
-  EXPECT_EQ(parsed->num_exits(), 4);
-  EXPECT_EQ(parsed->num_classes(), 10);
+// A table without samples scores nothing (every accuracy would be 0/0), and
+// its exit count is bounded by nothing in the file: a 24-byte table could
+// declare 2^32-1 exits. Parse refuses it.
+TEST(CalibrationTableTest, ParseRejectsZeroSamples) {
+  EXPECT_THAT(CalibrationTable::Parse(CalibrationTable(0, 4, 10).Serialize()),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("no samples")));
+  for (uint32_t exits : {1u, 0x7fffffffu, 0x80000000u, 0xffffffffu}) {
+    std::string bytes = CalibrationTable(0, 2, 10).Serialize();
+    PutU32(&bytes, 12, exits);
+    FixCrc(&bytes);
+    EXPECT_THAT(CalibrationTable::Parse(bytes),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("no samples")))
+        << exits << " exits";
+  }
+}
+
+// Sample and exit counts are stored as u32 but held as int: counts, or a
+// product of them, beyond INT_MAX are refused before any size arithmetic.
+TEST(CalibrationTableTest, ParseRejectsCountsBeyondInt) {
+  const std::pair<uint32_t, uint32_t> samples_exits[] = {
+      {0x80000000u, 1u}, {1u, 0x80000000u},          {0xffffffffu, 1u},
+      {1u, 0xffffffffu}, {0xffffffffu, 0xffffffffu}, {0x10000u, 0x10000u}};
+  for (auto [samples, exits] : samples_exits) {
+    std::string bytes = HandMadeTable().Serialize();
+    PutU32(&bytes, 8, samples);
+    PutU32(&bytes, 12, exits);
+    FixCrc(&bytes);
+    EXPECT_THAT(CalibrationTable::Parse(bytes), StatusIs(absl::StatusCode::kDataLoss))
+        << samples << " samples x " << exits << " exits";
+  }
 }
 
 TEST(CalibrationTableTest, ParseRejectsBadMagic) {

@@ -225,7 +225,8 @@ absl::StatusOr<int> StateStore::FailUnfinishedJobs(const std::string& reason,
 absl::Status StateStore::CommitVariant(const v1::VariantManifest& variant, const v1::Job& job) {
   absl::MutexLock lock(&mu_);
   if (absl::Status st = Exec("BEGIN IMMEDIATE"); !st.ok()) return st;
-  auto rollback = [&](absl::Status st) {
+  // The analysis cannot see that a lambda runs under the caller's lock.
+  auto rollback = [&](absl::Status st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Exec("ROLLBACK").IgnoreError();
     return st;
   };

@@ -26,8 +26,8 @@ struct SearchSpace {
 // Every early exit of the table as a candidate, and up to `grid_size`
 // distinct thresholds at quantiles of the policy's scores over all early
 // exits: the grid is dense where the scores are.
-SearchSpace DefaultSearchSpace(const CalibrationTable& table, ExitPolicy policy,
-                               int grid_size = 64, bool per_exit_thresholds = false);
+SearchSpace DefaultSearchSpace(const CalibrationTable& table, ExitPolicy policy, int grid_size = 64,
+                               bool per_exit_thresholds = false);
 
 // Exact scoring with bitsets: for each exit and grid threshold, the set of
 // samples whose score clears it. A design's per-depth counts and correct

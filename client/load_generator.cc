@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "core/latency_statistic.h"
 
 namespace hapi {
 namespace {
@@ -25,10 +26,8 @@ double Since(Clock::time_point t0) {
 }
 
 double Percentile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  size_t rank = static_cast<size_t>(std::ceil(q * v.size()));
-  return v[std::max<size_t>(rank, 1) - 1];
+  return NearestRankPercentile(v, q);
 }
 
 // gRPC's status codes are absl's, names and all; a code outside them shows as "?".

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "client/commands.h"
 #include "core/files.h"
+#include "core/latency_statistic.h"
 #include "core/progress_bar.h"
 #include "google/protobuf/text_format.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -242,16 +243,9 @@ v1::Sla SlaFrom(const CreateVariantOptions& o) {
   v1::Sla sla;
   sla.set_latency_budget_ms(o.latency_ms);
   sla.set_latency_confidence(o.latency_confidence);
-  static const std::map<std::string, v1::LatencyStatistic> kStats = {{"mean", v1::MEAN},
-                                                                     {"p50", v1::P50},
-                                                                     {"p95", v1::P95},
-                                                                     {"p99", v1::P99},
-                                                                     {"worst", v1::WORST}};
-  auto s = kStats.find(o.statistic);
-  if (s == kStats.end()) {
-    Die(absl::StrCat("--statistic '", o.statistic, "': use mean, p50, p95, p99 or worst"));
-  }
-  sla.set_statistic(s->second);
+  absl::StatusOr<LatencyStatistic> statistic = ParseLatencyStatistic(o.statistic);
+  if (!statistic.ok()) Die(absl::StrCat("--statistic: ", statistic.status().message()));
+  sla.set_statistic(LatencyStatisticToProto(*statistic));
   if (o.objective == "max-accuracy") {
     sla.set_objective(v1::MAX_ACCURACY);
     if (!(o.latency_ms > 0)) Die("--latency-ms must be > 0 for --objective=max-accuracy");

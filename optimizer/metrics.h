@@ -1,4 +1,5 @@
-// The optimizer's Prometheus metrics (DESIGN.md section 6).
+// The optimizer's Prometheus metrics (the dashboard's queries in
+// docs/deployment.md read them).
 #pragma once
 
 #include <string>

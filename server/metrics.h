@@ -1,6 +1,7 @@
-// The server's Prometheus metrics (DESIGN.md section 6): families created
-// once from an injected registry, per-variant children cached in a
-// VariantMetrics made when the variant loads.
+// The server's Prometheus metrics (the dashboard's queries in
+// docs/deployment.md read them): families created once from an injected
+// registry, per-variant children cached in a VariantMetrics made when the
+// variant loads.
 #pragma once
 
 #include <array>

@@ -134,7 +134,8 @@ TEST(FakeModelTest, LoaderReadsAFakeManifestAndRefusesOthers) {
   ASSERT_OK(MakeDirectories(model_dir));
   v1::ModelManifest manifest = FakeModelManifest(SmallSpec());
   ASSERT_OK(WriteTextProtoAtomically(model_dir + "/" + kManifestFile, manifest));
-  ASSERT_OK_AND_ASSIGN(std::shared_ptr<const Model> model, LoadFakeModel(model_dir, ModelOptions()));
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<const Model> model,
+                       LoadFakeModel(model_dir, ModelOptions()));
   EXPECT_EQ(model->num_stages(), 5);
   manifest.set_dataset("fashion-mnist");
   ASSERT_OK(WriteTextProtoAtomically(model_dir + "/" + kManifestFile, manifest));

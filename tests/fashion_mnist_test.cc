@@ -92,8 +92,8 @@ TEST_F(IdxTest, ParsesGzipImagesAndLabels) {
   ASSERT_THAT(ReadIdxLabels(dir_.Join("labels.gz"), &*set), IsOk());
   EXPECT_THAT(set->labels, ElementsAre(0, 9, 4));
   // image(i) points at the i-th 28x28 block.
-  EXPECT_TRUE(std::equal(set->image(2), set->image(2) + kImagePixels,
-                         pixels.begin() + 2 * kImagePixels));
+  EXPECT_TRUE(
+      std::equal(set->image(2), set->image(2) + kImagePixels, pixels.begin() + 2 * kImagePixels));
 }
 
 TEST_F(IdxTest, ParsesUncompressedFiles) {
@@ -138,10 +138,10 @@ TEST_F(IdxTest, LoadFromEmptyDirectoryNamesTheFirstMissingFile) {
 
 TEST_F(IdxTest, WrongImageMagicIsDataLoss) {
   WriteGzip(dir_.Join("images.gz"), IdxImages(1, RandomPixels(1, 3), /*magic=*/2049));
-  EXPECT_THAT(ReadIdxImages(dir_.Join("images.gz")),
-              StatusIs(absl::StatusCode::kDataLoss,
-                       AllOf(HasSubstr("magic 2049"), HasSubstr("2051"),
-                             HasSubstr(dir_.Join("images.gz")))));
+  EXPECT_THAT(
+      ReadIdxImages(dir_.Join("images.gz")),
+      StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr("magic 2049"), HasSubstr("2051"),
+                                                  HasSubstr(dir_.Join("images.gz")))));
 }
 
 TEST_F(IdxTest, WrongLabelMagicIsDataLoss) {
@@ -149,9 +149,9 @@ TEST_F(IdxTest, WrongLabelMagicIsDataLoss) {
   WriteGzip(dir_.Join("labels.gz"), IdxLabels(1, {1}, /*magic=*/2051));
   absl::StatusOr<ImageSet> set = ReadIdxImages(dir_.Join("images.gz"));
   ASSERT_THAT(set, IsOk());
-  EXPECT_THAT(ReadIdxLabels(dir_.Join("labels.gz"), &*set),
-              StatusIs(absl::StatusCode::kDataLoss,
-                       AllOf(HasSubstr("magic 2051"), HasSubstr("2049"))));
+  EXPECT_THAT(
+      ReadIdxLabels(dir_.Join("labels.gz"), &*set),
+      StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr("magic 2051"), HasSubstr("2049"))));
 }
 
 TEST_F(IdxTest, WrongImageSizeIsDataLoss) {
@@ -229,9 +229,9 @@ TEST_F(IdxTest, LabelOutOfRangeIsDataLoss) {
   WriteGzip(dir_.Join("labels.gz"), IdxLabels(3, {1, 10, 2}));
   absl::StatusOr<ImageSet> set = ReadIdxImages(dir_.Join("images.gz"));
   ASSERT_THAT(set, IsOk());
-  EXPECT_THAT(ReadIdxLabels(dir_.Join("labels.gz"), &*set),
-              StatusIs(absl::StatusCode::kDataLoss,
-                       AllOf(HasSubstr("label 10"), HasSubstr("index 1"))));
+  EXPECT_THAT(
+      ReadIdxLabels(dir_.Join("labels.gz"), &*set),
+      StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr("label 10"), HasSubstr("index 1"))));
 }
 
 TEST_F(IdxTest, LabelCountMismatchIsDataLoss) {
@@ -319,8 +319,8 @@ class SyntheticFashionMnistTest : public ::testing::Test {
   void SetUp() override {
     WriteSet(dir_.Join("train-images-idx3-ubyte.gz"), dir_.Join("train-labels-idx1-ubyte.gz"),
              kTrain, 0);
-    WriteSet(dir_.Join("t10k-images-idx3-ubyte.gz"), dir_.Join("t10k-labels-idx1-ubyte.gz"),
-             kTest, 100000);
+    WriteSet(dir_.Join("t10k-images-idx3-ubyte.gz"), dir_.Join("t10k-labels-idx1-ubyte.gz"), kTest,
+             100000);
   }
 
   ScopedTempDir dir_;
@@ -333,7 +333,8 @@ TEST_F(SyntheticFashionMnistTest, SplitIsDisjointCoversTrainingSetAndKeepsLabels
   EXPECT_EQ(data->train.size(), kTrain - kValidationSize);
   EXPECT_EQ(data->test.size(), kTest);
   EXPECT_EQ(data->validation.pixels.size(), static_cast<size_t>(kValidationSize) * kImagePixels);
-  EXPECT_EQ(data->train.pixels.size(), static_cast<size_t>(kTrain - kValidationSize) * kImagePixels);
+  EXPECT_EQ(data->train.pixels.size(),
+            static_cast<size_t>(kTrain - kValidationSize) * kImagePixels);
 
   std::vector<int> seen(kTrain, 0);
   for (const ImageSet* set : {&data->train, &data->validation}) {
@@ -354,7 +355,8 @@ TEST_F(SyntheticFashionMnistTest, SplitIsDisjointCoversTrainingSetAndKeepsLabels
   }
   // The split is shuffled, not the file order.
   std::vector<int> validation_ids;
-  for (int i = 0; i < data->validation.size(); ++i) validation_ids.push_back(IdOf(data->validation, i));
+  for (int i = 0; i < data->validation.size(); ++i)
+    validation_ids.push_back(IdOf(data->validation, i));
   EXPECT_FALSE(std::is_sorted(validation_ids.begin(), validation_ids.end()));
   // It follows SeededPermutation: validation = first 5000 of the permutation.
   std::vector<int> perm = SeededPermutation(kTrain, 99);
@@ -382,7 +384,8 @@ TEST_F(SyntheticFashionMnistTest, TooSmallTrainingSetIsFailedPrecondition) {
 }
 
 TEST_F(SyntheticFashionMnistTest, CorruptTestLabelsNameTheFile) {
-  WriteGzip(dir_.Join("t10k-labels-idx1-ubyte.gz"), IdxLabels(kTest + 1, std::vector<uint8_t>(kTest + 1, 0)));
+  WriteGzip(dir_.Join("t10k-labels-idx1-ubyte.gz"),
+            IdxLabels(kTest + 1, std::vector<uint8_t>(kTest + 1, 0)));
   EXPECT_THAT(LoadFashionMnist(dir_.path()),
               StatusIs(absl::StatusCode::kDataLoss,
                        AllOf(HasSubstr("t10k-labels-idx1-ubyte.gz"), Not(HasSubstr("train-")))));
@@ -391,7 +394,8 @@ TEST_F(SyntheticFashionMnistTest, CorruptTestLabelsNameTheFile) {
 // --- The real data set, when installed ---------------------------------------
 
 TEST(RealFashionMnistTest, LoadsAndSplitsDeterministically) {
-  if (!std::filesystem::exists(std::string(kDefaultFashionMnistDir) + "/train-images-idx3-ubyte.gz")) {
+  if (!std::filesystem::exists(std::string(kDefaultFashionMnistDir) +
+                               "/train-images-idx3-ubyte.gz")) {
     GTEST_SKIP() << "Fashion-MNIST not installed at " << kDefaultFashionMnistDir;
   }
   absl::StatusOr<FashionMnist> data = LoadFashionMnist(kDefaultFashionMnistDir);

@@ -56,19 +56,24 @@ TEST(FakeModelTest, ManifestDescribesStagesExitsAndMacs) {
 
 TEST(FakeModelTest, DeeperExitsAreSurerAndTheFinalLabelIsTheBin) {
   const v1::ModelManifest m = FakeModelManifest(SmallSpec());
+  int surer_at_the_end = 0;  // means whose final exit is strictly surer than exit 0
   for (float mean : {0.05f, 0.2f, 0.26f, 0.5f, 0.74f, 0.99f}) {
-    float previous = 0;
+    float previous = 0, first = 0;
     for (int e = 0; e < m.exits_size(); ++e) {
       std::vector<float> p = FakeProbabilities(m, e, mean);
       EXPECT_NEAR(std::accumulate(p.begin(), p.end(), 0.0f), 1.0f, 1e-5f);
       const float confidence = *std::max_element(p.begin(), p.end());
       EXPECT_GE(confidence, previous) << "mean " << mean << " exit " << e;
+      if (e == 0) first = confidence;
       previous = confidence;
     }
+    surer_at_the_end += previous > first;
     std::vector<float> final_p = FakeProbabilities(m, 4, mean);
     EXPECT_EQ(std::max_element(final_p.begin(), final_p.end()) - final_p.begin(),
               std::min(3, static_cast<int>(mean * 4)));
   }
+  // Equal confidence at every depth would pass the checks above.
+  EXPECT_GE(surer_at_the_end, 5) << "only a sample at a bin edge is equally unsure everywhere";
 }
 
 // The answer of `design` for a sample with mean pixel `mean`, walked directly

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -581,6 +582,7 @@ TEST_F(SearchTest, RandomSearchIsDeterministicForASeed) {
 }
 
 TEST_F(SearchTest, EveryAlgorithmMeetsItsSlaForEveryStatistic) {
+  std::map<std::string, int> tried, answered;  // by algorithm
   for (bool per_exit : {false, true}) {
     for (LatencyStatistic stat : kStatistics) {
       // Budgets between the fastest and the slowest value of this statistic.
@@ -601,6 +603,8 @@ TEST_F(SearchTest, EveryAlgorithmMeetsItsSlaForEveryStatistic) {
           const std::string context =
               absl::StrFormat("%s per_exit=%d %s <= %.4f ms", algorithm, per_exit,
                               LatencyStatisticName(stat), budget / kMs);
+          ++tried[algorithm];
+          answered[algorithm] += r.ok();
           if (algorithm == "exhaustive") {
             ASSERT_THAT(r, IsOk()) << context;
           } else if (!r.ok()) {
@@ -614,6 +618,12 @@ TEST_F(SearchTest, EveryAlgorithmMeetsItsSlaForEveryStatistic) {
         }
       }
     }
+  }
+  // A heuristic that always said "infeasible" would pass the loop above.
+  for (const std::string& algorithm : kAlgorithms) {
+    EXPECT_GE(answered[algorithm], tried[algorithm] * 9 / 10)
+        << algorithm << " found a design for " << answered[algorithm] << " of " << tried[algorithm]
+        << " SLAs";
   }
 }
 
@@ -898,6 +908,7 @@ TEST_F(SearchTest, PerExitThresholdsNeverLoseToSharedThresholds) {
   SearchSpace space;
   space.candidate_exits = {0, 1, 3};
   space.thresholds = {0.5f, 0.6f, 0.7f, 0.8f, 0.9f, 0.95f};
+  int compared = 0;
   for (int i = 0; i <= 10; ++i) {
     const double budget = fastest + (full - fastest) * i / 10.0;
     SearchProblem p;
@@ -914,7 +925,9 @@ TEST_F(SearchTest, PerExitThresholdsNeverLoseToSharedThresholds) {
     }
     ASSERT_THAT(b, IsOk());
     EXPECT_GE(b->prediction.accuracy, a->prediction.accuracy) << "budget " << budget / kMs;
+    ++compared;
   }
+  EXPECT_GE(compared, 5) << "the small space meets too few of the budgets to compare";
 }
 
 TEST_F(SearchTest, ProgressIsMonotonicAndEndsAtOne) {

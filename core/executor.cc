@@ -26,6 +26,22 @@ absl::StatusOr<std::unique_ptr<EarlyExitExecutor>> EarlyExitExecutor::Create(
   return std::unique_ptr<EarlyExitExecutor>(new EarlyExitExecutor(std::move(model), design));
 }
 
+absl::Status EarlyExitExecutor::WarmUp(int batch_size) const {
+  const std::vector<float> zeros(static_cast<size_t>(batch_size) * model_->input_size(), 0.0f);
+  HAPI_ASSIGN_OR_RETURN(std::unique_ptr<Activations> x, model_->Input(zeros.data(), batch_size));
+  std::vector<int> heads = design_.exits;
+  heads.push_back(model_->final_exit());
+  std::vector<float> probs;
+  int stage = 0;
+  for (int exit : heads) {
+    for (const int last = model_->ExitStage(exit); stage <= last; ++stage) {
+      HAPI_RETURN_IF_ERROR(model_->RunStage(stage, *x));
+    }
+    HAPI_RETURN_IF_ERROR(model_->RunHead(exit, *x, &probs));
+  }
+  return absl::OkStatus();
+}
+
 void EarlyExitExecutor::Answer(int sample, bool cut_short, const RunHooks& hooks,
                                SampleResult& r) const {
   r.cut_short = cut_short;

@@ -30,7 +30,7 @@ struct SampleResult {
   int exit_index = 0;
   int depth = 0;
   int exits_evaluated = 0;
-  bool cut_short = false;  // answered before its exit because may_continue said no
+  bool cut_short = false;       // answered before its exit because may_continue said no
   std::vector<ExitStep> steps;  // every exit evaluated, in order
 };
 
@@ -54,6 +54,12 @@ class EarlyExitExecutor {
   // `pixels`: n samples of model().input_size() floats in [0,1], row-major.
   absl::StatusOr<std::vector<SampleResult>> Run(const float* pixels, int n,
                                                 const RunHooks& hooks = {}) const;
+
+  // Runs every stage and every head of the design once on a batch of zeros:
+  // the first pass through a model builds its kernels (oneDNN primitives,
+  // scratch buffers), and a server pays that before it serves a variant, not
+  // in its first requests.
+  absl::Status WarmUp(int batch_size = 1) const;
 
   const Design& design() const { return design_; }
   const Model& model() const { return *model_; }

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "core/device_profile.h"
 #include "core/files.h"
 #include "core/repository_layout.h"
@@ -68,8 +69,8 @@ absl::StatusOr<std::shared_ptr<const Servable>> Servable::Load(const ServableOpt
   absl::StatusOr<std::shared_ptr<const Model>> model =
       options.load_model(layout.ModelDir(v.model()), options.model);
   if (!model.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "variant '", variant_id, "' needs model '", v.model(), "': ", model.status().message()));
+    return absl::FailedPreconditionError(absl::StrCat("variant '", variant_id, "' needs model '",
+                                                      v.model(), "': ", model.status().message()));
   }
   HAPI_ASSIGN_OR_RETURN(Design design, DesignOfVariant(v));
   absl::StatusOr<std::unique_ptr<EarlyExitExecutor>> executor =
@@ -79,6 +80,7 @@ absl::StatusOr<std::shared_ptr<const Servable>> Servable::Load(const ServableOpt
                                                                ": ", executor.status().message()));
   }
   s->executor_ = *std::move(executor);
+  HAPI_RETURN_IF_ERROR(s->executor_->WarmUp());
   v1::DeviceProfile profile;
   HAPI_RETURN_IF_ERROR(ReadTextProto(layout.DeviceProfile(v.device()), &profile));
   HAPI_ASSIGN_OR_RETURN(LatencyModel latency, LatencyModel::Create(profile, (*model)->manifest()));
@@ -103,14 +105,19 @@ double Servable::SecondsBetweenDepths(int from_depth, int to_depth) const {
   return latency_->SecondsBetween(variant_.enabled_exits(), from_depth, to_depth);
 }
 
-absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::Load(const std::string& variant_id) {
+absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::Load(
+    const std::string& variant_id) {
   absl::MutexLock load_lock(&load_mu_);
   auto loaded = Servable::Load(options_, variant_id, metrics_);
   if (!loaded.ok()) {
     LOG(WARNING) << "variant " << variant_id << " failed to load, still serving "
                  << (current() ? current()->variant().id() : std::string("nothing")) << ": "
                  << loaded.status();
-    return loaded.status();
+    // Clients learn what is wrong inside the repository, not where the
+    // server keeps it on disk.
+    return absl::Status(loaded.status().code(),
+                        absl::StrReplaceAll(loaded.status().message(),
+                                            {{absl::StrCat(options_.repository, "/"), ""}}));
   }
   std::shared_ptr<const Servable> previous;
   {
@@ -156,7 +163,8 @@ absl::StatusOr<std::string> NewestVariantForDevice(const std::string& repository
     }
   }
   if (best_id.empty()) {
-    return absl::NotFoundError(absl::StrCat("no variant for device '", device, "' in ", repository));
+    return absl::NotFoundError(
+        absl::StrCat("no variant for device '", device, "' in ", repository));
   }
   return best_id;
 }

@@ -15,6 +15,8 @@ PACKAGES=(
   libtorch-dev
   # metrics, state, images
   prometheus-cpp-dev libsqlite3-dev libstb-dev zlib1g-dev
+  # image decoding (PNG, JPEG): libraries fuzzed upstream
+  libpng-dev libjpeg62-turbo-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # tools used by tests, benchmarks and docs

@@ -996,7 +996,8 @@ TEST_F(OptimizerServiceTest, RestartFailsInterruptedJobsAndRecoversTheRepository
   ASSERT_OK_AND_ASSIGN(v1::Job queued_after, GetJob(queued.id()));
   EXPECT_EQ(queued_after.state(), v1::FAILED) << Describe(queued_after);
   EXPECT_THAT(queued_after.error(), HasSubstr("stopped"));
-  EXPECT_NE(queued_after.error_code(), 0);
+  EXPECT_EQ(queued_after.error_code(), static_cast<int>(absl::StatusCode::kAborted))
+      << Describe(queued_after);
   EXPECT_THAT(VariantDirEntries(), UnorderedElementsAre(kept.id(), "orphan"));
   ASSERT_OK_AND_ASSIGN(v1::VariantManifest k, GetVariant(kept.id()));
   EXPECT_TRUE(MessageDifferencer::Equals(k, kept));

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/design.h"
+#include "core/exit_policy.h"
 #include "core/files.h"
 #include "core/latency_model.h"
 #include "core/model_metadata.h"
@@ -582,6 +583,23 @@ TEST_F(OptimizerServiceTest, SeveralWatchersAndConcurrentJobs) {
 TEST_F(OptimizerServiceTest, OtherObjectivesAlgorithmsAndPolicies) {
   Start();
   ASSERT_OK(Register(Profile()));
+  // The variant's prediction recomputed under `policy`: a service that
+  // recorded the policy but searched with another one predicts other ratios.
+  ASSERT_OK_AND_ASSIGN(LatencyModel latency, LatencyModel::Create(Profile(), model_->manifest));
+  auto expect_predicted_under = [&](const v1::VariantManifest& v, ExitPolicy policy) {
+    SCOPED_TRACE(v.DebugString());
+    ASSERT_FALSE(v.enabled_exits().empty()) << "without early exits the policy is not used";
+    Design design;
+    design.exits.assign(v.enabled_exits().begin(), v.enabled_exits().end());
+    design.thresholds.assign(v.thresholds().begin(), v.thresholds().end());
+    design.policy = policy;
+    ASSERT_OK_AND_ASSIGN(LatencyPrediction p, latency.Predict(design, model_->validation));
+    EXPECT_DOUBLE_EQ(p.accuracy, v.predicted_accuracy());
+    ASSERT_EQ(v.predicted_exit_ratios_size(), static_cast<int>(p.exit_ratio.size()));
+    for (size_t e = 0; e < p.exit_ratio.size(); ++e) {
+      EXPECT_DOUBLE_EQ(p.exit_ratio[e], v.predicted_exit_ratios(e)) << "exit " << e;
+    }
+  };
   // Minimum latency within 1 point of the full network.
   v1::CreateVariantRequest min_latency = Request(0);
   min_latency.mutable_sla()->set_objective(v1::MIN_LATENCY);
@@ -604,6 +622,7 @@ TEST_F(OptimizerServiceTest, OtherObjectivesAlgorithmsAndPolicies) {
   EXPECT_EQ(v.thresholds_size(), v.enabled_exits_size());
   EXPECT_LE(v.predicted_latency().p95_ms(), 4.2);
   EXPECT_EQ(v.sla().latency_confidence(), 0.9) << "the default for a p95 budget, recorded";
+  expect_predicted_under(v, ExitPolicy::kEntropy);
 
   // Exhaustive, shared thresholds, margin policy.
   v1::CreateVariantRequest exhaustive = Request(2.5, kModel, kDevice, "exhaustive");
@@ -612,6 +631,7 @@ TEST_F(OptimizerServiceTest, OtherObjectivesAlgorithmsAndPolicies) {
   EXPECT_EQ(v.search().algorithm(), "exhaustive");
   EXPECT_EQ(v.search().designs_evaluated(), 1 + 31 * v.search().threshold_grid());
   EXPECT_LE(v.predicted_latency().mean_ms(), 2.5);
+  expect_predicted_under(v, ExitPolicy::kMargin);
 }
 
 TEST_F(OptimizerServiceTest, ListVariantsFiltersAndDeleteVariantRemoves) {

@@ -45,10 +45,14 @@ std::optional<double> Value(prometheus::Registry& registry, const std::string& n
   for (const prometheus::MetricFamily& family : registry.Collect()) {
     if (family.name != name) continue;
     switch (family.type) {
-      case prometheus::MetricType::Counter: return m.counter.value;
-      case prometheus::MetricType::Gauge: return m.gauge.value;
-      case prometheus::MetricType::Histogram: return static_cast<double>(m.histogram.sample_count);
-      default: return std::nullopt;
+      case prometheus::MetricType::Counter:
+        return m.counter.value;
+      case prometheus::MetricType::Gauge:
+        return m.gauge.value;
+      case prometheus::MetricType::Histogram:
+        return static_cast<double>(m.histogram.sample_count);
+      default:
+        return std::nullopt;
     }
   }
   return std::nullopt;
@@ -79,11 +83,14 @@ TEST(MetricsTest, CountsRequestsExitsAndErrors) {
 
   prometheus::Registry& reg = server.registry();
   EXPECT_EQ(Value(reg, "hapi_requests_total", {{"variant", "v1"}, {"code", "OK"}}), kN);
-  EXPECT_EQ(Value(reg, "hapi_requests_total", {{"variant", "v1"}, {"code", "INVALID_ARGUMENT"}}), 1);
+  EXPECT_EQ(Value(reg, "hapi_requests_total", {{"variant", "v1"}, {"code", "INVALID_ARGUMENT"}}),
+            1);
   EXPECT_EQ(Value(reg, "hapi_request_duration_seconds", {{"variant", "v1"}}), kN);
   EXPECT_EQ(Value(reg, "hapi_batch_size", {{"variant", "v1"}}), kN);
   EXPECT_EQ(Value(reg, "hapi_pending_requests", {{"variant", "v1"}}), 0);
-  EXPECT_EQ(Value(reg, "hapi_variant_info", {{"variant", "v1"}, {"model", "tiny"}, {"device", "dev"}}), 1);
+  EXPECT_EQ(
+      Value(reg, "hapi_variant_info", {{"variant", "v1"}, {"model", "tiny"}, {"device", "dev"}}),
+      1);
 
   // One exits_total child per exit that can answer: the enabled ones and
   // "final"; each counts the answers given there.
@@ -94,19 +101,22 @@ TEST(MetricsTest, CountsRequestsExitsAndErrors) {
   double total = 0;
   for (int e : {v.enabled_exits(0), v.enabled_exits(1), final_exit}) {
     const std::string label = e == final_exit ? "final" : absl::StrCat(e);
-    std::optional<double> count = Value(reg, "hapi_exits_total", {{"variant", "v1"}, {"exit", label}});
+    std::optional<double> count =
+        Value(reg, "hapi_exits_total", {{"variant", "v1"}, {"exit", label}});
     ASSERT_TRUE(count.has_value()) << label;
     EXPECT_EQ(*count, per_exit[e]) << "exit " << label;
     total += *count;
   }
   EXPECT_EQ(total, kN);
   for (int k = 0; k < v.enabled_exits_size(); ++k) {
-    std::optional<double> t = Value(reg, "hapi_exit_threshold",
-                                    {{"variant", "v1"}, {"exit", absl::StrCat(v.enabled_exits(k))}});
+    std::optional<double> t =
+        Value(reg, "hapi_exit_threshold",
+              {{"variant", "v1"}, {"exit", absl::StrCat(v.enabled_exits(k))}});
     ASSERT_TRUE(t.has_value());
     EXPECT_FLOAT_EQ(static_cast<float>(*t), v.thresholds(k));
   }
-  EXPECT_EQ(Value(reg, "hapi_sla_latency_seconds", {{"variant", "v1"}, {"statistic", "mean"}}), 0.005);
+  EXPECT_EQ(Value(reg, "hapi_sla_latency_seconds", {{"variant", "v1"}, {"statistic", "mean"}}),
+            0.005);
 }
 
 TEST(MetricsTest, DeadlineAndQueueOutcomesAreCounted) {

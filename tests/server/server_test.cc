@@ -27,10 +27,10 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::ElementsAreArray;
+using ::testing::FloatEq;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::Pointwise;
-using ::testing::FloatEq;
 
 constexpr int kImages = 50;
 
@@ -307,7 +307,8 @@ TEST(ServingStatusTest, DescribesTheVariant) {
   const ServerFixture& f = Fixture();
   TestServer server;
   v1::ClassifyResponse r;
-  for (int i = 0; i < 10; ++i) ASSERT_OK(ToAbsl(Classify(server.stub(), RawRequest(f.image(i)), &r)));
+  for (int i = 0; i < 10; ++i)
+    ASSERT_OK(ToAbsl(Classify(server.stub(), RawRequest(f.image(i)), &r)));
   grpc::ClientContext ctx;
   v1::ServingStatus status;
   ASSERT_OK(ToAbsl(server.stub().GetServingStatus(&ctx, v1::ServingStatusRequest(), &status)));
@@ -374,7 +375,8 @@ TEST(DeadlineTest, TightDeadlineAnswersFromAnEarlyExit) {
   ASSERT_GE(i, 0);
   TestServer server(WithVariant("deep"));
   v1::ClassifyResponse full;
-  ASSERT_OK(ToAbsl(Classify(server.stub(), RawRequest(f.image(i)), &full, absl::InfiniteDuration())));
+  ASSERT_OK(
+      ToAbsl(Classify(server.stub(), RawRequest(f.image(i)), &full, absl::InfiniteDuration())));
   EXPECT_EQ(full.exits_evaluated(), 3);
   EXPECT_FALSE(full.cut_by_deadline());
   EXPECT_EQ(full.exit().exit_index(), f.model->manifest().exits_size() - 1);
@@ -630,10 +632,10 @@ TEST(HotSwapTest, BrokenVariantKeepsTheOldOneServing) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad-exit")));
   // The file at fault is named inside the repository; where the server keeps
   // the repository on disk is not the client's business.
-  EXPECT_THAT(LoadVariant(server.stub(), "garbled"),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("variants/garbled/variant.pbtxt"),
-                             Not(HasSubstr(f.repository)))));
+  EXPECT_THAT(
+      LoadVariant(server.stub(), "garbled"),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("variants/garbled/variant.pbtxt"), Not(HasSubstr(f.repository)))));
   for (const char* id : {"missing-model", "bad-exit"}) {
     EXPECT_THAT(LoadVariant(server.stub(), id),
                 StatusIs(::testing::_, Not(HasSubstr(f.repository))))
@@ -654,8 +656,8 @@ TEST(HotSwapTest, BrokenVariantKeepsTheOldOneServing) {
 TEST(HotSwapTest, VariantIdMustMatchItsDirectory) {
   const ServerFixture& f = Fixture();
   ASSERT_OK(MakeDirectories(f.repository + "/variants/alias"));
-  ASSERT_OK(WriteTextProtoAtomically(f.repository + "/variants/alias/variant.pbtxt",
-                                     f.Variant("v1")));
+  ASSERT_OK(
+      WriteTextProtoAtomically(f.repository + "/variants/alias/variant.pbtxt", f.Variant("v1")));
   TestServer server;
   absl::StatusOr<std::shared_ptr<const Servable>> loaded = server.servables().Load("alias");
   if (loaded.ok()) {
@@ -773,7 +775,8 @@ TEST_F(BadInputTest, RawFloat32NotANumber) {
 }
 
 TEST_F(BadInputTest, NoImage) {
-  EXPECT_THAT(Send(v1::Image()), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no image")));
+  EXPECT_THAT(Send(v1::Image()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no image")));
 }
 
 TEST(BadInputSizeTest, OversizedMessageIsRefusedByGrpc) {

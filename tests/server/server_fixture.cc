@@ -12,8 +12,8 @@
 #include "core/device_profile.h"
 #include "core/fashion_mnist.h"
 #include "core/files.h"
-#include "gtest/gtest.h"
 #include "core/repository_layout.h"
+#include "gtest/gtest.h"
 #include "stb_image_write.h"
 #include "tests/test_util.h"
 
@@ -79,7 +79,8 @@ v1::VariantManifest MakeVariant(const std::string& id, const std::string& device
 
 // A profile whose stages after the first look very slow.
 // WriteTextProtoAtomically into a directory created first.
-void WriteProto(const std::string& dir, const std::string& file, const google::protobuf::Message& m) {
+void WriteProto(const std::string& dir, const std::string& file,
+                const google::protobuf::Message& m) {
   absl::Status st = MakeDirectories(dir);
   if (st.ok()) st = WriteTextProtoAtomically(absl::StrCat(dir, "/", file), m);
   if (!st.ok()) Die(st.ToString());
@@ -95,7 +96,8 @@ v1::DeviceProfile HandMadeProfile(const std::string& name, const v1::ModelManife
     part->set_p95_s(s);
     part->set_mean_s(s);
   };
-  for (int s = 0; s < b->stages_size(); ++s) set(b->mutable_stages(s), s == 0 ? stage0_s : later_stage_s);
+  for (int s = 0; s < b->stages_size(); ++s)
+    set(b->mutable_stages(s), s == 0 ? stage0_s : later_stage_s);
   for (int e = 0; e < b->exits_size(); ++e) set(b->mutable_exits(e), 0.0005);
   set(b->mutable_overhead(), 0);
   p->set_description("hand-made for the server tests");
@@ -141,7 +143,8 @@ v1::VariantManifest ServerFixture::Variant(const std::string& id) const {
 const ServerFixture& Fixture() {
   static const ServerFixture* fixture = [] {
     auto* f = new ServerFixture();
-    std::string pattern = (std::filesystem::path(::testing::TempDir()) / "hapi-server-test-XXXXXX").string();
+    std::string pattern =
+        (std::filesystem::path(::testing::TempDir()) / "hapi-server-test-XXXXXX").string();
     std::vector<char> buffer(pattern.begin(), pattern.end());
     buffer.push_back('\0');
     if (::mkdtemp(buffer.data()) == nullptr) Die("mkdtemp " + pattern);
@@ -254,13 +257,15 @@ TestServer::~TestServer() {
 }
 
 std::shared_ptr<grpc::Channel> TestServer::NewChannel() const {
-  return grpc::CreateChannel(absl::StrCat("127.0.0.1:", port()), grpc::InsecureChannelCredentials());
+  return grpc::CreateChannel(absl::StrCat("127.0.0.1:", port()),
+                             grpc::InsecureChannelCredentials());
 }
 
 grpc::Status Classify(v1::Inference::Stub& stub, const v1::ClassifyRequest& request,
                       v1::ClassifyResponse* response, absl::Duration timeout) {
   grpc::ClientContext ctx;
-  if (timeout != absl::InfiniteDuration()) ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  if (timeout != absl::InfiniteDuration())
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   return stub.Classify(&ctx, request, response);
 }
 

@@ -288,8 +288,9 @@ TEST(CancellationTest, ClientsGoingAwayLeaveTheServerHealthy) {
   // Everything the cancelled calls queued is worked off and the server
   // answers as before.
   const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  std::optional<double> pending;
   while (absl::Now() < give_up) {
-    std::optional<double> pending;
+    pending.reset();
     for (const auto& family : server.registry().Collect()) {
       if (family.name == "hapi_pending_requests" && !family.metric.empty()) {
         pending = family.metric[0].gauge.value;

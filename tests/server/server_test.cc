@@ -299,6 +299,8 @@ TEST(CancellationTest, ClientsGoingAwayLeaveTheServerHealthy) {
     if (pending == 0) break;
     absl::SleepFor(absl::Milliseconds(10));
   }
+  ASSERT_TRUE(pending.has_value()) << "no hapi_pending_requests gauge";
+  EXPECT_EQ(*pending, 0) << "requests of cancelled calls still pending after 30 s";
   v1::ClassifyResponse r;
   ASSERT_OK(ToAbsl(Classify(server.stub(), RawRequest(f.image(3)), &r)));
   ExpectSameAnswer(r, Expected("v1", 3), "after cancellations");

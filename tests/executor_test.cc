@@ -148,9 +148,7 @@ TEST(ExecutorTest, EntropyAndMarginPoliciesMatchCalibrationTable) {
   ExpectMatchesTable(MedianDesign(table, {0, 3}, ExitPolicy::kMargin), 1);
 }
 
-TEST(ExecutorTest, FinalOnlyAnswersAtTheFinalExit) {
-  ExpectMatchesTable(Design::FinalOnly(), 50);
-}
+TEST(ExecutorTest, FinalOnlyAnswersAtTheFinalExit) { ExpectMatchesTable(Design::FinalOnly(), 50); }
 
 TEST(ExecutorTest, EarlySamplesAreAnsweredBeforeTheRestOfTheirBatch) {
   const Fixture& f = Shared();

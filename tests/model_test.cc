@@ -13,13 +13,13 @@
 #include <string>
 #include <vector>
 
-#include "gmock/gmock.h"
-#include "google/protobuf/util/message_differencer.h"
-#include "gtest/gtest.h"
 #include "core/calibration_table.h"
 #include "core/exit_policy.h"
 #include "core/fashion_mnist.h"
 #include "core/files.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
 #include "model/early_exit_model.h"
 #include "model/network.h"
 #include "model/trainer.h"
@@ -114,8 +114,10 @@ using TensorMap = std::map<std::string, torch::Tensor>;
 // Clones of every parameter and buffer of `module`, by name.
 TensorMap Snapshot(const torch::nn::Module& module) {
   TensorMap out;
-  for (const auto& p : module.named_parameters()) out["param " + p.key()] = p.value().detach().clone();
-  for (const auto& b : module.named_buffers()) out["buffer " + b.key()] = b.value().detach().clone();
+  for (const auto& p : module.named_parameters())
+    out["param " + p.key()] = p.value().detach().clone();
+  for (const auto& b : module.named_buffers())
+    out["buffer " + b.key()] = b.value().detach().clone();
   return out;
 }
 
@@ -388,9 +390,9 @@ TEST_F(TrainerTest, RejectsInvalidConfigAndEmptyData) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
   EXPECT_THAT(TrainExits(TinyTraining(), empty, Quiet(), model.get()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
-  EXPECT_THAT(TrainEarlyExitModel("No Such Name", TinyBackbone(), TinyTraining(), SyntheticData(),
-                                  Quiet()),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("model name")));
+  EXPECT_THAT(
+      TrainEarlyExitModel("No Such Name", TinyBackbone(), TinyTraining(), SyntheticData(), Quiet()),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("model name")));
 }
 
 TEST_F(TrainerTest, TrainBackboneRecordsEpochsAndLeavesExitHeadsAlone) {
@@ -530,12 +532,14 @@ TEST_F(TrainerTest, ValidationDataDoesNotChangeTheBackbone) {
   std::unique_ptr<EarlyExitModel> a = CreateTiny(5), b = CreateTiny(5);
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
-  ASSERT_THAT(DifferingTensors(Snapshot(*a->network().backbone()), Snapshot(*b->network().backbone())),
-              ::testing::IsEmpty());
+  ASSERT_THAT(
+      DifferingTensors(Snapshot(*a->network().backbone()), Snapshot(*b->network().backbone())),
+      ::testing::IsEmpty());
   ASSERT_THAT(TrainBackbone(config, train, SyntheticSet(300, 2), Quiet(), a.get()), IsOk());
   ASSERT_THAT(TrainBackbone(config, train, SyntheticSet(300, 3), Quiet(), b.get()), IsOk());
-  EXPECT_THAT(DifferingTensors(Snapshot(*a->network().backbone()), Snapshot(*b->network().backbone())),
-              ::testing::IsEmpty());
+  EXPECT_THAT(
+      DifferingTensors(Snapshot(*a->network().backbone()), Snapshot(*b->network().backbone())),
+      ::testing::IsEmpty());
 }
 
 TEST_F(TrainerTest, SameSeedGivesIdenticalModelsAndAnotherSeedDoesNot) {
@@ -620,7 +624,8 @@ TEST_F(CalibrateTest, AgreesWithADirectForwardPass) {
   ASSERT_NE(model, nullptr);
   // A briefly trained backbone so that predictions are not all alike.
   ImageSet train = SyntheticSet(256, 1);
-  ASSERT_THAT(TrainBackbone(TinyTraining(), train, SyntheticSet(50, 9), Quiet(), model.get()), IsOk());
+  ASSERT_THAT(TrainBackbone(TinyTraining(), train, SyntheticSet(50, 9), Quiet(), model.get()),
+              IsOk());
   const int n = 620;  // more than Calibrate's internal batch of 500
   ImageSet set = SyntheticSet(n, 4);
 
@@ -706,10 +711,11 @@ TEST_F(ArtifactTest, SaveLoadRoundTrip) {
   // Save fills in two fields of the stored manifest; everything else must
   // come back exactly.
   const v1::ModelManifest& stored = (*loaded)->manifest();
-  EXPECT_EQ(stored.report().weights_bytes(),
-            static_cast<int64_t>(fs::file_size(File(kBackboneFile)) + fs::file_size(File(kExitsFile))));
-  EXPECT_THAT(stored.created_at(), ::testing::MatchesRegex(
-                                       "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}.*"));
+  EXPECT_EQ(
+      stored.report().weights_bytes(),
+      static_cast<int64_t>(fs::file_size(File(kBackboneFile)) + fs::file_size(File(kExitsFile))));
+  EXPECT_THAT(stored.created_at(),
+              ::testing::MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}.*"));
   v1::ModelManifest expected = model_->manifest();
   expected.mutable_report()->set_weights_bytes(stored.report().weights_bytes());
   expected.set_created_at(stored.created_at());

@@ -861,12 +861,12 @@ TEST_F(ArtifactTest, InconsistentOrGarbageManifestIsRejected) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(File(kManifestFile))));
 }
 
-// --- Real data (optional) -----------------------------------------------------------------
+// --- Real data (scripts/install-deps.sh installs Fashion-MNIST: no skipping) --------------
 
 TEST_F(ModelTest, TinyModelLearnsRealFashionMnist) {
-  if (!fs::exists(std::string(kDefaultFashionMnistDir) + "/train-images-idx3-ubyte.gz")) {
-    GTEST_SKIP() << "Fashion-MNIST not installed at " << kDefaultFashionMnistDir;
-  }
+  ASSERT_TRUE(fs::exists(std::string(kDefaultFashionMnistDir) + "/train-images-idx3-ubyte.gz"))
+      << "Fashion-MNIST not installed at " << kDefaultFashionMnistDir
+      << " (bash scripts/install-deps.sh installs it)";
   absl::StatusOr<FashionMnist> data = LoadFashionMnist(kDefaultFashionMnistDir);
   ASSERT_THAT(data, IsOk());
   data->validation.Truncate(1000);

@@ -498,15 +498,21 @@ TEST_F(TrainerTest, RetrainExitsWithDistillationKeepsTheBackboneAndFinalAnswers)
   const CalibrationTable& test_after = model->test_table();
   const int final_exit = test_after.num_exits() - 1;
   ASSERT_EQ(test_after.num_samples(), test_before.num_samples());
+  int early_changed = 0;  // early-exit scores that moved: tables left alone would pass above
   for (int s = 0; s < test_after.num_samples(); ++s) {
     ASSERT_EQ(test_after.predicted(final_exit, s), test_before.predicted(final_exit, s)) << s;
+    for (int e = 0; e < final_exit; ++e) {
+      early_changed += test_after.confidence(e, s) != test_before.confidence(e, s);
+    }
   }
+  EXPECT_GT(early_changed, 0) << "the test table was not recomputed with the new heads";
   const v1::ModelManifest& m = model->manifest();
   EXPECT_EQ(m.training().exit_distillation(), 0.5);
   EXPECT_EQ(m.training().distillation_temperature(), 3);
   EXPECT_EQ(m.training().exit_epochs(), 2);
   EXPECT_GT(m.training().threads(), 0) << "the threads this run used";
   EXPECT_EQ(m.report().exit_epoch_seconds_size(), 2) << "only the new exit epochs";
+  ASSERT_EQ(m.report().exits_size(), final_exit + 1);
   for (const auto& exit : m.report().exits()) {
     EXPECT_GT(exit.accuracy().test(), 0.0) << exit.exit_index();
   }
@@ -535,11 +541,16 @@ TEST_F(TrainerTest, ValidationDataDoesNotChangeTheBackbone) {
   ASSERT_THAT(
       DifferingTensors(Snapshot(*a->network().backbone()), Snapshot(*b->network().backbone())),
       ::testing::IsEmpty());
+  const TensorMap initial = Snapshot(*a->network().backbone());
   ASSERT_THAT(TrainBackbone(config, train, SyntheticSet(300, 2), Quiet(), a.get()), IsOk());
   ASSERT_THAT(TrainBackbone(config, train, SyntheticSet(300, 3), Quiet(), b.get()), IsOk());
   EXPECT_THAT(
       DifferingTensors(Snapshot(*a->network().backbone()), Snapshot(*b->network().backbone())),
       ::testing::IsEmpty());
+  // Two untrained backbones would be equal too.
+  EXPECT_THAT(DifferingTensors(initial, Snapshot(*a->network().backbone())),
+              Not(::testing::IsEmpty()))
+      << "training did not change the backbone";
 }
 
 TEST_F(TrainerTest, SameSeedGivesIdenticalModelsAndAnotherSeedDoesNot) {

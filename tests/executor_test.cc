@@ -174,18 +174,37 @@ TEST(ExecutorTest, MayContinueCutsShortFromTheMostConfidentExit) {
   Design d = Design::Shared({0, 1, 2}, 1.0f);  // nothing clears 1.0 before the final exit
   auto executor = EarlyExitExecutor::Create(f.model, d);
   ASSERT_TRUE(executor.ok());
+  // Sample 1 may not even reach exit 0; every other one is cut after two exits.
+  constexpr int kN = 64;
   RunHooks hooks;
   hooks.may_continue = [](int sample, int next_depth) {
-    return sample == 0 ? next_depth <= 2 : next_depth <= 0;
+    return sample != 1 ? next_depth <= 2 : next_depth <= 0;
   };
-  auto results = (*executor)->Run(f.pixels.data(), 2, hooks);
+  auto results = (*executor)->Run(f.pixels.data(), kN, hooks);
   ASSERT_TRUE(results.ok());
-  const SampleResult& a = (*results)[0];
-  EXPECT_TRUE(a.cut_short);
-  EXPECT_EQ(a.exits_evaluated, 2);
-  const ExitStep& best = a.steps[0].score >= a.steps[1].score ? a.steps[0] : a.steps[1];
-  EXPECT_EQ(a.exit_index, best.exit_index);
-  EXPECT_EQ(a.label, best.label);
+  ASSERT_EQ(results->size(), static_cast<size_t>(kN));
+  int first_surer = 0, second_surer = 0;
+  for (int i = 0; i < kN; ++i) {
+    if (i == 1) continue;
+    const SampleResult& a = (*results)[i];
+    EXPECT_TRUE(a.cut_short) << "sample " << i;
+    EXPECT_EQ(a.exits_evaluated, 2) << "sample " << i;
+    ASSERT_EQ(a.steps.size(), 2u) << "sample " << i;
+    if (a.steps[0].score == a.steps[1].score) {  // a tie: either is the most confident
+      EXPECT_THAT(a.exit_index, ::testing::AnyOf(a.steps[0].exit_index, a.steps[1].exit_index));
+      continue;
+    }
+    const bool first = a.steps[0].score > a.steps[1].score;
+    first_surer += first;
+    second_surer += !first;
+    const ExitStep& best = first ? a.steps[0] : a.steps[1];
+    EXPECT_EQ(a.exit_index, best.exit_index) << "sample " << i;
+    EXPECT_EQ(a.label, best.label) << "sample " << i;
+    EXPECT_EQ(a.confidence, best.confidence) << "sample " << i;
+  }
+  // Both orders occur, or "the last exit evaluated" (or "the first") would pass.
+  EXPECT_GT(first_surer, 0);
+  EXPECT_GT(second_surer, 0);
   const SampleResult& b = (*results)[1];
   EXPECT_TRUE(b.cut_short);
   EXPECT_EQ(b.exits_evaluated, 0);

@@ -411,6 +411,11 @@ def check_grafana(source, docs, services, listening, mounts, scrape_interval, ex
             error(f"grafana dashboard provider path {path} is not mounted from a directory of dashboards")
         else:
             dashboards += glob.glob(os.path.join(host, "*.json"))
+    # Without a provisioned datasource or dashboard the checks below have nothing to check.
+    if not uids:
+        error("deploy/grafana/provisioning/datasources/prometheus.yml: no datasource")
+    if not dashboards:
+        error("deploy/grafana/provisioning/dashboards/hapi.yml: no dashboard provisioned")
     home = (services.get("grafana", {}).get("environment") or {}).get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
     if home and not (container_to_host(mounts.get("grafana", []), home) and
                      os.path.isfile(container_to_host(mounts.get("grafana", []), home))):
@@ -595,6 +600,10 @@ def check_dockerfile(source, binaries, client, target_files, build_dir):
             error(f".dockerignore should exclude {excluded}")
     if not any(op == "USER" for op, _ in ins):
         error("Dockerfile: no USER (runs as root)")
+    # The checks of these instructions above run only when they are there.
+    for needed in ("EXPOSE", "HEALTHCHECK", "CMD"):
+        if not any(op == needed for op, _ in ins):
+            error(f"Dockerfile: no {needed}")
     ok(f"stages {stages}; builds {main_targets}; COPY sources exist and are not .dockerignored; "
        "EXPOSE, HEALTHCHECK and CMD match the binaries")
     check_runtime_packages(runtime_packages, build_dir, target_files)

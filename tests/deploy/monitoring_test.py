@@ -211,6 +211,8 @@ def healthchecks(source):
     for line in text.splitlines():
         if line.startswith("HEALTHCHECK") and "CMD" in line:
             checks["server"].append(json.loads(line.split("CMD", 1)[1].strip()))
+    if not checks["server"]:
+        raise TestFailure("Dockerfile: no HEALTHCHECK ... CMD [...] found, so it would go unchecked")
     with open(os.path.join(source, "docker-compose.yml")) as f:
         compose = yaml.safe_load(f)
     for name in checks:

@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "google/protobuf/text_format.h"
@@ -46,9 +47,8 @@ std::string RandomSuffix() {
 
 absl::Status ValidateName(absl::string_view name, absl::string_view what) {
   auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid ", what, " '", name, "': ", why,
-        " (names match [a-z0-9][a-z0-9._-]{0,63})"));
+    return absl::InvalidArgumentError(absl::StrCat("invalid ", what, " '", name, "': ", why,
+                                                   " (names match [a-z0-9][a-z0-9._-]{0,63})"));
   };
   if (name.empty()) return bad("empty");
   if (name.size() > 64) return bad("longer than 64 characters");
@@ -62,6 +62,8 @@ absl::Status ValidateName(absl::string_view name, absl::string_view what) {
   return absl::OkStatus();
 }
 
+bool IsStagingName(absl::string_view name) { return absl::StartsWith(name, kStagingPrefix); }
+
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return ErrnoError("open", path);
@@ -74,8 +76,9 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
   fs::path target(path);
   fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  std::string tmp = (dir / absl::StrCat(".tmp-", target.filename().string(), "-",
-                                        RandomSuffix())).string();
+  std::string tmp =
+      (dir / absl::StrCat(kStagingPrefix, target.filename().string(), "-", RandomSuffix()))
+          .string();
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("create", tmp);
   const char* data = contents.data();
@@ -118,7 +121,7 @@ absl::StatusOr<std::string> MakeStagingDirectory(const std::string& final_dir) {
   absl::Status st = MakeDirectories(parent.string());
   if (!st.ok()) return st;
   std::string staging =
-      (parent / absl::StrCat(".tmp-", target.filename().string(), "-", RandomSuffix()))
+      (parent / absl::StrCat(kStagingPrefix, target.filename().string(), "-", RandomSuffix()))
           .string();
   if (::mkdir(staging.c_str(), 0755) != 0) return ErrnoError("mkdir", staging);
   return staging;
@@ -131,11 +134,12 @@ absl::Status WriteGeneratedSection(const std::string& path, absl::string_view ge
   if (!fs::exists(path)) return WriteFileAtomically(path, section + "\n");
   HAPI_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   const size_t begin = text.find(kGeneratedBegin);
-  const size_t end = begin == std::string::npos ? std::string::npos : text.find(kGeneratedEnd, begin);
+  const size_t end =
+      begin == std::string::npos ? std::string::npos : text.find(kGeneratedEnd, begin);
   if (end == std::string::npos) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path, " has no generated section: put the lines ", kGeneratedBegin, " and ", kGeneratedEnd,
-        " where the generated text belongs, or write to a new file"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, " has no generated section: put the lines ", kGeneratedBegin, " and ",
+                     kGeneratedEnd, " where the generated text belongs, or write to a new file"));
   }
   text.replace(begin, end + std::strlen(kGeneratedEnd) - begin, section);
   return WriteFileAtomically(path, text);
@@ -158,8 +162,8 @@ absl::Status PublishDirectory(const std::string& staging, const std::string& fin
     return err;
   }
   if (!old.empty()) fs::remove_all(old, ec);
-  fs::path parent = fs::path(final_dir).has_parent_path() ? fs::path(final_dir).parent_path()
-                                                          : fs::path(".");
+  fs::path parent =
+      fs::path(final_dir).has_parent_path() ? fs::path(final_dir).parent_path() : fs::path(".");
   return FsyncPath(parent.string(), /*directory=*/true);
 }
 

@@ -29,12 +29,19 @@ inline constexpr char kGeneratedBegin[] = "<!-- generated: begin -->";
 inline constexpr char kGeneratedEnd[] = "<!-- generated: end -->";
 absl::Status WriteGeneratedSection(const std::string& path, absl::string_view generated);
 
+// Temporary names of atomic writes and staging directories start with this
+// prefix. It begins with '.', which ValidateName refuses, so no repository
+// object can be mistaken for one; a crash can leave them behind, and restart
+// recovery removes them (IsStagingName).
+inline constexpr char kStagingPrefix[] = ".tmp-";
+bool IsStagingName(absl::string_view name);
+
 // Moves the fully written directory `staging` to `final_dir` in one rename. An
 // existing `final_dir` is replaced (moved aside first, then removed).
 absl::Status PublishDirectory(const std::string& staging, const std::string& final_dir);
 
 // Creates a fresh staging directory beside `final_dir` (same filesystem, so
-// the publishing rename is atomic). Its name starts with ".tmp-".
+// the publishing rename is atomic). Its name starts with kStagingPrefix.
 absl::StatusOr<std::string> MakeStagingDirectory(const std::string& final_dir);
 
 absl::Status MakeDirectories(const std::string& path);

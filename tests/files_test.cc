@@ -28,11 +28,11 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::StartsWith;
 
-// Entries of `dir` whose names start with ".tmp-" (staging leftovers).
+// Entries of `dir` that are staging leftovers.
 std::vector<std::string> TempEntries(const std::string& dir) {
   std::vector<std::string> out;
   for (const std::string& name : ListDir(dir)) {
-    if (name.rfind(".tmp-", 0) == 0) out.push_back(name);
+    if (IsStagingName(name)) out.push_back(name);
   }
   return out;
 }
@@ -92,8 +92,7 @@ TEST(WriteGeneratedSectionTest, ReplacesOnlyTheGeneratedSection) {
   const std::string path = dir.Join("doc.md");
   // A new file: just the section.
   ASSERT_THAT(WriteGeneratedSection(path, "| a |\n"), IsOk());
-  EXPECT_EQ(ReadBytes(path),
-            "<!-- generated: begin -->\n| a |\n<!-- generated: end -->\n");
+  EXPECT_EQ(ReadBytes(path), "<!-- generated: begin -->\n| a |\n<!-- generated: end -->\n");
   // Hand-written text around it survives a rewrite, a missing newline is added.
   WriteBytes(path,
              "# Title\nintro\n\n<!-- generated: begin -->\nold table\nmore\n"
@@ -147,6 +146,23 @@ TEST(PublishDirectoryTest, StagingDirectoryIsBesideTheTarget) {
   absl::StatusOr<std::string> other = MakeStagingDirectory(final_dir);
   ASSERT_THAT(other, IsOk());
   EXPECT_NE(*staging, *other);
+}
+
+// Restart recovery removes what IsStagingName matches, so it must match the
+// names the writers use and never a name a repository object can have.
+TEST(IsStagingNameTest, MatchesStagingNamesAndNoValidName) {
+  ScopedTempDir dir;
+  absl::StatusOr<std::string> staging = MakeStagingDirectory(dir.Join("m1"));
+  ASSERT_THAT(staging, IsOk());
+  EXPECT_TRUE(IsStagingName(fs::path(*staging).filename().string()));
+  EXPECT_TRUE(IsStagingName(".tmp-profile.pbtxt-123-456"));
+  for (const char* name : {"tmp-x", "a.tmp-", "x.tmp-y", "0", "profile.pbtxt"}) {
+    ASSERT_THAT(ValidateName(name, "name"), IsOk()) << name;
+    EXPECT_FALSE(IsStagingName(name)) << name;
+  }
+  EXPECT_THAT(ValidateName(kStagingPrefix, "name"), ::testing::Not(IsOk()));
+  EXPECT_FALSE(IsStagingName(".tmp"));
+  EXPECT_FALSE(IsStagingName(""));
 }
 
 TEST(PublishDirectoryTest, PublishesNewDirectory) {
@@ -208,9 +224,10 @@ TEST(TextProtoTest, GarbageIsInvalidArgumentNamingTheFile) {
   ScopedTempDir dir;
   WriteBytes(dir.Join("bad.pbtxt"), "name: \"x\"\nthis is { not a manifest");
   v1::ModelManifest m;
-  EXPECT_THAT(ReadTextProto(dir.Join("bad.pbtxt"), &m),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr(dir.Join("bad.pbtxt")), HasSubstr("hapi.v1.ModelManifest"))));
+  EXPECT_THAT(
+      ReadTextProto(dir.Join("bad.pbtxt"), &m),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr(dir.Join("bad.pbtxt")), HasSubstr("hapi.v1.ModelManifest"))));
   WriteBytes(dir.Join("unknown-field.pbtxt"), "no_such_field: 3\n");
   EXPECT_THAT(ReadTextProto(dir.Join("unknown-field.pbtxt"), &m),
               StatusIs(absl::StatusCode::kInvalidArgument));

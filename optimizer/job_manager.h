@@ -36,7 +36,8 @@ class JobManager {
 
   // Checks that the device is registered and fits the model
   // (VariantBuilder::CheckModelAndDevice), records a QUEUED job and returns
-  // it at once.
+  // it at once. The record is refused (NOT_FOUND) if the device was deleted
+  // meanwhile: StateStore::PutJob checks it in the insert.
   absl::StatusOr<v1::Job> Submit(const VariantSpec& spec);
   absl::StatusOr<v1::Job> Get(const std::string& id);
   // Cancels a queued or running job; a finished job is returned unchanged.

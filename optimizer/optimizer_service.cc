@@ -255,6 +255,15 @@ grpc::ServerUnaryReactor* OptimizerService::DeleteDevice(grpc::CallbackServerCon
   absl::Status st = [&]() -> absl::Status {
     HAPI_RETURN_IF_ERROR(CheckToken(*ctx, admin_token_));
     HAPI_RETURN_IF_ERROR(ValidateName(request->name(), "device name"));
+    // A device that a variant in the catalogue or an unfinished job uses is
+    // refused (FAILED_PRECONDITION naming them) rather than copied into each
+    // variant: its latencies then live in one place, which the server reads
+    // and a re-registration updates, and an operator who wants it gone
+    // deletes its variants (and cancels its jobs) first. Deleting it anyway
+    // would leave variants the server cannot load again. The store checks
+    // and deletes in one transaction, against the same check in the insert
+    // that admits a job (StateStore::PutJob), so CreateVariant cannot slip a
+    // job in between.
     absl::MutexLock lock(&register_mu_);
     HAPI_RETURN_IF_ERROR(store_->DeleteDevice(request->name()));
     std::error_code ec;

@@ -2,7 +2,10 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace hapi {
 namespace {
@@ -26,6 +29,10 @@ class Statement {
   }
   void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
   int Step() { return sqlite3_step(stmt_); }
+  std::string Text(int col) {
+    const unsigned char* p = sqlite3_column_text(stmt_, col);
+    return p ? std::string(reinterpret_cast<const char*>(p)) : std::string();
+  }
   std::string Blob(int col) {
     const void* p = sqlite3_column_blob(stmt_, col);
     int n = sqlite3_column_bytes(stmt_, col);
@@ -45,6 +52,15 @@ absl::StatusOr<Proto> ParseRow(const std::string& blob, absl::string_view table)
     return absl::DataLossError(absl::StrCat("state database: corrupt row in ", table));
   }
   return p;
+}
+
+// "a, b, c and 4 more": enough names to act on, never a wall of them.
+std::string FewOf(const std::vector<std::string>& names) {
+  constexpr size_t kNamed = 3;
+  const size_t shown = std::min(names.size(), kNamed);
+  std::string out = absl::StrJoin(names.begin(), names.begin() + shown, ", ");
+  if (names.size() > shown) absl::StrAppend(&out, " and ", names.size() - shown, " more");
+  return out;
 }
 
 constexpr char kSchema[] = R"sql(
@@ -139,27 +155,82 @@ absl::StatusOr<std::vector<v1::DeviceProfile>> StateStore::ListDevices() {
 
 absl::Status StateStore::DeleteDevice(const std::string& name) {
   absl::MutexLock lock(&mu_);
-  Statement st(db_, "DELETE FROM devices WHERE name = ?");
-  if (!st.ok()) return st.Error("prepare");
-  st.Bind(1, name);
-  if (st.Step() != SQLITE_DONE) return st.Error("delete device");
-  if (sqlite3_changes(db_) == 0) {
-    return absl::NotFoundError(absl::StrCat("unknown device '", name, "'"));
+  // IMMEDIATE: the write lock is taken before the check, so no other
+  // connection can add a dependant between the check and the delete.
+  if (absl::Status st = Exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+  // The analysis cannot see that a lambda runs under the caller's lock.
+  auto rollback = [&](absl::Status st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Exec("ROLLBACK").IgnoreError();
+    return st;
+  };
+  std::vector<std::string> variants;
+  {
+    Statement st(db_, "SELECT id FROM variants WHERE device = ? ORDER BY seq");
+    if (!st.ok()) return rollback(st.Error("prepare"));
+    st.Bind(1, name);
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) variants.push_back(st.Text(0));
+    if (rc != SQLITE_DONE) return rollback(st.Error("list variants"));
   }
-  return absl::OkStatus();
+  std::vector<std::string> jobs;
+  {
+    // Unfinished jobs are few (the queue is bounded): filter on the blob.
+    Statement st(db_, "SELECT job FROM jobs WHERE state IN (?, ?) ORDER BY seq");
+    if (!st.ok()) return rollback(st.Error("prepare"));
+    st.Bind(1, static_cast<int64_t>(v1::QUEUED));
+    st.Bind(2, static_cast<int64_t>(v1::RUNNING));
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) {
+      absl::StatusOr<v1::Job> j = ParseRow<v1::Job>(st.Blob(0), "jobs");
+      if (!j.ok()) return rollback(j.status());
+      if (j->device() == name) jobs.push_back(j->id());
+    }
+    if (rc != SQLITE_DONE) return rollback(st.Error("list jobs"));
+  }
+  if (!variants.empty() || !jobs.empty()) {
+    std::vector<std::string> users, remedies;
+    if (!variants.empty()) {
+      users.push_back(absl::StrCat("variants ", FewOf(variants)));
+      remedies.push_back("delete those variants");
+    }
+    if (!jobs.empty()) {
+      users.push_back(absl::StrCat("queued or running jobs ", FewOf(jobs)));
+      remedies.push_back("cancel those jobs");
+    }
+    return rollback(absl::FailedPreconditionError(
+        absl::StrCat("device '", name, "' is in use by ", absl::StrJoin(users, " and by "), "; ",
+                     absl::StrJoin(remedies, " and "), " first")));
+  }
+  {
+    Statement st(db_, "DELETE FROM devices WHERE name = ?");
+    if (!st.ok()) return rollback(st.Error("prepare"));
+    st.Bind(1, name);
+    if (st.Step() != SQLITE_DONE) return rollback(st.Error("delete device"));
+    if (sqlite3_changes(db_) == 0) {
+      return rollback(absl::NotFoundError(absl::StrCat("unknown device '", name, "'")));
+    }
+  }
+  return Exec("COMMIT");
 }
 
 absl::Status StateStore::PutJob(const v1::Job& job, const v1::CreateVariantRequest& request) {
   absl::MutexLock lock(&mu_);
+  // One statement: the device check and the insert cannot be split by a
+  // DeleteDevice (see there).
   Statement st(db_,
-               "INSERT INTO jobs(id, state, job, request, seq) VALUES(?,?,?,?,"
-               "(SELECT IFNULL(MAX(seq), 0) + 1 FROM jobs))");
+               "INSERT INTO jobs(id, state, job, request, seq) SELECT ?1, ?2, ?3, ?4, "
+               "(SELECT IFNULL(MAX(seq), 0) + 1 FROM jobs) "
+               "WHERE EXISTS (SELECT 1 FROM devices WHERE name = ?5)");
   if (!st.ok()) return st.Error("prepare");
   st.Bind(1, job.id());
   st.Bind(2, static_cast<int64_t>(job.state()));
   st.BindBlob(3, job.SerializeAsString());
   st.BindBlob(4, request.SerializeAsString());
+  st.Bind(5, job.device());
   if (st.Step() != SQLITE_DONE) return st.Error("insert job");
+  if (sqlite3_changes(db_) == 0) {
+    return absl::NotFoundError(absl::StrCat("unknown device '", job.device(), "'"));
+  }
   return absl::OkStatus();
 }
 

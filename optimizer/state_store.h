@@ -26,9 +26,14 @@ class StateStore {
   absl::Status PutDevice(const v1::DeviceProfile& profile, bool overwrite);
   absl::StatusOr<v1::DeviceProfile> GetDevice(const std::string& name);
   absl::StatusOr<std::vector<v1::DeviceProfile>> ListDevices();
+  // FAILED_PRECONDITION, naming them, while variants in the index or QUEUED
+  // or RUNNING jobs use the device; then nothing is deleted. The check and the
+  // delete are one transaction, and PutJob checks the device in its insert,
+  // so a job being admitted either is seen here or fails with NOT_FOUND.
   absl::Status DeleteDevice(const std::string& name);
 
-  // Inserts or replaces the job row (the request is stored with it).
+  // Inserts the job row (the request is stored with it). NOT_FOUND, and no
+  // row, when job.device() is not registered.
   absl::Status PutJob(const v1::Job& job, const v1::CreateVariantRequest& request);
   absl::Status UpdateJob(const v1::Job& job);
   absl::StatusOr<v1::Job> GetJob(const std::string& id);

@@ -1,6 +1,8 @@
 #include "core/device_profile.h"
 
 #include <cmath>
+#include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/files.h"
@@ -9,13 +11,57 @@
 namespace hapi {
 namespace {
 
+// More intra-op threads than any machine this runs on has cores: a typo.
+constexpr int kMaxIntraOpThreads = 1024;
+
 absl::Status CheckPart(const v1::PartLatency& part, const std::string& where) {
-  for (double v : {part.median_s(), part.p95_s(), part.mean_s()}) {
+  for (auto [field, v] : {std::pair<const char*, double>{"median_s", part.median_s()},
+                          {"p95_s", part.p95_s()},
+                          {"mean_s", part.mean_s()}}) {
     if (!std::isfinite(v) || v < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("device profile: latency of ", where, " is ", v,
-                       " (must be finite and >= 0 seconds)"));
+      return absl::InvalidArgumentError(absl::StrCat("device profile: ", field, " of ", where,
+                                                     " is ", v,
+                                                     " (must be finite and >= 0 seconds)"));
     }
+  }
+  return absl::OkStatus();
+}
+
+// The source says how the latencies were obtained; the latency model never
+// reads it, but a profile that records nonsense there is not trusted either.
+absl::Status CheckSource(const v1::DeviceProfile& profile) {
+  auto bad = [&](absl::string_view field, auto value, absl::string_view rule) {
+    return absl::InvalidArgumentError(absl::StrCat("device profile '", profile.name(), "': ", field,
+                                                   " is ", value, " (must be ", rule, ")"));
+  };
+  switch (profile.source_case()) {
+    case v1::DeviceProfile::kMeasured:
+      if (profile.measured().warmup_iterations() < 0) {
+        return bad("measured.warmup_iterations", profile.measured().warmup_iterations(), ">= 0");
+      }
+      if (profile.measured().iterations() < 0) {
+        return bad("measured.iterations", profile.measured().iterations(), ">= 0");
+      }
+      break;
+    case v1::DeviceProfile::kAnalytic:
+      if (!std::isfinite(profile.analytic().macs_per_second()) ||
+          profile.analytic().macs_per_second() <= 0) {
+        return bad("analytic.macs_per_second", profile.analytic().macs_per_second(),
+                   "finite and > 0");
+      }
+      if (!std::isfinite(profile.analytic().per_layer_overhead_s()) ||
+          profile.analytic().per_layer_overhead_s() < 0) {
+        return bad("analytic.per_layer_overhead_s", profile.analytic().per_layer_overhead_s(),
+                   "finite and >= 0");
+      }
+      break;
+    case v1::DeviceProfile::kScaled:
+      if (!std::isfinite(profile.scaled().factor()) || profile.scaled().factor() <= 0) {
+        return bad("scaled.factor", profile.scaled().factor(), "finite and > 0");
+      }
+      break;
+    case v1::DeviceProfile::SOURCE_NOT_SET:
+      break;
   }
   return absl::OkStatus();
 }
@@ -43,29 +89,44 @@ absl::Status ValidateDeviceProfile(const v1::DeviceProfile& profile,
   HAPI_RETURN_IF_ERROR(ValidateName(profile.name(), "device name"));
   if (profile.model() != manifest.name()) {
     return absl::InvalidArgumentError(absl::StrCat("device profile '", profile.name(),
-                                                   "' is for model '", profile.model(),
-                                                   "', not '", manifest.name(), "'"));
+                                                   "' is for model '", profile.model(), "', not '",
+                                                   manifest.name(), "'"));
   }
   if (profile.model_macs() != manifest.full_network_macs()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "device profile '", profile.name(), "' was made for a model of ", profile.model_macs(),
-        " MACs; model '", manifest.name(), "' has ", manifest.full_network_macs(),
-        " (a different architecture)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("device profile '", profile.name(), "' was made for a model of ",
+                     profile.model_macs(), " MACs; model '", manifest.name(), "' has ",
+                     manifest.full_network_macs(), " (a different architecture)"));
   }
+  // 0: not recorded (profiles from before the field was filled in).
+  if (profile.intra_op_threads() < 0 || profile.intra_op_threads() > kMaxIntraOpThreads) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "device profile '", profile.name(), "': intra_op_threads is ", profile.intra_op_threads(),
+        " (must be 0, meaning not recorded, to ", kMaxIntraOpThreads, ")"));
+  }
+  HAPI_RETURN_IF_ERROR(CheckSource(profile));
   if (FindBatch(profile, 1) == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("device profile '", profile.name(), "' has no batch-size-1 table"));
   }
+  std::set<int> batch_sizes;
   for (const v1::BatchProfile& b : profile.batches()) {
     if (b.batch_size() <= 0) {
       return absl::InvalidArgumentError(absl::StrCat("device profile '", profile.name(),
-                                                     "': batch size ", b.batch_size()));
+                                                     "': batch_size is ", b.batch_size(),
+                                                     " (must be >= 1)"));
+    }
+    // FindBatch would read the first table and silently ignore the others.
+    if (!batch_sizes.insert(b.batch_size()).second) {
+      return absl::InvalidArgumentError(absl::StrCat("device profile '", profile.name(),
+                                                     "': batch_size ", b.batch_size(),
+                                                     " has more than one table"));
     }
     if (b.stages_size() != manifest.stages_size() || b.exits_size() != manifest.exits_size()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "device profile '", profile.name(), "' batch ", b.batch_size(), " has ",
-          b.stages_size(), " stages and ", b.exits_size(), " exits; model '", manifest.name(),
-          "' has ", manifest.stages_size(), " and ", manifest.exits_size()));
+          "device profile '", profile.name(), "' batch ", b.batch_size(), " has ", b.stages_size(),
+          " stages and ", b.exits_size(), " exits; model '", manifest.name(), "' has ",
+          manifest.stages_size(), " and ", manifest.exits_size()));
     }
     std::string batch = absl::StrCat(" at batch ", b.batch_size());
     for (int s = 0; s < b.stages_size(); ++s) {
@@ -109,10 +170,12 @@ absl::StatusOr<v1::DeviceProfile> MakeAnalyticProfile(const std::string& name,
     v1::BatchProfile* batch = p.add_batches();
     batch->set_batch_size(b);
     for (const auto& s : manifest.stages()) {
-      *batch->add_stages() = Part(b * s.macs() / macs_per_second + s.layers() * per_layer_overhead_s);
+      *batch->add_stages() =
+          Part(b * s.macs() / macs_per_second + s.layers() * per_layer_overhead_s);
     }
     for (const auto& e : manifest.exits()) {
-      *batch->add_exits() = Part(b * e.macs() / macs_per_second + e.layers() * per_layer_overhead_s);
+      *batch->add_exits() =
+          Part(b * e.macs() / macs_per_second + e.layers() * per_layer_overhead_s);
     }
     *batch->mutable_overhead() = Part(per_layer_overhead_s);
   }

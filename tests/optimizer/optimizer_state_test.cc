@@ -1,6 +1,6 @@
 // The optimizer's durable state against misuse: a device that variants or
-// unfinished jobs use cannot be deleted, and a job cannot be admitted for a
-// device that is being deleted.
+// unfinished jobs use cannot be deleted, and nonsense in a device profile is
+// refused naming the field.
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -346,6 +346,66 @@ TEST_F(OptimizerStateTest, DeletingADeviceInUseIsRefusedNamingWhatUsesIt) {
   ASSERT_OK(DeleteDevice(kDevice));
   EXPECT_THAT(DeviceNames(), IsEmpty());
   EXPECT_FALSE(fs::exists(layout_.DeviceDir(kDevice)));
+}
+
+TEST_F(OptimizerStateTest, RegisterDeviceRefusesNonsenseNumbersNamingTheField) {
+  Start();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  struct Spoiled {
+    std::string field;  // what the message must name
+    std::function<void(v1::DeviceProfile*)> spoil;
+  };
+  const std::vector<Spoiled> cases = {
+      {"intra_op_threads", [](v1::DeviceProfile* p) { p->set_intra_op_threads(-4); }},
+      {"intra_op_threads", [](v1::DeviceProfile* p) { p->set_intra_op_threads(1 << 20); }},
+      {"batch_size is 0",
+       [](v1::DeviceProfile* p) {
+         *p->add_batches() = p->batches(0);
+         p->mutable_batches(1)->set_batch_size(0);
+       }},
+      {"batch_size is -3",
+       [](v1::DeviceProfile* p) {
+         *p->add_batches() = p->batches(0);
+         p->mutable_batches(1)->set_batch_size(-3);
+       }},
+      {"batch_size 1 has more than one table",
+       [](v1::DeviceProfile* p) { *p->add_batches() = p->batches(0); }},
+      {"measured.iterations",
+       [](v1::DeviceProfile* p) { p->mutable_measured()->set_iterations(-1); }},
+      {"measured.warmup_iterations",
+       [](v1::DeviceProfile* p) { p->mutable_measured()->set_warmup_iterations(-5); }},
+      {"scaled.factor", [](v1::DeviceProfile* p) { p->mutable_scaled()->set_factor(-2); }},
+      {"scaled.factor", [&](v1::DeviceProfile* p) { p->mutable_scaled()->set_factor(nan); }},
+      {"analytic.macs_per_second",
+       [](v1::DeviceProfile* p) { p->mutable_analytic()->set_macs_per_second(0); }},
+      {"analytic.per_layer_overhead_s",
+       [&](v1::DeviceProfile* p) {
+         p->mutable_analytic()->set_macs_per_second(1e9);
+         p->mutable_analytic()->set_per_layer_overhead_s(inf);
+       }},
+      {"mean_s of stage 2",
+       [](v1::DeviceProfile* p) { p->mutable_batches(0)->mutable_stages(2)->set_mean_s(-1e-3); }},
+      {"p95_s of exit 0",
+       [&](v1::DeviceProfile* p) { p->mutable_batches(0)->mutable_exits(0)->set_p95_s(nan); }},
+      {"median_s of overhead",
+       [&](v1::DeviceProfile* p) {
+         p->mutable_batches(0)->mutable_overhead()->set_median_s(-inf);
+       }},
+  };
+  for (const Spoiled& c : cases) {
+    v1::DeviceProfile p = Profile(kDevice);
+    c.spoil(&p);
+    EXPECT_THAT(Register(p), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.field)))
+        << p.ShortDebugString();
+  }
+  EXPECT_THAT(DeviceNames(), IsEmpty());
+  EXPECT_FALSE(fs::exists(layout_.DeviceDir(kDevice)));
+  // Threads not recorded (0) and a sane source are fine.
+  v1::DeviceProfile unrecorded = Profile(kDevice);
+  unrecorded.set_intra_op_threads(0);
+  unrecorded.mutable_scaled()->set_factor(2);
+  ASSERT_OK(Register(unrecorded));
 }
 
 }  // namespace

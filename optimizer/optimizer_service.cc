@@ -6,8 +6,9 @@
 
 #include <filesystem>
 #include <memory>
+#include <string>
+#include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/device_profile.h"
 #include "core/files.h"
@@ -15,6 +16,7 @@
 #include "core/repository_layout.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "optimizer/variant_spec.h"
 #include "rpc/grpc_status.h"
 
@@ -382,21 +384,105 @@ grpc::ServerUnaryReactor* OptimizerService::DeleteVariant(grpc::CallbackServerCo
   return Done(ctx, st);
 }
 
-absl::Status RecoverState(StateStore* store, const RepositoryLayout& layout) {
-  HAPI_ASSIGN_OR_RETURN(
-      int failed,
-      store->FailUnfinishedJobs("the optimizer stopped while this job was queued or running; "
-                                "submit it again",
-                                NowRfc3339()));
-  if (failed > 0) LOG(WARNING) << failed << " interrupted job(s) marked FAILED";
-  const std::string variants_dir = layout.VariantsDir();
+namespace {
+
+// Entry names of `dir` (none when it does not exist), read before anything
+// in it is removed.
+std::vector<std::string> EntryNames(const std::string& dir) {
+  std::vector<std::string> names;
   std::error_code ec;
-  if (!std::filesystem::exists(variants_dir, ec)) return absl::OkStatus();
-  for (const auto& entry : std::filesystem::directory_iterator(variants_dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (absl::StartsWith(name, ".tmp-")) {
-      std::filesystem::remove_all(entry.path(), ec);
-      LOG(WARNING) << "removed half-written " << entry.path();
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    names.push_back(entry.path().filename().string());
+  }
+  return names;
+}
+
+void RemoveDebris(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+  if (ec) {
+    LOG(ERROR) << "cannot remove half-written " << path << ": " << ec.message();
+  } else {
+    LOG(WARNING) << "removed half-written " << path;
+  }
+}
+
+// devices/<name>/ holding a profile. RegisterDevice validates the profile,
+// writes the file (one rename), then the row. The rename is the commit point,
+// as it is for variants (RecoverVariants): a kill -9 after it loses only the
+// row, so a complete, valid profile the index lacks is registered, and one
+// that differs from its row (an overwrite cut short the same way) replaces
+// the row. Removing it instead would throw away a registration that was one
+// step from done, and leave the file the server reads disagreeing with the
+// row the optimizer searches with. A profile that is not valid is no crash
+// of ours (it was validated before it was written): it is left for the
+// operator, unregistered, with a warning. (DeleteDevice removes the row, then
+// the directory: a kill -9 between the two brings the device back here, and
+// deleting it again finishes the job, as for variants.)
+absl::Status RecoverDeviceProfile(StateStore* store, const RepositoryLayout& layout,
+                                  const std::string& name) {
+  absl::StatusOr<v1::DeviceProfile> row = store->GetDevice(name);
+  if (!row.ok() && !absl::IsNotFound(row.status())) return row.status();
+  v1::DeviceProfile profile;
+  absl::Status valid = [&]() -> absl::Status {
+    HAPI_RETURN_IF_ERROR(ReadTextProto(layout.DeviceProfile(name), &profile));
+    if (profile.name() != name) {
+      return absl::InvalidArgumentError(absl::StrCat("it names device '", profile.name(), "'"));
+    }
+    HAPI_RETURN_IF_ERROR(ValidateName(profile.model(), "model name"));
+    v1::ModelManifest manifest;
+    HAPI_RETURN_IF_ERROR(ReadTextProto(
+        absl::StrCat(layout.ModelDir(profile.model()), "/", kManifestFile), &manifest));
+    return ValidateDeviceProfile(profile, manifest);
+  }();
+  if (!valid.ok()) {
+    LOG(WARNING) << "device directory " << layout.DeviceDir(name) << " left alone"
+                 << (row.ok() ? " (the device stays registered)" : ", not registered") << ": "
+                 << valid;
+    return absl::OkStatus();
+  }
+  if (row.ok() && google::protobuf::util::MessageDifferencer::Equals(*row, profile)) {
+    return absl::OkStatus();
+  }
+  HAPI_RETURN_IF_ERROR(store->PutDevice(profile, /*overwrite=*/true));
+  LOG(WARNING) << (row.ok() ? "re-indexed device " : "registered device ") << name
+               << " from its profile on disk (a registration was interrupted)";
+  return absl::OkStatus();
+}
+
+// devices/: a kill -9 during RegisterDevice can leave a directory that is
+// empty (created, nothing written yet), holds WriteFileAtomically's temporary
+// file, or holds a complete profile whose row was never written.
+absl::Status RecoverDevices(StateStore* store, const RepositoryLayout& layout) {
+  for (const std::string& name : EntryNames(layout.DevicesDir())) {
+    const std::string dir = layout.DeviceDir(name);
+    if (IsStagingName(name)) {
+      RemoveDebris(dir);
+      continue;
+    }
+    std::error_code ec;
+    if (!ValidateName(name, "device name").ok() || !std::filesystem::is_directory(dir, ec)) {
+      continue;  // not the optimizer's
+    }
+    for (const std::string& inner : EntryNames(dir)) {
+      if (IsStagingName(inner)) RemoveDebris(absl::StrCat(dir, "/", inner));
+    }
+    if (std::filesystem::is_empty(dir, ec) && !ec) {
+      std::filesystem::remove(dir, ec);
+      LOG(WARNING) << "removed empty device directory " << dir;
+      continue;
+    }
+    HAPI_RETURN_IF_ERROR(RecoverDeviceProfile(store, layout, name));
+  }
+  return absl::OkStatus();
+}
+
+// variants/: staging directories, and published variant directories the
+// index lacks (a crash between the rename and the commit).
+absl::Status RecoverVariants(StateStore* store, const RepositoryLayout& layout) {
+  for (const std::string& name : EntryNames(layout.VariantsDir())) {
+    if (IsStagingName(name)) {
+      RemoveDebris(layout.VariantDir(name));
       continue;
     }
     if (!ValidateName(name, "variant id").ok() || store->GetVariant(name).ok()) continue;
@@ -407,6 +493,19 @@ absl::Status RecoverState(StateStore* store, const RepositoryLayout& layout) {
     }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RecoverState(StateStore* store, const RepositoryLayout& layout) {
+  HAPI_RETURN_IF_ERROR(RecoverDevices(store, layout));
+  HAPI_ASSIGN_OR_RETURN(
+      int failed,
+      store->FailUnfinishedJobs("the optimizer stopped while this job was queued or running; "
+                                "submit it again",
+                                NowRfc3339()));
+  if (failed > 0) LOG(WARNING) << failed << " interrupted job(s) marked FAILED";
+  return RecoverVariants(store, layout);
 }
 
 }  // namespace hapi

@@ -65,9 +65,12 @@ class OptimizerService final : public v1::Optimizer::CallbackService {
   absl::Mutex register_mu_;  // one device registration at a time (file + row)
 };
 
-// At start-up: fails jobs a dead process left QUEUED/RUNNING, removes
-// half-written staging directories, and indexes published variant
-// directories the index lacks (a crash between rename and commit).
+// At start-up, puts right what a process killed mid-write left behind:
+// removes staging debris (IsStagingName) under devices/ and variants/ and
+// empty device directories; registers complete device profiles the index
+// lacks or disagrees with; fails jobs left QUEUED/RUNNING; indexes published
+// variant directories the index lacks. Each crash is explained beside the
+// function that handles it.
 absl::Status RecoverState(StateStore* store, const RepositoryLayout& layout);
 
 }  // namespace hapi

@@ -424,5 +424,41 @@ TEST_F(OptimizerRestartTest, SigtermCancelsTheRunningJobAndExitsCleanly) {
   second->Stop(SIGTERM);
 }
 
+// A kill -9 during RegisterDevice leaves, depending on when it lands, an empty
+// device directory, a temporary file, or a complete profile without its row.
+TEST_F(OptimizerRestartTest, KillNineDuringRegisterDeviceLeavesNoDebris) {
+  std::unique_ptr<OptimizerChild> first = Launch();
+  ASSERT_FALSE(HasFatalFailure());
+  v1::RegisterDeviceRequest reg;
+  *reg.mutable_profile() = hapi::testing::MakeSyntheticProfile(kDevice, manifest_);
+  v1::DeviceProfile registered;
+  grpc::Status st = first->stub()->RegisterDevice(Ctx().get(), reg, &registered);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  const int status = first->Stop(SIGKILL);
+  ASSERT_TRUE(WIFSIGNALED(status));
+
+  const RepositoryLayout layout = Layout();
+  ASSERT_OK(MakeDirectories(layout.DeviceDir("empty")));
+  ASSERT_OK(MakeDirectories(layout.DeviceDir("half")));
+  hapi::testing::WriteBytes(layout.DeviceDir("half") + "/.tmp-profile.pbtxt-77-1", "name: \"ha");
+  hapi::testing::WriteBytes(layout.DeviceDir(kDevice) + "/.tmp-profile.pbtxt-77-2", "");
+  const v1::DeviceProfile late = hapi::testing::MakeSyntheticProfile("late", manifest_, 1.5);
+  ASSERT_OK(MakeDirectories(layout.DeviceDir("late")));
+  ASSERT_OK(WriteTextProtoAtomically(layout.DeviceProfile("late"), late));
+
+  std::unique_ptr<OptimizerChild> second = Launch();
+  ASSERT_FALSE(HasFatalFailure());
+  v1::ListDevicesResponse devices;
+  ASSERT_TRUE(second->stub()->ListDevices(Ctx().get(), v1::ListDevicesRequest(), &devices).ok());
+  ASSERT_THAT(devices.devices(), SizeIs(2));
+  EXPECT_TRUE(MessageDifferencer::Equals(devices.devices(0), reg.profile()));
+  EXPECT_TRUE(MessageDifferencer::Equals(devices.devices(1), late));
+  EXPECT_THAT(hapi::testing::ListDir(layout.DevicesDir()), ::testing::ElementsAre(kDevice, "late"));
+  EXPECT_THAT(hapi::testing::ListDir(layout.DeviceDir(kDevice)),
+              ::testing::ElementsAre(kProfileFile));
+  const int exit_status = second->Stop(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0) << Tail(second->log());
+}
+
 }  // namespace
 }  // namespace hapi

@@ -1,6 +1,9 @@
-// The optimizer's durable state against misuse: a device that variants or
-// unfinished jobs use cannot be deleted, and nonsense in a device profile is
-// refused naming the field.
+// The optimizer's durable state against misuse and crashes: a device that
+// variants or unfinished jobs use cannot be deleted, nonsense in a device
+// profile is refused naming the field, and restart recovery puts right what a
+// kill -9 during RegisterDevice leaves in devices/. Crashes are laid out by
+// hand, exactly as the kill would leave them, and then the optimizer starts
+// on them; optimizer_restart_test kills the real binary.
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -406,6 +409,55 @@ TEST_F(OptimizerStateTest, RegisterDeviceRefusesNonsenseNumbersNamingTheField) {
   unrecorded.set_intra_op_threads(0);
   unrecorded.mutable_scaled()->set_factor(2);
   ASSERT_OK(Register(unrecorded));
+}
+
+TEST_F(OptimizerStateTest, RestartCleansDeviceDebrisAndRegistersCompleteProfiles) {
+  Start();
+  ASSERT_OK(Register(Profile(kDevice)));
+  ASSERT_OK(Register(Profile("remeasured")));
+  Stop();
+
+  // What a kill -9 during RegisterDevice leaves: a directory created with
+  // nothing written yet, ...
+  ASSERT_OK(MakeDirectories(layout_.DeviceDir("empty")));
+  // ... one holding only WriteFileAtomically's temporary file, ...
+  ASSERT_OK(MakeDirectories(layout_.DeviceDir("half")));
+  hapi::testing::WriteBytes(layout_.DeviceDir("half") + "/.tmp-profile.pbtxt-123-456",
+                            "name: \"ha");
+  // ... such a file beside a registered profile, ...
+  hapi::testing::WriteBytes(layout_.DeviceDir(kDevice) + "/.tmp-profile.pbtxt-123-789", "name:");
+  // ... a complete profile whose row was never written, ...
+  const v1::DeviceProfile late = Profile("late", 1.5);
+  ASSERT_OK(MakeDirectories(layout_.DeviceDir("late")));
+  ASSERT_OK(WriteTextProtoAtomically(layout_.DeviceProfile("late"), late));
+  // ... and an overwrite whose row was never replaced.
+  v1::DeviceProfile remeasured = Profile("remeasured", 2.0);
+  remeasured.set_description("re-measured");
+  ASSERT_OK(WriteTextProtoAtomically(layout_.DeviceProfile("remeasured"), remeasured));
+  // Not a crash of the optimizer's (it validates before it writes): profiles
+  // that do not fit their model or name another device are left alone,
+  // unregistered.
+  v1::DeviceProfile misfit = Profile("misfit");
+  misfit.set_model_macs(1);
+  ASSERT_OK(MakeDirectories(layout_.DeviceDir("misfit")));
+  ASSERT_OK(WriteTextProtoAtomically(layout_.DeviceProfile("misfit"), misfit));
+  ASSERT_OK(MakeDirectories(layout_.DeviceDir("renamed")));
+  ASSERT_OK(WriteTextProtoAtomically(layout_.DeviceProfile("renamed"), Profile("someone-else")));
+  // A staging name directly under devices/ is debris whatever made it.
+  ASSERT_OK(MakeDirectories(layout_.DeviceDir(".tmp-stray-1-2")));
+
+  Start();
+  EXPECT_THAT(DeviceNames(), ElementsAre(kDevice, "late", "remeasured"));
+  ASSERT_OK_AND_ASSIGN(v1::DeviceProfile got, GetDevice("late"));
+  EXPECT_TRUE(MessageDifferencer::Equals(got, late)) << got.DebugString();
+  ASSERT_OK_AND_ASSIGN(got, GetDevice("remeasured"));
+  EXPECT_TRUE(MessageDifferencer::Equals(got, remeasured)) << got.DebugString();
+  EXPECT_THAT(ListDir(layout_.DevicesDir()),
+              UnorderedElementsAre(kDevice, "late", "remeasured", "misfit", "renamed"));
+  EXPECT_THAT(ListDir(layout_.DeviceDir(kDevice)), ElementsAre(kProfileFile));
+  EXPECT_THAT(ListDir(layout_.DeviceDir("misfit")), ElementsAre(kProfileFile));
+  // The registered profile works.
+  EXPECT_EQ(MakeVariant(Request("late", 5.0)).device(), "late");
 }
 
 }  // namespace

@@ -33,6 +33,17 @@ std::string NewId(const std::string& prefix) {
   return absl::AsciiStrToLower(id);
 }
 
+void MarkSucceeded(const v1::VariantManifest& variant, v1::Job* job) {
+  job->set_state(v1::SUCCEEDED);
+  job->set_phase("done");
+  job->set_percent(100);
+  job->set_variant(variant.id());
+  job->set_designs_evaluated(variant.search().designs_evaluated());
+  job->clear_error();
+  job->set_error_code(0);
+  job->set_updated_at(NowRfc3339());
+}
+
 JobManager::JobManager(StateStore* store, VariantBuilder* builder, OptimizerMetrics* metrics,
                        JobManagerOptions options)
     : store_(store), builder_(builder), metrics_(metrics), options_(options) {
@@ -263,13 +274,11 @@ absl::Status JobManager::Succeed(const std::string& id, const v1::VariantManifes
     absl::MutexLock lock(&mu_);
     done = active_[id].job;
   }
-  done.set_state(v1::SUCCEEDED);
-  done.set_phase("done");
-  done.set_percent(100);
-  done.set_variant(variant.id());
-  done.set_designs_evaluated(variant.search().designs_evaluated());
+  MarkSucceeded(variant, &done);
   // The variant directory is already published; index it and finish the
-  // job in one transaction, before anyone is told it succeeded.
+  // job in one transaction, before anyone is told it succeeded. A crash
+  // before this commit leaves the directory and a RUNNING job; restart
+  // recovery (RecoverState) commits the two then.
   if (absl::Status committed = store_->CommitVariant(variant, done); !committed.ok()) {
     LOG(ERROR) << "job " << id << ": cannot index variant " << variant.id() << ": " << committed;
     std::error_code ec;

@@ -95,6 +95,11 @@ class JobManager {
   std::vector<std::thread> workers_;  // constant after construction
 };
 
+// `job` finished SUCCEEDED by `variant`: what JobManager commits with the
+// variant, and what restart recovery commits for a job whose variant was
+// published just before the process died.
+void MarkSucceeded(const v1::VariantManifest& variant, v1::Job* job);
+
 std::string NowRfc3339();
 // A fresh id matching the repository name rule, prefixed by `prefix`.
 std::string NewId(const std::string& prefix);

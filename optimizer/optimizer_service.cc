@@ -477,8 +477,13 @@ absl::Status RecoverDevices(StateStore* store, const RepositoryLayout& layout) {
   return absl::OkStatus();
 }
 
-// variants/: staging directories, and published variant directories the
-// index lacks (a crash between the rename and the commit).
+// variants/: staging directories, and published variants the index lacks.
+// VariantBuilder publishes the directory (one rename), then the job manager
+// indexes it and finishes its job in one transaction (CommitVariant); a
+// kill -9 between the two leaves the directory with its job still RUNNING.
+// The manifest names that job: when it is unfinished, the variant and the
+// job's success are committed together, as JobManager::Succeed would have,
+// so the job is not then failed as interrupted while its variant is served.
 absl::Status RecoverVariants(StateStore* store, const RepositoryLayout& layout) {
   for (const std::string& name : EntryNames(layout.VariantsDir())) {
     if (IsStagingName(name)) {
@@ -487,10 +492,19 @@ absl::Status RecoverVariants(StateStore* store, const RepositoryLayout& layout) 
     }
     if (!ValidateName(name, "variant id").ok() || store->GetVariant(name).ok()) continue;
     v1::VariantManifest v;
-    if (ReadTextProto(layout.VariantManifest(name), &v).ok() && v.id() == name) {
-      HAPI_RETURN_IF_ERROR(store->PutVariant(v));
-      LOG(WARNING) << "indexed variant " << name << " found on disk but not in the index";
+    if (!ReadTextProto(layout.VariantManifest(name), &v).ok() || v.id() != name) continue;
+    absl::StatusOr<v1::Job> job =
+        v.job_id().empty() ? absl::NotFoundError("no job") : store->GetJob(v.job_id());
+    if (job.ok() && (job->state() == v1::QUEUED || job->state() == v1::RUNNING) &&
+        job->model() == v.model() && job->device() == v.device()) {
+      MarkSucceeded(v, &*job);
+      HAPI_RETURN_IF_ERROR(store->CommitVariant(v, *job));
+      LOG(WARNING) << "job " << job->id() << " finished SUCCEEDED with variant " << name
+                   << ", published before the optimizer stopped";
+      continue;
     }
+    HAPI_RETURN_IF_ERROR(store->PutVariant(v));
+    LOG(WARNING) << "indexed variant " << name << " found on disk but not in the index";
   }
   return absl::OkStatus();
 }
@@ -499,13 +513,15 @@ absl::Status RecoverVariants(StateStore* store, const RepositoryLayout& layout) 
 
 absl::Status RecoverState(StateStore* store, const RepositoryLayout& layout) {
   HAPI_RETURN_IF_ERROR(RecoverDevices(store, layout));
+  // Before failing unfinished jobs: some of them have finished on disk.
+  HAPI_RETURN_IF_ERROR(RecoverVariants(store, layout));
   HAPI_ASSIGN_OR_RETURN(
       int failed,
       store->FailUnfinishedJobs("the optimizer stopped while this job was queued or running; "
                                 "submit it again",
                                 NowRfc3339()));
   if (failed > 0) LOG(WARNING) << failed << " interrupted job(s) marked FAILED";
-  return RecoverVariants(store, layout);
+  return absl::OkStatus();
 }
 
 }  // namespace hapi

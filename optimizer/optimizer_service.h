@@ -68,8 +68,9 @@ class OptimizerService final : public v1::Optimizer::CallbackService {
 // At start-up, puts right what a process killed mid-write left behind:
 // removes staging debris (IsStagingName) under devices/ and variants/ and
 // empty device directories; registers complete device profiles the index
-// lacks or disagrees with; fails jobs left QUEUED/RUNNING; indexes published
-// variant directories the index lacks. Each crash is explained beside the
+// lacks or disagrees with; indexes published variant directories the index
+// lacks, finishing their job SUCCEEDED when it was still unfinished; then
+// fails the jobs still QUEUED/RUNNING. Each crash is explained beside the
 // function that handles it.
 absl::Status RecoverState(StateStore* store, const RepositoryLayout& layout);
 

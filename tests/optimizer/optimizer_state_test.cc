@@ -1,9 +1,10 @@
 // The optimizer's durable state against misuse and crashes: a device that
 // variants or unfinished jobs use cannot be deleted, nonsense in a device
 // profile is refused naming the field, and restart recovery puts right what a
-// kill -9 during RegisterDevice leaves in devices/. Crashes are laid out by
-// hand, exactly as the kill would leave them, and then the optimizer starts
-// on them; optimizer_restart_test kills the real binary.
+// kill -9 leaves in devices/ and between a published variant and its job.
+// Crashes are laid out by hand, on disk and in the state database, exactly as
+// the kill would leave them, and then the optimizer starts on them;
+// optimizer_restart_test kills the real binary.
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -458,6 +459,57 @@ TEST_F(OptimizerStateTest, RestartCleansDeviceDebrisAndRegistersCompleteProfiles
   EXPECT_THAT(ListDir(layout_.DeviceDir("misfit")), ElementsAre(kProfileFile));
   // The registered profile works.
   EXPECT_EQ(MakeVariant(Request("late", 5.0)).device(), "late");
+}
+
+TEST_F(OptimizerStateTest, RestartFinishesAJobWhoseVariantWasPublishedBeforeTheCrash) {
+  Start();
+  ASSERT_OK(Register(Profile(kDevice)));
+  const v1::VariantManifest kept = MakeVariant(Request(kDevice, 2.5, "kept"));
+  ASSERT_EQ(kept.id(), "kept");
+  Stop();
+
+  // The window: the job's variant directory was renamed into place, and the
+  // process died before CommitVariant indexed it and finished the job in the
+  // state database. Beside it, a job killed while still searching.
+  v1::Job publishing = UnfinishedJob("job-publishing", kDevice, v1::RUNNING);
+  publishing.set_phase("writing");
+  publishing.set_percent(99);
+  const v1::Job searching = UnfinishedJob("job-searching", kDevice, v1::RUNNING);
+  {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<StateStore> store, StateStore::Open(StatePath()));
+    ASSERT_OK(store->PutJob(publishing, Request(kDevice, 2.5)));
+    ASSERT_OK(store->PutJob(searching, Request(kDevice, 2.5)));
+  }
+  v1::VariantManifest published = kept;
+  published.set_id("published");
+  published.set_job_id(publishing.id());
+  ASSERT_OK(MakeDirectories(layout_.VariantDir("published")));
+  ASSERT_OK(WriteTextProtoAtomically(layout_.VariantManifest("published"), published));
+  // A variant naming a job it cannot be the result of (another device) is
+  // indexed, as any published variant, but finishes no job.
+  v1::VariantManifest stray = kept;
+  stray.set_id("stray");
+  stray.set_device("elsewhere");
+  stray.set_job_id(searching.id());
+  ASSERT_OK(MakeDirectories(layout_.VariantDir("stray")));
+  ASSERT_OK(WriteTextProtoAtomically(layout_.VariantManifest("stray"), stray));
+
+  Start();
+  ASSERT_OK_AND_ASSIGN(v1::Job finished, GetJob(publishing.id()));
+  EXPECT_EQ(finished.state(), v1::SUCCEEDED) << Describe(finished);
+  EXPECT_EQ(finished.variant(), "published");
+  EXPECT_EQ(finished.percent(), 100);
+  EXPECT_EQ(finished.designs_evaluated(), kept.search().designs_evaluated());
+  EXPECT_THAT(finished.error(), IsEmpty());
+  EXPECT_EQ(finished.error_code(), 0);
+  ASSERT_OK_AND_ASSIGN(v1::VariantManifest v, GetVariant("published"));
+  EXPECT_TRUE(MessageDifferencer::Equals(v, published)) << v.DebugString();
+
+  ASSERT_OK_AND_ASSIGN(v1::Job failed, GetJob(searching.id()));
+  EXPECT_EQ(failed.state(), v1::FAILED) << Describe(failed);
+  EXPECT_THAT(failed.error(), HasSubstr("stopped"));
+  EXPECT_THAT(failed.variant(), IsEmpty());
+  ASSERT_OK(GetVariant("stray").status());
 }
 
 }  // namespace

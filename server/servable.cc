@@ -2,7 +2,6 @@
 
 #include <filesystem>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "core/device_profile.h"
@@ -152,7 +151,7 @@ absl::StatusOr<std::string> NewestVariantForDevice(const std::string& repository
   for (const auto& entry :
        std::filesystem::directory_iterator(RepositoryLayout(repository).VariantsDir(), ec)) {
     const std::string name = entry.path().filename().string();
-    if (absl::StartsWith(name, ".tmp-")) continue;
+    if (IsStagingName(name)) continue;
     v1::VariantManifest v;
     if (!ReadTextProto(absl::StrCat(entry.path().string(), "/", kVariantFile), &v).ok()) continue;
     if (v.device() != device) continue;

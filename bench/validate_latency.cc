@@ -3,19 +3,23 @@
 // table, measures them with the real executor at batch 1 over the test split,
 // and prints both side by side.
 #include <cstdio>
-#include <iostream>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/bench_model.h"
 #include "bench/common.h"
+#include "core/executor.h"
 #include "core/files.h"
 #include "core/latency_model.h"
-#include "core/executor.h"
-#include "model/torch_model.h"
+#include "core/status_macros.h"
 #include "model/profiler.h"
+#include "model/torch_model.h"
 
 ABSL_FLAG(std::string, repository, "repository", "Repository root");
 ABSL_FLAG(std::string, model, "fmnist-resnet", "Model");
@@ -29,63 +33,67 @@ ABSL_FLAG(std::string, markdown_out, "",
           "holds just the table); the text around the section is kept");
 
 namespace {
+
+// The flags, read once in main.
+struct ValidateOptions {
+  hapi::bench::ModelSource source;
+  int threads = 1;
+  int samples = 0;  // 0: the whole test split
+  int profile_iterations = 400;
+  std::string profile_out;   // empty: not written
+  std::string markdown_out;  // empty: stdout only
+};
+
+// Untimed requests before each measurement.
+constexpr int kWarmupRequests = 50;
+
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "hapi-validate-latency: %s\n", std::string(s.message()).c_str());
   return 1;
 }
-}  // namespace
 
-int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
-  auto loaded = hapi::EarlyExitModel::Load(
-      absl::StrCat(absl::GetFlag(FLAGS_repository), "/models/", absl::GetFlag(FLAGS_model)));
-  if (!loaded.ok()) return Fail(loaded.status());
-  std::shared_ptr<hapi::EarlyExitModel> model = *std::move(loaded);
-  auto served_or = hapi::MakeTorchModel(*model);
-  if (!served_or.ok()) return Fail(served_or.status());
-  std::shared_ptr<const hapi::Model> served = *std::move(served_or);
-  auto data = hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
-  if (!data.ok()) return Fail(data.status());
-  if (absl::GetFlag(FLAGS_samples) > 0) data->test.Truncate(absl::GetFlag(FLAGS_samples));
-
+// This machine's profile, measured now, and its latency model.
+absl::StatusOr<hapi::LatencyModel> ProfileThisMachine(const hapi::bench::BenchModel& bench,
+                                                      const ValidateOptions& o) {
   hapi::ProfilerOptions popts;
-  popts.threads = absl::GetFlag(FLAGS_threads);
-  popts.iterations = absl::GetFlag(FLAGS_profile_iterations);
-  auto profile = hapi::ProfileDevice(served, "this-machine", data->validation, popts);
-  if (!profile.ok()) return Fail(profile.status());
-  if (!absl::GetFlag(FLAGS_profile_out).empty()) {
-    if (auto st = hapi::WriteTextProtoAtomically(absl::GetFlag(FLAGS_profile_out), *profile);
-        !st.ok()) {
-      return Fail(st);
-    }
+  popts.threads = o.threads;
+  popts.iterations = o.profile_iterations;
+  HAPI_ASSIGN_OR_RETURN(
+      hapi::v1::DeviceProfile profile,
+      hapi::ProfileDevice(bench.served, "this-machine", bench.data.validation, popts));
+  if (!o.profile_out.empty()) {
+    HAPI_RETURN_IF_ERROR(hapi::WriteTextProtoAtomically(o.profile_out, profile));
   }
-  auto latency = hapi::LatencyModel::Create(*profile, model->manifest());
-  if (!latency.ok()) return Fail(latency.status());
+  return hapi::LatencyModel::Create(profile, bench.model->manifest());
+}
 
-  // The test table, truncated like the measured split, so prediction and
-  // measurement see the same samples.
-  const hapi::CalibrationTable& full_table = model->test_table();
-  const int n = data->test.size();
-  hapi::CalibrationTable table(n, full_table.num_exits(), full_table.num_classes());
+// The first `n` samples of `full`, so that prediction and measurement see the
+// same samples.
+hapi::CalibrationTable FirstSamples(const hapi::CalibrationTable& full, int n) {
+  hapi::CalibrationTable table(n, full.num_exits(), full.num_classes());
   for (int s = 0; s < n; ++s) {
-    table.SetTrueLabel(s, full_table.true_label(s));
-    for (int e = 0; e < full_table.num_exits(); ++e) {
+    table.SetTrueLabel(s, full.true_label(s));
+    for (int e = 0; e < full.num_exits(); ++e) {
       hapi::ExitScores sc;
-      sc.label = full_table.predicted(e, s);
+      sc.label = full.predicted(e, s);
       for (int p = 0; p < hapi::kNumExitPolicies; ++p) {
-        sc.scores[p] = full_table.score(static_cast<hapi::ExitPolicy>(p), e, s);
+        sc.scores[p] = full.score(static_cast<hapi::ExitPolicy>(p), e, s);
       }
       table.Set(e, s, sc);
     }
   }
+  return table;
+}
 
-  const int last = model->manifest().exits_size() - 2;  // deepest early exit
+// Designs from the shallowest to the deepest paths; `last` is the deepest
+// early exit.
+std::vector<std::pair<std::string, hapi::Design>> DesignsToValidate(int last) {
   std::vector<int> all, every_second;
   for (int e = 0; e <= last; ++e) {
     all.push_back(e);
     if (e % 2 == 0 || e == last) every_second.push_back(e);
   }
-  const std::vector<std::pair<std::string, hapi::Design>> designs = {
+  return {
       {"final only", hapi::Design::FinalOnly()},
       {"exit 0 @0.90", hapi::Design::Shared({0}, 0.90f)},
       {"exits 1,3 @0.95", hapi::Design::Shared({1, 3}, 0.95f)},
@@ -95,43 +103,65 @@ int main(int argc, char** argv) {
       {"all exits @0.999", hapi::Design::Shared(all, 0.999f)},
       {"exit 4 entropy @0.90", hapi::Design::Shared({4}, 0.90f, hapi::ExitPolicy::kEntropy)},
   };
+}
 
-  std::vector<float> pixels = hapi::bench::ToFloatPixels(data->test);
+// Predicts and measures one design; one row on stdout and in the markdown.
+absl::Status ValidateDesign(const std::string& name, const hapi::Design& design,
+                            const hapi::LatencyModel& latency, const hapi::CalibrationTable& table,
+                            const hapi::bench::BenchModel& bench, const std::vector<float>& pixels,
+                            std::string* md) {
+  HAPI_ASSIGN_OR_RETURN(hapi::LatencyPrediction pred, latency.Predict(design, table));
+  HAPI_ASSIGN_OR_RETURN(auto executor, hapi::EarlyExitExecutor::Create(bench.served, design));
+  const int n = bench.data.test.size();
+  HAPI_ASSIGN_OR_RETURN(
+      hapi::bench::BatchOneTimes measured,
+      hapi::bench::TimeBatchOne(*executor, pixels, bench.data.test.labels, n, kWarmupRequests));
+  const hapi::bench::Stats& m = measured.seconds;
+  const double accuracy = 100.0 * measured.correct / n;
+  double err_mean = (pred.mean_s - m.mean) / m.mean, err_p95 = (pred.p95_s - m.p95) / m.p95;
+  std::printf("%-24s %7.2f%% %9.3f %9.3f %+6.1f%% %9.3f %9.3f %+6.1f%%\n", name.c_str(), accuracy,
+              pred.mean_s * 1e3, m.mean * 1e3, 100 * err_mean, pred.p95_s * 1e3, m.p95 * 1e3,
+              100 * err_p95);
+  std::fflush(stdout);
+  absl::StrAppendFormat(md, "| %s | %.2f%% | %.3f | %.3f | %+.1f%% | %.3f | %.3f | %+.1f%% |\n",
+                        name, accuracy, pred.mean_s * 1e3, m.mean * 1e3, 100 * err_mean,
+                        pred.p95_s * 1e3, m.p95 * 1e3, 100 * err_p95);
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLatency(const ValidateOptions& o) {
+  HAPI_ASSIGN_OR_RETURN(hapi::bench::BenchModel bench, hapi::bench::LoadBenchModel(o.source));
+  if (o.samples > 0) bench.data.test.Truncate(o.samples);
+  HAPI_ASSIGN_OR_RETURN(hapi::LatencyModel latency, ProfileThisMachine(bench, o));
+  const hapi::CalibrationTable table =
+      FirstSamples(bench.model->test_table(), bench.data.test.size());
+  const std::vector<float> pixels = hapi::bench::ToFloatPixels(bench.data.test);
+
   std::string md =
-      "| design | accuracy | pred mean ms | meas mean ms | err | pred p95 ms | meas p95 ms | err |\n"
+      "| design | accuracy | pred mean ms | meas mean ms | err | pred p95 ms | meas p95 ms | err "
+      "|\n"
       "|---|---|---|---|---|---|---|---|\n";
   std::printf("%-24s %8s %9s %9s %7s %9s %9s %7s\n", "design", "acc", "pred_mean", "meas_mean",
               "err", "pred_p95", "meas_p95", "err");
-  for (const auto& [name, design] : designs) {
-    auto pred = latency->Predict(design, table);
-    if (!pred.ok()) return Fail(pred.status());
-    auto executor = hapi::EarlyExitExecutor::Create(served, design);
-    if (!executor.ok()) return Fail(executor.status());
-    for (int i = 0; i < 50; ++i) (void)(*executor)->Run(pixels.data() + (i % n) * 784, 1);
-    std::vector<double> times;
-    times.reserve(n);
-    int correct = 0;
-    for (int s = 0; s < n; ++s) {
-      double t0 = hapi::bench::Now();
-      auto r = (*executor)->Run(pixels.data() + static_cast<size_t>(s) * 784, 1);
-      times.push_back(hapi::bench::Now() - t0);
-      if (!r.ok()) return Fail(r.status());
-      correct += (*r)[0].label == data->test.labels[s];
-    }
-    hapi::bench::Stats m = hapi::bench::Summarise(times);
-    double err_mean = (pred->mean_s - m.mean) / m.mean, err_p95 = (pred->p95_s - m.p95) / m.p95;
-    std::printf("%-24s %7.2f%% %9.3f %9.3f %+6.1f%% %9.3f %9.3f %+6.1f%%\n", name.c_str(),
-                100.0 * correct / n, pred->mean_s * 1e3, m.mean * 1e3, 100 * err_mean,
-                pred->p95_s * 1e3, m.p95 * 1e3, 100 * err_p95);
-    std::fflush(stdout);
-    absl::StrAppendFormat(&md, "| %s | %.2f%% | %.3f | %.3f | %+.1f%% | %.3f | %.3f | %+.1f%% |\n",
-                          name, 100.0 * correct / n, pred->mean_s * 1e3, m.mean * 1e3,
-                          100 * err_mean, pred->p95_s * 1e3, m.p95 * 1e3, 100 * err_p95);
+  for (const auto& [name, design] : DesignsToValidate(bench.model->manifest().exits_size() - 2)) {
+    HAPI_RETURN_IF_ERROR(ValidateDesign(name, design, latency, table, bench, pixels, &md));
   }
-  if (!absl::GetFlag(FLAGS_markdown_out).empty()) {
-    if (auto st = hapi::WriteGeneratedSection(absl::GetFlag(FLAGS_markdown_out), md); !st.ok()) {
-      return Fail(st);
-    }
-  }
+  if (o.markdown_out.empty()) return absl::OkStatus();
+  return hapi::WriteGeneratedSection(o.markdown_out, md);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  ValidateOptions options;
+  options.source = {absl::GetFlag(FLAGS_repository), absl::GetFlag(FLAGS_model),
+                    absl::GetFlag(FLAGS_data_dir)};
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.samples = absl::GetFlag(FLAGS_samples);
+  options.profile_iterations = absl::GetFlag(FLAGS_profile_iterations);
+  options.profile_out = absl::GetFlag(FLAGS_profile_out);
+  options.markdown_out = absl::GetFlag(FLAGS_markdown_out);
+  if (absl::Status st = ValidateLatency(options); !st.ok()) return Fail(st);
   return 0;
 }

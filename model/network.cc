@@ -1,7 +1,7 @@
 #include "model/network.h"
-#include "model/trainer.h"
 
 #include "absl/strings/str_cat.h"
+#include "model/trainer.h"
 
 namespace hapi {
 namespace nn = torch::nn;
@@ -9,10 +9,13 @@ namespace nn = torch::nn;
 namespace {
 
 nn::Conv2d Conv(int in, int out, int kernel, int stride) {
-  return nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false));
+  return nn::Conv2d(
+      nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false));
 }
 
-int ConvOut(int size, int kernel, int stride) { return (size + 2 * (kernel / 2) - kernel) / stride + 1; }
+int ConvOut(int size, int kernel, int stride) {
+  return (size + 2 * (kernel / 2) - kernel) / stride + 1;
+}
 
 int64_t ConvMacs(int in, int out, int kernel, int out_size) {
   return int64_t{out} * out_size * out_size * in * kernel * kernel;
@@ -37,6 +40,12 @@ HeadShape ExitHeadShape(const v1::BackboneConfig& c, int channels, int spatial) 
   }
   h.pool = size >= 8 ? 4 : 2;
   return h;
+}
+
+int64_t ParameterCount(nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
 }
 
 }  // namespace
@@ -105,8 +114,13 @@ BackboneImpl::BackboneImpl(const v1::BackboneConfig& c) {
 
 EarlyExitNetwork::EarlyExitNetwork(const v1::BackboneConfig& c)
     : backbone_(c), exit_heads_(nn::ModuleList()) {
-  // Walk the stages once, recording shapes and MACs (BN folds into the conv at
-  // inference, ReLU/add/pool are not multiply-accumulates).
+  DescribeStages(c);
+  AddExits(c);
+}
+
+// Walks the stages once, recording shapes and MACs (BN folds into the conv at
+// inference, ReLU/add/pool are not multiply-accumulates).
+void EarlyExitNetwork::DescribeStages(const v1::BackboneConfig& c) {
   int channels = c.stem_channels(), size = 28;
   auto add_stage = [&](const std::string& name, int64_t macs, int64_t params, int layers) {
     v1::StageInfo s;
@@ -120,12 +134,7 @@ EarlyExitNetwork::EarlyExitNetwork(const v1::BackboneConfig& c)
     s.set_layers(layers);
     stage_infos_.push_back(s);
   };
-  auto params_of = [](nn::Module& m) {
-    int64_t n = 0;
-    for (const auto& p : m.parameters()) n += p.numel();
-    return n;
-  };
-  add_stage("stem", ConvMacs(1, channels, 3, size), params_of(*backbone_->stage_list[0]), 1);
+  add_stage("stem", ConvMacs(1, channels, 3, size), ParameterCount(*backbone_->stage_list[0]), 1);
   int stage = 1;
   for (int g = 0; g < c.widths_size(); ++g) {
     for (int b = 0; b < c.blocks_per_group(g); ++b, ++stage) {
@@ -137,14 +146,19 @@ EarlyExitNetwork::EarlyExitNetwork(const v1::BackboneConfig& c)
       if (projection) macs += ConvMacs(channels, out, 1, out_size);
       channels = out;
       size = out_size;
-      add_stage(absl::StrCat("group", g, ".block", b), macs, params_of(*backbone_->stage_list[stage]),
-                projection ? 3 : 2);
+      add_stage(absl::StrCat("group", g, ".block", b), macs,
+                ParameterCount(*backbone_->stage_list[stage]), projection ? 3 : 2);
     }
   }
   for (const auto& s : stage_infos_) backbone_macs_ += s.macs();
-  int64_t final_macs = int64_t{channels} * c.num_classes();
-  full_network_macs_ = backbone_macs_ + final_macs;
+}
 
+// An exit after every stage: a new head after each but the last, whose exit
+// is the backbone's own classifier.
+void EarlyExitNetwork::AddExits(const v1::BackboneConfig& c) {
+  // The final classifier reads the last stage's channels after global pooling.
+  const int64_t final_macs = int64_t{stage_infos_.back().output().channels()} * c.num_classes();
+  full_network_macs_ = backbone_macs_ + final_macs;
   int64_t cumulative = 0;
   for (int e = 0; e < num_exits(); ++e) {
     const v1::StageInfo& s = stage_infos_[e];
@@ -153,29 +167,35 @@ EarlyExitNetwork::EarlyExitNetwork(const v1::BackboneConfig& c)
     info.set_index(e);
     info.set_after_stage(e);
     info.set_is_final(e == num_exits() - 1);
-    int64_t head_macs;
     if (info.is_final()) {
       info.set_name("final");
-      head_macs = final_macs;
+      info.set_macs(final_macs);
       info.set_layers(1);
-      info.set_params(params_of(*backbone_->classifier));
+      info.set_params(ParameterCount(*backbone_->classifier));
     } else {
       info.set_name(absl::StrCat("exit", e, ".", s.name()));
-      HeadShape h = ExitHeadShape(c, s.output().channels(), s.output().height());
-      ExitHead head(s.output().channels(), s.output().height(),
-                    h.conv ? c.exit_conv_channels() : 0, h.pool, c.num_classes());
-      head_macs = int64_t{h.pooled_channels} * h.pool * h.pool * c.num_classes();
-      if (h.conv) head_macs += ConvMacs(s.output().channels(), c.exit_conv_channels(), 3, h.conv_out);
-      info.set_params(params_of(*head));
-      info.set_layers(h.conv ? 2 : 1);
-      exit_heads_->push_back(head);
-      head_list_.push_back(head);
+      AddExitHead(c, s, &info);
     }
-    info.set_macs(head_macs);
-    info.set_cumulative_macs_fraction(static_cast<double>(cumulative + head_macs) /
+    info.set_cumulative_macs_fraction(static_cast<double>(cumulative + info.macs()) /
                                       static_cast<double>(full_network_macs_));
     exit_infos_.push_back(info);
   }
+}
+
+// A freshly initialised head reading `stage`'s output; fills its MACs, params
+// and layers into `info`.
+void EarlyExitNetwork::AddExitHead(const v1::BackboneConfig& c, const v1::StageInfo& stage,
+                                   v1::ExitInfo* info) {
+  const int channels = stage.output().channels(), spatial = stage.output().height();
+  HeadShape h = ExitHeadShape(c, channels, spatial);
+  ExitHead head(channels, spatial, h.conv ? c.exit_conv_channels() : 0, h.pool, c.num_classes());
+  int64_t head_macs = int64_t{h.pooled_channels} * h.pool * h.pool * c.num_classes();
+  if (h.conv) head_macs += ConvMacs(channels, c.exit_conv_channels(), 3, h.conv_out);
+  info->set_macs(head_macs);
+  info->set_params(ParameterCount(*head));
+  info->set_layers(h.conv ? 2 : 1);
+  exit_heads_->push_back(head);
+  head_list_.push_back(head);
 }
 
 torch::Tensor EarlyExitNetwork::ForwardStage(int stage, const torch::Tensor& x) {
@@ -222,10 +242,7 @@ void EarlyExitNetwork::FreezeBackbone() {
 }
 
 int64_t EarlyExitNetwork::NumParameters() {
-  int64_t n = 0;
-  for (const auto& p : backbone_->parameters()) n += p.numel();
-  for (const auto& p : exit_heads_->parameters()) n += p.numel();
-  return n;
+  return ParameterCount(*backbone_) + ParameterCount(*exit_heads_);
 }
 
 torch::Tensor ImagesToTensor(const uint8_t* pixels, int n, float mean, float std) {

@@ -40,8 +40,8 @@ TORCH_MODULE(ExitHead);
 class BackboneImpl : public torch::nn::Module {
  public:
   explicit BackboneImpl(const v1::BackboneConfig& config);
-  torch::nn::ModuleList stages{nullptr};   // each a Sequential
-  torch::nn::Linear classifier{nullptr};  // after global average pooling
+  torch::nn::ModuleList stages{nullptr};          // each a Sequential
+  torch::nn::Linear classifier{nullptr};          // after global average pooling
   std::vector<torch::nn::Sequential> stage_list;  // the same modules, typed
 };
 TORCH_MODULE(Backbone);
@@ -79,6 +79,13 @@ class EarlyExitNetwork {
   int64_t NumParameters();
 
  private:
+  // Construction steps, in this order: stage infos and backbone MACs first,
+  // since the exits' MAC fractions need the full network's MACs.
+  void DescribeStages(const v1::BackboneConfig& config);
+  void AddExits(const v1::BackboneConfig& config);
+  void AddExitHead(const v1::BackboneConfig& config, const v1::StageInfo& stage,
+                   v1::ExitInfo* info);
+
   Backbone backbone_;
   torch::nn::ModuleList exit_heads_;  // exits 0..num_exits-2
   std::vector<ExitHead> head_list_;   // the same modules, typed

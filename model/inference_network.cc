@@ -33,54 +33,64 @@ torch::Tensor InferenceNetwork::Conv::operator()(const torch::Tensor& x) const {
 }
 
 InferenceNetwork::InferenceNetwork(EarlyExitModel& model, const InferenceOptions& options)
-    : options_(options),
-      mean_(model.manifest().input_mean()),
-      std_(model.manifest().input_std()) {
+    : options_(options), mean_(model.manifest().input_mean()), std_(model.manifest().input_std()) {
   torch::NoGradGuard no_grad;
   EarlyExitNetwork& net = model.network();
-  TensorMap backbone = NamedTensors(*net.backbone());
-  TensorMap heads = NamedTensors(*net.exit_heads());
-  const auto& manifest = model.manifest();
+  const TensorMap backbone = NamedTensors(*net.backbone());
+  const TensorMap heads = NamedTensors(*net.exit_heads());
+  BuildStages(model.manifest(), backbone);
+  BuildHeads(model.manifest(), backbone, heads);
+}
 
-  auto make_conv = [&](const TensorMap& t, const std::string& conv, const std::string& bn,
-                       int stride, int padding) {
-    Conv c;
-    c.use_onednn = options.onednn;
-    c.stride = stride;
-    c.padding = padding;
-    torch::Tensor w = t.at(conv + ".weight");
-    torch::Tensor scale = t.at(bn + ".weight") / torch::sqrt(t.at(bn + ".running_var") + kBatchNormEps);
-    torch::Tensor shift = t.at(bn + ".bias") - t.at(bn + ".running_mean") * scale;
-    if (options.fuse_batch_norm) {
-      c.weight = (w * scale.view({-1, 1, 1, 1})).contiguous();
-      c.bias = shift.contiguous();
-    } else {
-      c.weight = w;
-      c.bn_scale = scale.view({1, -1, 1, 1});
-      c.bn_shift = shift.view({1, -1, 1, 1});
-    }
-    if (options.channels_last) c.weight = c.weight.contiguous(torch::MemoryFormat::ChannelsLast);
-    return c;
-  };
+InferenceNetwork::Conv InferenceNetwork::MakeConv(const TensorMap& t, const std::string& conv,
+                                                  const std::string& bn, int stride,
+                                                  int padding) const {
+  Conv c;
+  c.use_onednn = options_.onednn;
+  c.stride = stride;
+  c.padding = padding;
+  torch::Tensor w = t.at(conv + ".weight");
+  torch::Tensor scale =
+      t.at(bn + ".weight") / torch::sqrt(t.at(bn + ".running_var") + kBatchNormEps);
+  torch::Tensor shift = t.at(bn + ".bias") - t.at(bn + ".running_mean") * scale;
+  if (options_.fuse_batch_norm) {
+    c.weight = (w * scale.view({-1, 1, 1, 1})).contiguous();
+    c.bias = shift.contiguous();
+  } else {
+    c.weight = w;
+    c.bn_scale = scale.view({1, -1, 1, 1});
+    c.bn_shift = shift.view({1, -1, 1, 1});
+  }
+  if (options_.channels_last) c.weight = c.weight.contiguous(torch::MemoryFormat::ChannelsLast);
+  return c;
+}
 
+void InferenceNetwork::BuildStages(const v1::ModelManifest& manifest, const TensorMap& backbone) {
   int in_size = 28;
   for (int s = 0; s < manifest.stages_size(); ++s) {
     const auto& info = manifest.stages(s);
     std::string p = absl::StrCat("stages.", s, ".0.");
     StageOps op;
     if (s == 0) {
-      op.conv1 = make_conv(backbone, "stages.0.0", "stages.0.1", 1, 1);  // Sequential(conv, bn, relu)
+      // The stem is Sequential(conv, bn, relu).
+      op.conv1 = MakeConv(backbone, "stages.0.0", "stages.0.1", 1, 1);
     } else {
       int stride = in_size == info.output().height() ? 1 : 2;
       op.residual = true;
-      op.conv1 = make_conv(backbone, p + "conv1", p + "bn1", stride, 1);
-      op.conv2 = make_conv(backbone, p + "conv2", p + "bn2", 1, 1);
+      op.conv1 = MakeConv(backbone, p + "conv1", p + "bn1", stride, 1);
+      op.conv2 = MakeConv(backbone, p + "conv2", p + "bn2", 1, 1);
       op.has_shortcut = backbone.count(p + "shortcut_conv.weight") > 0;
-      if (op.has_shortcut) op.shortcut = make_conv(backbone, p + "shortcut_conv", p + "shortcut_bn", stride, 0);
+      if (op.has_shortcut) {
+        op.shortcut = MakeConv(backbone, p + "shortcut_conv", p + "shortcut_bn", stride, 0);
+      }
     }
     in_size = info.output().height();
     stages_.push_back(std::move(op));
   }
+}
+
+void InferenceNetwork::BuildHeads(const v1::ModelManifest& manifest, const TensorMap& backbone,
+                                  const TensorMap& heads) {
   for (int e = 0; e < manifest.exits_size(); ++e) {
     HeadOps h;
     if (manifest.exits(e).is_final()) {
@@ -90,11 +100,13 @@ InferenceNetwork::InferenceNetwork(EarlyExitModel& model, const InferenceOptions
     } else {
       std::string p = absl::StrCat(e, ".");
       h.has_conv = heads.count(p + "conv.weight") > 0;
-      if (h.has_conv) h.conv = make_conv(heads, p + "conv", p + "bn", 2, 1);
+      if (h.has_conv) h.conv = MakeConv(heads, p + "conv", p + "bn", 2, 1);
       h.fc_weight = heads.at(p + "fc.weight");
       h.fc_bias = heads.at(p + "fc.bias");
       int channels = h.has_conv ? static_cast<int>(h.conv.weight.size(0))
                                 : manifest.stages(e).output().channels();
+      // The head's pool size is not stored; its classifier's input width is
+      // channels x pool x pool.
       h.pool = static_cast<int>(std::lround(std::sqrt(h.fc_weight.size(1) / channels)));
     }
     heads_.push_back(std::move(h));

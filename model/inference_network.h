@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include <map>
+#include <string>
 #include <vector>
 
 #include "model/early_exit_model.h"
@@ -34,8 +36,9 @@ class InferenceNetwork {
   torch::Tensor ExitLogits(int exit, const torch::Tensor& features) const;
 
  private:
+  using TensorMap = std::map<std::string, torch::Tensor>;  // parameters and buffers by name
   struct Conv {
-    torch::Tensor weight, bias;  // bias undefined when unfused
+    torch::Tensor weight, bias;        // bias undefined when unfused
     torch::Tensor bn_scale, bn_shift;  // defined only when BN is not folded
     int stride = 1, padding = 0;
     bool use_onednn = false;
@@ -51,6 +54,13 @@ class InferenceNetwork {
     int pool = 1;
     torch::Tensor fc_weight, fc_bias;
   };
+
+  // From the model's tensors, batch norm folded into `conv` as options_ say.
+  Conv MakeConv(const TensorMap& tensors, const std::string& conv, const std::string& bn,
+                int stride, int padding) const;
+  void BuildStages(const v1::ModelManifest& manifest, const TensorMap& backbone);
+  void BuildHeads(const v1::ModelManifest& manifest, const TensorMap& backbone,
+                  const TensorMap& heads);
 
   InferenceOptions options_;
   std::vector<StageOps> stages_;

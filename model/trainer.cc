@@ -93,6 +93,119 @@ double FinalAccuracy(EarlyExitNetwork& net, const ImageSet& set, float mean, flo
   return set.size() == 0 ? 0.0 : static_cast<double>(hits) / set.size();
 }
 
+// Where a training stage is in its learning-rate schedule: linear warm-up,
+// then cosine decay over all of the stage's steps.
+struct RateSchedule {
+  RateSchedule(double base, const ImageSet& train, const v1::TrainingConfig& config, int epochs)
+      : base_rate(base),
+        steps_per_epoch((train.size() + config.batch_size() - 1) / config.batch_size()),
+        total_steps(steps_per_epoch * epochs) {}
+
+  double Rate() const { return ScheduledRate(base_rate, step, total_steps, warmup_steps); }
+  // The progress bar's count: steps done in `epoch`, this one included.
+  int64_t StepInEpoch(int epoch) const { return step - epoch * steps_per_epoch + 1; }
+
+  double base_rate;
+  int64_t steps_per_epoch;
+  int64_t total_steps;
+  int64_t warmup_steps = 0;
+  int64_t step = 0;  // steps taken so far in the stage
+};
+
+// What an epoch has seen so far, for the progress bar and the report.
+struct EpochTotals {
+  explicit EpochTotals(int classifiers) : hits(classifiers, 0) {}
+
+  double MeanLoss() const { return loss_sum / std::max<int64_t>(1, seen); }
+  double AccuracyPercent(int classifier) const { return 100.0 * hits[classifier] / seen; }
+
+  double loss_sum = 0;  // per-sample loss, summed over the samples seen
+  int64_t seen = 0;
+  std::vector<int64_t> hits;  // correct answers, per classifier trained
+};
+
+std::unique_ptr<ProgressBar> EpochBar(const TrainerOptions& options, const char* stage, int epoch,
+                                      int epochs, int64_t steps) {
+  if (!options.progress) return nullptr;
+  return std::make_unique<ProgressBar>(absl::StrFormat("%s epoch %d/%d", stage, epoch + 1, epochs),
+                                       steps);
+}
+
+struct Batch {
+  torch::Tensor x;  // normalised images
+  torch::Tensor y;  // labels; a view of the caller's buffer, valid during the step only
+  int size = 0;
+};
+
+// One epoch's pass over `train` in `order`, a batch at a time, gathered
+// (augmented when `config` says so) and normalised.
+template <typename Step>
+void ForEachBatch(const ImageSet& train, const std::vector<int>& order,
+                  const v1::TrainingConfig& config, float mean, float std, std::mt19937_64* rng,
+                  Step&& step) {
+  std::vector<uint8_t> pixels;
+  std::vector<int64_t> labels;
+  for (int begin = 0; begin < train.size(); begin += config.batch_size()) {
+    int end = std::min(train.size(), begin + config.batch_size());
+    GatherBatch(train, order, begin, end, config.augment(), rng, &pixels, &labels);
+    Batch b;
+    b.size = end - begin;
+    b.x = ImagesToTensor(pixels.data(), b.size, mean, std);
+    b.y = torch::from_blob(labels.data(), {b.size}, torch::kInt64);
+    step(b);
+  }
+}
+
+struct Distillation {
+  double weight;  // of the distillation term in each head's loss; 0: none
+  double temperature;
+};
+
+// The frozen backbone's output at every early exit and, when distilling, the
+// final classifier's softened probabilities (the teacher).
+struct FrozenFeatures {
+  std::vector<torch::Tensor> features;
+  torch::Tensor teacher;
+};
+
+FrozenFeatures RunFrozenBackbone(EarlyExitNetwork& net, torch::Tensor x,
+                                 const Distillation& distillation) {
+  const int num_heads = net.num_exits() - 1;
+  FrozenFeatures out;
+  torch::NoGradGuard no_grad;
+  for (int s = 0; s < num_heads; ++s) {
+    x = net.ForwardStage(s, x);
+    out.features.push_back(x);
+  }
+  if (distillation.weight > 0) {
+    torch::Tensor final_logits = net.ExitLogits(net.final_exit(), net.ForwardStage(num_heads, x));
+    out.teacher = torch::softmax(final_logits / distillation.temperature, 1);
+  }
+  return out;
+}
+
+// The sum of every head's loss (cross-entropy, blended with distillation from
+// the teacher); counts each head's correct answers into `totals`.
+torch::Tensor ExitHeadsLoss(EarlyExitNetwork& net, const FrozenFeatures& frozen,
+                            const torch::Tensor& y, const Distillation& distillation,
+                            EpochTotals* totals) {
+  const double distill = distillation.weight, temperature = distillation.temperature;
+  torch::Tensor loss = torch::zeros({});
+  for (int e = 0; e < static_cast<int>(frozen.features.size()); ++e) {
+    torch::Tensor logits = net.ExitLogits(e, frozen.features[e]);
+    torch::Tensor head_loss = torch::nn::functional::cross_entropy(logits, y);
+    if (distill > 0) {
+      torch::Tensor kl = torch::nn::functional::kl_div(
+          torch::log_softmax(logits / temperature, 1), frozen.teacher,
+          torch::nn::functional::KLDivFuncOptions().reduction(torch::kBatchMean));
+      head_loss = (1 - distill) * head_loss + distill * temperature * temperature * kl;
+    }
+    loss = loss + head_loss;
+    totals->hits[e] += logits.argmax(1).eq(y).sum().item<int64_t>();
+  }
+  return loss;
+}
+
 }  // namespace
 
 v1::TrainingConfig DefaultTrainingConfig() {
@@ -125,55 +238,43 @@ absl::Status TrainBackbone(const v1::TrainingConfig& config, const ImageSet& tra
                                   .momentum(config.momentum())
                                   .nesterov(true)
                                   .weight_decay(config.weight_decay()));
-  const int batch = config.batch_size();
-  const int64_t steps_per_epoch = (train.size() + batch - 1) / batch;
-  const int64_t total_steps = steps_per_epoch * config.backbone_epochs();
-  int64_t step = 0;
-  std::vector<uint8_t> pixels;
-  std::vector<int64_t> labels;
+  RateSchedule schedule(config.learning_rate(), train, config, config.backbone_epochs());
+  schedule.warmup_steps = std::min<int64_t>(schedule.steps_per_epoch, schedule.total_steps / 5 + 1);
   for (int epoch = 0; epoch < config.backbone_epochs(); ++epoch) {
     auto start = std::chrono::steady_clock::now();
     net.SetTraining(true, false);
     std::vector<int> order = SeededPermutation(train.size(), config.seed() * 1000 + epoch);
-    std::unique_ptr<ProgressBar> bar;
-    if (options.progress) {
-      bar = std::make_unique<ProgressBar>(
-          absl::StrFormat("backbone epoch %d/%d", epoch + 1, config.backbone_epochs()),
-          steps_per_epoch);
-    }
-    double loss_sum = 0;
-    int64_t seen = 0, hits = 0;
-    for (int begin = 0; begin < train.size(); begin += batch, ++step) {
-      int end = std::min(train.size(), begin + batch);
-      GatherBatch(train, order, begin, end, config.augment(), &rng, &pixels, &labels);
-      torch::Tensor x = ImagesToTensor(pixels.data(), end - begin, mean, std);
-      torch::Tensor y = torch::from_blob(labels.data(), {end - begin}, torch::kInt64);
-      SetRate(optimizer, ScheduledRate(config.learning_rate(), step, total_steps,
-                                       std::min<int64_t>(steps_per_epoch, total_steps / 5 + 1)));
+    std::unique_ptr<ProgressBar> bar =
+        EpochBar(options, "backbone", epoch, config.backbone_epochs(), schedule.steps_per_epoch);
+    EpochTotals totals(1);
+    ForEachBatch(train, order, config, mean, std, &rng, [&](const Batch& b) {
+      SetRate(optimizer, schedule.Rate());
       optimizer.zero_grad();
-      torch::Tensor logits = net.ForwardFinal(x);
-      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+      torch::Tensor logits = net.ForwardFinal(b.x);
+      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, b.y);
       loss.backward();
       optimizer.step();
-      loss_sum += loss.item<double>() * (end - begin);
-      hits += logits.argmax(1).eq(y).sum().item<int64_t>();
-      seen += end - begin;
+      totals.loss_sum += loss.item<double>() * b.size;
+      totals.hits[0] += logits.argmax(1).eq(b.y).sum().item<int64_t>();
+      totals.seen += b.size;
       if (bar) {
-        bar->Update(step - epoch * steps_per_epoch + 1,
-                    absl::StrFormat("loss %.3f acc %.1f%%", loss_sum / seen, 100.0 * hits / seen));
+        bar->Update(
+            schedule.StepInEpoch(epoch),
+            absl::StrFormat("loss %.3f acc %.1f%%", totals.MeanLoss(), totals.AccuracyPercent(0)));
       }
-    }
+      ++schedule.step;
+    });
     // Eval mode: batch-norm uses (and keeps) its running statistics, so the
     // validation images neither change the backbone nor see batch statistics.
     net.SetTraining(false, false);
     double val_acc = FinalAccuracy(net, validation, mean, std);
     double seconds = ElapsedSince(start);
     report->add_backbone_epoch_seconds(seconds);
-    report->add_backbone_epoch_train_loss(loss_sum / std::max<int64_t>(1, seen));
+    report->add_backbone_epoch_train_loss(totals.MeanLoss());
     report->add_backbone_epoch_val_accuracy(val_acc);
     if (bar) {
-      bar->Finish(absl::StrFormat("loss %.3f train acc %.1f%% val acc %.2f%%", loss_sum / seen,
-                                  100.0 * hits / seen, 100 * val_acc));
+      bar->Finish(absl::StrFormat("loss %.3f train acc %.1f%% val acc %.2f%%", totals.MeanLoss(),
+                                  totals.AccuracyPercent(0), 100 * val_acc));
     }
   }
   net.SetTraining(false, false);
@@ -192,75 +293,37 @@ absl::Status TrainExits(const v1::TrainingConfig& config, const ImageSet& train,
   std::mt19937_64 rng(config.seed() + 1);
   torch::optim::Adam optimizer(net.exit_heads()->parameters(),
                                torch::optim::AdamOptions(config.exit_learning_rate()));
-  const int batch = config.batch_size();
   const int num_heads = net.num_exits() - 1;
-  const double distill = config.exit_distillation();
-  const double temperature = config.distillation_temperature();
-  const int64_t steps_per_epoch = (train.size() + batch - 1) / batch;
-  const int64_t total_steps = steps_per_epoch * config.exit_epochs();
-  int64_t step = 0;
-  std::vector<uint8_t> pixels;
-  std::vector<int64_t> labels;
+  const Distillation distillation{config.exit_distillation(), config.distillation_temperature()};
+  RateSchedule schedule(config.exit_learning_rate(), train, config, config.exit_epochs());
+  schedule.warmup_steps = std::min<int64_t>(schedule.steps_per_epoch / 4 + 1, schedule.total_steps);
   for (int epoch = 0; epoch < config.exit_epochs(); ++epoch) {
     auto start = std::chrono::steady_clock::now();
     // Backbone in eval mode: batch-norm running statistics stay fixed.
     net.SetTraining(false, true);
     std::vector<int> order = SeededPermutation(train.size(), config.seed() * 1000 + 500 + epoch);
-    std::unique_ptr<ProgressBar> bar;
-    if (options.progress) {
-      bar = std::make_unique<ProgressBar>(
-          absl::StrFormat("exits epoch %d/%d", epoch + 1, config.exit_epochs()), steps_per_epoch);
-    }
-    double loss_sum = 0;
-    int64_t seen = 0;
-    std::vector<int64_t> hits(num_heads, 0);
-    for (int begin = 0; begin < train.size(); begin += batch, ++step) {
-      int end = std::min(train.size(), begin + batch);
-      GatherBatch(train, order, begin, end, config.augment(), &rng, &pixels, &labels);
-      torch::Tensor x = ImagesToTensor(pixels.data(), end - begin, mean, std);
-      torch::Tensor y = torch::from_blob(labels.data(), {end - begin}, torch::kInt64);
-      std::vector<torch::Tensor> features;
-      torch::Tensor teacher;  // softened final-classifier probabilities
-      {
-        torch::NoGradGuard no_grad;
-        for (int s = 0; s < num_heads; ++s) {
-          x = net.ForwardStage(s, x);
-          features.push_back(x);
-        }
-        if (distill > 0) {
-          torch::Tensor final_logits = net.ExitLogits(net.final_exit(), net.ForwardStage(num_heads, x));
-          teacher = torch::softmax(final_logits / temperature, 1);
-        }
-      }
-      SetRate(optimizer, ScheduledRate(config.exit_learning_rate(), step, total_steps,
-                                       std::min<int64_t>(steps_per_epoch / 4 + 1, total_steps)));
+    std::unique_ptr<ProgressBar> bar =
+        EpochBar(options, "exits", epoch, config.exit_epochs(), schedule.steps_per_epoch);
+    EpochTotals totals(num_heads);
+    ForEachBatch(train, order, config, mean, std, &rng, [&](const Batch& b) {
+      const FrozenFeatures frozen = RunFrozenBackbone(net, b.x, distillation);
+      SetRate(optimizer, schedule.Rate());
       optimizer.zero_grad();
-      torch::Tensor loss = torch::zeros({});
-      for (int e = 0; e < num_heads; ++e) {
-        torch::Tensor logits = net.ExitLogits(e, features[e]);
-        torch::Tensor head_loss = torch::nn::functional::cross_entropy(logits, y);
-        if (distill > 0) {
-          torch::Tensor kl = torch::nn::functional::kl_div(
-              torch::log_softmax(logits / temperature, 1), teacher,
-              torch::nn::functional::KLDivFuncOptions().reduction(torch::kBatchMean));
-          head_loss = (1 - distill) * head_loss + distill * temperature * temperature * kl;
-        }
-        loss = loss + head_loss;
-        hits[e] += logits.argmax(1).eq(y).sum().item<int64_t>();
-      }
+      torch::Tensor loss = ExitHeadsLoss(net, frozen, b.y, distillation, &totals);
       loss.backward();
       optimizer.step();
-      loss_sum += loss.item<double>() / num_heads * (end - begin);
-      seen += end - begin;
+      totals.loss_sum += loss.item<double>() / num_heads * b.size;
+      totals.seen += b.size;
       if (bar) {
-        bar->Update(step - epoch * steps_per_epoch + 1,
+        bar->Update(schedule.StepInEpoch(epoch),
                     absl::StrFormat("mean loss %.3f first-exit acc %.1f%% last-exit acc %.1f%%",
-                                    loss_sum / seen, 100.0 * hits.front() / seen,
-                                    100.0 * hits.back() / seen));
+                                    totals.MeanLoss(), totals.AccuracyPercent(0),
+                                    totals.AccuracyPercent(num_heads - 1)));
       }
-    }
+      ++schedule.step;
+    });
     report->add_exit_epoch_seconds(ElapsedSince(start));
-    if (bar) bar->Finish(absl::StrFormat("mean loss %.3f", loss_sum / std::max<int64_t>(1, seen)));
+    if (bar) bar->Finish(absl::StrFormat("mean loss %.3f", totals.MeanLoss()));
   }
   net.SetTraining(false, false);
   return absl::OkStatus();
@@ -294,8 +357,8 @@ absl::StatusOr<CalibrationTable> Calibrate(EarlyExitModel& model, const ImageSet
       for (int i = 0; i < n; ++i) table.SetTrueLabel(begin + i, set.labels[begin + i]);
     }
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrFormat("calibrating model %s: %s",
-                                               model.manifest().name(), e.what_without_backtrace()));
+    return absl::InternalError(absl::StrFormat("calibrating model %s: %s", model.manifest().name(),
+                                               e.what_without_backtrace()));
   }
   return table;
 }
@@ -319,7 +382,8 @@ absl::StatusOr<std::unique_ptr<EarlyExitModel>> TrainEarlyExitModel(
   HAPI_RETURN_IF_ERROR(CheckTrainingConfig(config));
   const ImageSet train = PrepareTraining(config, data);
   torch::manual_seed(config.seed());
-  HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model, EarlyExitModel::Create(name, backbone));
+  HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model,
+                        EarlyExitModel::Create(name, backbone));
   v1::ModelManifest* m = model->mutable_manifest();
   *m->mutable_training() = config;
   m->mutable_training()->set_threads(torch::get_num_threads());

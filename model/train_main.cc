@@ -13,6 +13,8 @@
 #include "core/fashion_mnist.h"
 #include "core/files.h"
 #include "core/model_report.h"
+#include "core/repository_layout.h"
+#include "core/status_macros.h"
 #include "model/early_exit_model.h"
 #include "model/trainer.h"
 
@@ -48,7 +50,8 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-bool ParseIntList(const std::vector<std::string>& in, google::protobuf::RepeatedField<int32_t>* out) {
+bool ParseIntList(const std::vector<std::string>& in,
+                  google::protobuf::RepeatedField<int32_t>* out) {
   out->Clear();
   for (const std::string& s : in) {
     int v;
@@ -58,22 +61,12 @@ bool ParseIntList(const std::vector<std::string>& in, google::protobuf::Repeated
   return true;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Trains a residual early-exit CNN on Fashion-MNIST (backbone, then all exits with the "
-      "backbone frozen) and stores it in the repository.");
-  absl::ParseCommandLine(argc, argv);
-
-  const std::string name = absl::GetFlag(FLAGS_model);
-  if (absl::Status st = hapi::ValidateName(name, "model name"); !st.ok()) return Fail(st);
-  const std::string model_dir =
-      absl::StrCat(absl::GetFlag(FLAGS_repository), "/models/", name);
-
+hapi::v1::TrainingConfig TrainingConfigFromFlags() {
   hapi::v1::TrainingConfig config = hapi::DefaultTrainingConfig();
   if (absl::GetFlag(FLAGS_epochs) >= 0) config.set_backbone_epochs(absl::GetFlag(FLAGS_epochs));
-  if (absl::GetFlag(FLAGS_exit_epochs) >= 0) config.set_exit_epochs(absl::GetFlag(FLAGS_exit_epochs));
+  if (absl::GetFlag(FLAGS_exit_epochs) >= 0) {
+    config.set_exit_epochs(absl::GetFlag(FLAGS_exit_epochs));
+  }
   if (absl::GetFlag(FLAGS_exit_learning_rate) >= 0) {
     config.set_exit_learning_rate(absl::GetFlag(FLAGS_exit_learning_rate));
   }
@@ -86,61 +79,91 @@ int main(int argc, char** argv) {
   config.set_train_limit(absl::GetFlag(FLAGS_train_limit));
   config.set_threads(absl::GetFlag(FLAGS_threads));
   config.set_seed(absl::GetFlag(FLAGS_seed));
+  return config;
+}
 
-  // Saves, reloads (so the report shows what is stored, weights size
-  // included), prints the report and optionally writes it out.
-  auto save = [&](hapi::EarlyExitModel& model, const char* what) {
-    if (absl::Status st = model.Save(model_dir); !st.ok()) return Fail(st);
-    auto stored = hapi::EarlyExitModel::Load(model_dir);
-    if (!stored.ok()) return Fail(stored.status());
-    std::string report = hapi::FormatTrainingReport((*stored)->manifest());
-    std::cout << what << " " << model_dir << "\n\n" << report;
-    if (!absl::GetFlag(FLAGS_report_out).empty()) {
-      if (absl::Status st = hapi::WriteFileAtomically(absl::GetFlag(FLAGS_report_out), report);
-          !st.ok()) {
-        return Fail(st);
-      }
-    }
-    return 0;
-  };
-  hapi::TrainerOptions options;
-  options.progress = absl::GetFlag(FLAGS_progress);
-
-  if (absl::GetFlag(FLAGS_recalibrate) || absl::GetFlag(FLAGS_retrain_exits)) {
-    auto model = hapi::EarlyExitModel::Load(model_dir);
-    if (!model.ok()) return Fail(model.status());
-    auto data = hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
-    if (!data.ok()) return Fail(data.status());
-    absl::Status st = absl::GetFlag(FLAGS_retrain_exits)
-                          ? hapi::RetrainExits(config, *data, options, model->get())
-                          : hapi::CalibrateModel(*data, model->get());
-    if (!st.ok()) return Fail(st);
-    return save(**model, absl::GetFlag(FLAGS_retrain_exits) ? "Retrained the exits of"
-                                                              : "Recalibrated");
-  }
-
-  if (!absl::GetFlag(FLAGS_retrain) &&
-      std::filesystem::exists(absl::StrCat(model_dir, "/", hapi::kManifestFile))) {
-    auto model = hapi::EarlyExitModel::Load(model_dir);
-    if (!model.ok()) return Fail(model.status());
-    std::cout << "Using existing model " << model_dir << " (pass --retrain to train again)\n\n"
-              << hapi::FormatTrainingReport((*model)->manifest());
-    return 0;
-  }
-
+absl::StatusOr<hapi::v1::BackboneConfig> BackboneConfigFromFlags() {
   hapi::v1::BackboneConfig backbone = hapi::DefaultBackboneConfig();
   if (absl::GetFlag(FLAGS_stem) > 0) backbone.set_stem_channels(absl::GetFlag(FLAGS_stem));
   if (!absl::GetFlag(FLAGS_widths).empty() &&
       !ParseIntList(absl::GetFlag(FLAGS_widths), backbone.mutable_widths())) {
-    return Fail(absl::InvalidArgumentError("--widths must be positive integers"));
+    return absl::InvalidArgumentError("--widths must be positive integers");
   }
   if (!absl::GetFlag(FLAGS_blocks).empty() &&
       !ParseIntList(absl::GetFlag(FLAGS_blocks), backbone.mutable_blocks_per_group())) {
-    return Fail(absl::InvalidArgumentError("--blocks must be positive integers"));
+    return absl::InvalidArgumentError("--blocks must be positive integers");
   }
-  auto data = hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir));
-  if (!data.ok()) return Fail(data.status());
-  auto model = hapi::TrainEarlyExitModel(name, backbone, config, *data, options);
-  if (!model.ok()) return Fail(model.status());
-  return save(**model, "Saved");
+  return backbone;
+}
+
+// Saves, reloads (so the report shows what is stored, weights size
+// included), prints the report and optionally writes it out.
+absl::Status SaveAndReport(hapi::EarlyExitModel& model, const std::string& model_dir,
+                           const char* what) {
+  HAPI_RETURN_IF_ERROR(model.Save(model_dir));
+  HAPI_ASSIGN_OR_RETURN(auto stored, hapi::EarlyExitModel::Load(model_dir));
+  std::string report = hapi::FormatTrainingReport(stored->manifest());
+  std::cout << what << " " << model_dir << "\n\n" << report;
+  if (absl::GetFlag(FLAGS_report_out).empty()) return absl::OkStatus();
+  return hapi::WriteFileAtomically(absl::GetFlag(FLAGS_report_out), report);
+}
+
+// --recalibrate and --retrain_exits: the stored backbone stays as it is.
+absl::Status UpdateStoredModel(const std::string& model_dir, const hapi::v1::TrainingConfig& config,
+                               const hapi::TrainerOptions& options) {
+  HAPI_ASSIGN_OR_RETURN(auto model, hapi::EarlyExitModel::Load(model_dir));
+  HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist data,
+                        hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir)));
+  const bool retrain_exits = absl::GetFlag(FLAGS_retrain_exits);
+  HAPI_RETURN_IF_ERROR(retrain_exits ? hapi::RetrainExits(config, data, options, model.get())
+                                     : hapi::CalibrateModel(data, model.get()));
+  return SaveAndReport(*model, model_dir,
+                       retrain_exits ? "Retrained the exits of" : "Recalibrated");
+}
+
+absl::Status ShowStoredModel(const std::string& model_dir) {
+  HAPI_ASSIGN_OR_RETURN(auto model, hapi::EarlyExitModel::Load(model_dir));
+  std::cout << "Using existing model " << model_dir << " (pass --retrain to train again)\n\n"
+            << hapi::FormatTrainingReport(model->manifest());
+  return absl::OkStatus();
+}
+
+absl::Status TrainNewModel(const std::string& name, const std::string& model_dir,
+                           const hapi::v1::TrainingConfig& config,
+                           const hapi::TrainerOptions& options) {
+  HAPI_ASSIGN_OR_RETURN(hapi::v1::BackboneConfig backbone, BackboneConfigFromFlags());
+  HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist data,
+                        hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir)));
+  HAPI_ASSIGN_OR_RETURN(auto model,
+                        hapi::TrainEarlyExitModel(name, backbone, config, data, options));
+  return SaveAndReport(*model, model_dir, "Saved");
+}
+
+absl::Status Run() {
+  const std::string name = absl::GetFlag(FLAGS_model);
+  HAPI_RETURN_IF_ERROR(hapi::ValidateName(name, "model name"));
+  const std::string model_dir =
+      hapi::RepositoryLayout(absl::GetFlag(FLAGS_repository)).ModelDir(name);
+  const hapi::v1::TrainingConfig config = TrainingConfigFromFlags();
+  hapi::TrainerOptions options;
+  options.progress = absl::GetFlag(FLAGS_progress);
+  if (absl::GetFlag(FLAGS_recalibrate) || absl::GetFlag(FLAGS_retrain_exits)) {
+    return UpdateStoredModel(model_dir, config, options);
+  }
+  if (!absl::GetFlag(FLAGS_retrain) &&
+      std::filesystem::exists(absl::StrCat(model_dir, "/", hapi::kManifestFile))) {
+    return ShowStoredModel(model_dir);
+  }
+  return TrainNewModel(name, model_dir, config, options);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Trains a residual early-exit CNN on Fashion-MNIST (backbone, then all exits with the "
+      "backbone frozen) and stores it in the repository.");
+  absl::ParseCommandLine(argc, argv);
+  if (absl::Status st = Run(); !st.ok()) return Fail(st);
+  return 0;
 }

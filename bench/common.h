@@ -19,8 +19,7 @@ inline std::vector<float> ToFloatPixels(const ImageSet& set) {
 }
 
 inline double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 struct Stats {

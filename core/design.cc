@@ -17,8 +17,8 @@ absl::Status ValidateDesign(const Design& design, int num_exits) {
   for (size_t i = 0; i < design.exits.size(); ++i) {
     int e = design.exits[i];
     if (e < 0 || e >= num_exits - 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "exit ", e, " is not an early exit of this model (0..", num_exits - 2, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("exit ", e, " is not an early exit of this model (0..", num_exits - 2, ")"));
     }
     if (i > 0 && e <= design.exits[i - 1]) {
       return absl::InvalidArgumentError("design exits must be strictly ascending");

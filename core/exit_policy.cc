@@ -8,9 +8,12 @@ namespace hapi {
 
 absl::string_view ExitPolicyName(ExitPolicy policy) {
   switch (policy) {
-    case ExitPolicy::kMaxSoftmax: return "max_softmax";
-    case ExitPolicy::kEntropy: return "entropy";
-    case ExitPolicy::kMargin: return "margin";
+    case ExitPolicy::kMaxSoftmax:
+      return "max_softmax";
+    case ExitPolicy::kEntropy:
+      return "entropy";
+    case ExitPolicy::kMargin:
+      return "margin";
   }
   return "unknown";
 }

@@ -45,9 +45,8 @@ absl::StatusOr<std::string> ReadMaybeGzip(const std::string& path) {
   const char* message = gzerror(file, &errnum);
   std::string error_text = message ? message : "";
   if (gzclose(file) != Z_OK || (errnum != Z_OK && errnum != Z_STREAM_END)) {
-    return absl::DataLossError(absl::StrCat("dataset file ", path,
-                                            " is corrupt or truncated: ", error_text,
-                                            kPackageHint));
+    return absl::DataLossError(absl::StrCat(
+        "dataset file ", path, " is corrupt or truncated: ", error_text, kPackageHint));
   }
   return out;
 }
@@ -113,8 +112,8 @@ absl::Status ReadIdxLabels(const std::string& path, ImageSet* set) {
   for (uint32_t i = 0; i < count; ++i) {
     auto label = static_cast<uint8_t>((*data)[8 + i]);
     if (label >= kNumClasses) {
-      return Malformed(path, absl::StrCat("label ", int{label}, " at index ", i,
-                                          " is outside 0..9"));
+      return Malformed(path,
+                       absl::StrCat("label ", int{label}, " at index ", i, " is outside 0..9"));
     }
     set->labels[i] = label;
   }
@@ -152,9 +151,9 @@ absl::StatusOr<FashionMnist> LoadFashionMnist(const std::string& dir, uint64_t s
   absl::StatusOr<ImageSet> test = load("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz");
   if (!test.ok()) return test.status();
   if (full_train->size() <= kValidationSize) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "training set in ", dir, " has ", full_train->size(), " images; need more than ",
-        kValidationSize));
+    return absl::FailedPreconditionError(absl::StrCat("training set in ", dir, " has ",
+                                                      full_train->size(),
+                                                      " images; need more than ", kValidationSize));
   }
 
   FashionMnist data;

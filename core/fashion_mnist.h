@@ -21,7 +21,9 @@ struct ImageSet {
   std::vector<uint8_t> pixels;
   std::vector<uint8_t> labels;
   int size() const { return static_cast<int>(labels.size()); }
-  const uint8_t* image(int i) const { return pixels.data() + static_cast<size_t>(i) * kImagePixels; }
+  const uint8_t* image(int i) const {
+    return pixels.data() + static_cast<size_t>(i) * kImagePixels;
+  }
   // Keeps the first n samples (n >= size() keeps all).
   void Truncate(int n);
 };

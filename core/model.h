@@ -48,8 +48,7 @@ class Model {
   virtual v1::TensorShape input_shape() const = 0;
 
   // `n` samples of input_shape() floats each.
-  virtual absl::StatusOr<std::unique_ptr<Activations>> Input(const float* pixels,
-                                                             int n) const = 0;
+  virtual absl::StatusOr<std::unique_ptr<Activations>> Input(const float* pixels, int n) const = 0;
   // Runs stage `stage` on `x` in place.
   virtual absl::Status RunStage(int stage, Activations& x) const = 0;
   // Class probabilities (softmax) of exit `exit` for every row of `x`, which

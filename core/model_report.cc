@@ -50,8 +50,7 @@ std::string FormatTrainingReport(const v1::ModelManifest& m) {
                         absl::StrJoin(m.backbone().blocks_per_group(), ", "), m.stages_size(),
                         m.exits_size());
   absl::StrAppendFormat(&out, "Full network: %.2f M MACs, %d parameters, %.2f MB of weights.\n",
-                        m.full_network_macs() / 1e6, r.num_parameters(),
-                        r.weights_bytes() / 1e6);
+                        m.full_network_macs() / 1e6, r.num_parameters(), r.weights_bytes() / 1e6);
   absl::StrAppendFormat(&out,
                         "Data: train %d / validation %d (split seed %d) / test %d. Seed %d, "
                         "backbone %d epochs, exits %d epochs (Adam, peak rate %g%s).\n\n",
@@ -64,7 +63,9 @@ std::string FormatTrainingReport(const v1::ModelManifest& m) {
                                               m.training().exit_distillation(),
                                               m.training().distillation_temperature())
                             : "");
-  out += "| exit | after stage | val acc | test acc | MACs to here (of full) | head MACs (of backbone) |\n";
+  out +=
+      "| exit | after stage | val acc | test acc | MACs to here (of full) | head MACs (of "
+      "backbone) |\n";
   out += "|---|---|---|---|---|---|\n";
   for (int i = 0; i < r.exits_size(); ++i) {
     const v1::ExitReport& e = r.exits(i);
@@ -82,13 +83,12 @@ std::string FormatTrainingReport(const v1::ModelManifest& m) {
     double backbone_total = 0, exit_total = 0;
     for (double s : r.backbone_epoch_seconds()) backbone_total += s;
     for (double s : r.exit_epoch_seconds()) exit_total += s;
-    absl::StrAppendFormat(&out,
-                          "\nTraining time: backbone %.0f s (%.1f s/epoch), exits %.0f s "
-                          "(%.1f s/epoch), %d threads.\n",
-                          backbone_total,
-                          backbone_total / std::max(1, r.backbone_epoch_seconds_size()),
-                          exit_total, exit_total / std::max(1, r.exit_epoch_seconds_size()),
-                          m.training().threads());
+    absl::StrAppendFormat(
+        &out,
+        "\nTraining time: backbone %.0f s (%.1f s/epoch), exits %.0f s "
+        "(%.1f s/epoch), %d threads.\n",
+        backbone_total, backbone_total / std::max(1, r.backbone_epoch_seconds_size()), exit_total,
+        exit_total / std::max(1, r.exit_epoch_seconds_size()), m.training().threads());
   }
   return out;
 }

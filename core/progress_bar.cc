@@ -60,12 +60,11 @@ void ProgressBar::Draw(bool final_line) {
   int filled = static_cast<int>(fraction * kWidth);
   std::string bar(filled, '#');
   bar.resize(kWidth, '.');
-  std::string timing = final_line
-                           ? absl::StrFormat("in %s", FormatDuration(elapsed))
-                           : absl::StrFormat("%s elapsed, ETA %s", FormatDuration(elapsed),
-                                             FormatDuration(eta));
-  std::string line = absl::StrFormat("%s [%s] %5.1f%% %d/%d %s %s", label_, bar,
-                                     100.0 * fraction, done_, total_, timing, status_);
+  std::string timing = final_line ? absl::StrFormat("in %s", FormatDuration(elapsed))
+                                  : absl::StrFormat("%s elapsed, ETA %s", FormatDuration(elapsed),
+                                                    FormatDuration(eta));
+  std::string line = absl::StrFormat("%s [%s] %5.1f%% %d/%d %s %s", label_, bar, 100.0 * fraction,
+                                     done_, total_, timing, status_);
   if (tty_) {
     absl::FPrintF(out_, "\r\033[K%s%s", line, final_line ? "\n" : "");
   } else {

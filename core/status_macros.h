@@ -8,10 +8,10 @@
 #define HAPI_STATUS_CONCAT(a, b) HAPI_STATUS_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function when `expr` (an absl::Status) is not OK.
-#define HAPI_RETURN_IF_ERROR(expr)                 \
-  do {                                             \
-    ::absl::Status hapi_status_ = (expr);          \
-    if (!hapi_status_.ok()) return hapi_status_;   \
+#define HAPI_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::absl::Status hapi_status_ = (expr);        \
+    if (!hapi_status_.ok()) return hapi_status_; \
   } while (false)
 
 // `lhs = value of expr` where expr is an absl::StatusOr<T>; returns the error

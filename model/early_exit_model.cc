@@ -2,8 +2,8 @@
 
 #include <filesystem>
 #include <map>
-#include <vector>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -80,7 +80,8 @@ absl::Status LoadModule(Module& module, const std::string& path) {
 // Files named by a manifest must stay inside the model directory.
 absl::Status CheckRelativeFile(const std::string& file, const std::string& what) {
   if (file.empty() || file.find('/') != std::string::npos || file == "." || file == "..") {
-    return absl::DataLossError(absl::StrCat("manifest names an invalid ", what, " file '", file, "'"));
+    return absl::DataLossError(
+        absl::StrCat("manifest names an invalid ", what, " file '", file, "'"));
   }
   return absl::OkStatus();
 }
@@ -113,8 +114,7 @@ absl::StatusOr<std::unique_ptr<EarlyExitModel>> EarlyExitModel::Create(
   return model;
 }
 
-absl::StatusOr<std::unique_ptr<EarlyExitModel>> EarlyExitModel::Load(
-    const std::string& model_dir) {
+absl::StatusOr<std::unique_ptr<EarlyExitModel>> EarlyExitModel::Load(const std::string& model_dir) {
   HAPI_ASSIGN_OR_RETURN(ModelMetadata metadata, LoadModelMetadata(model_dir));
   const v1::ModelManifest& manifest = metadata.manifest;
   HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model,
@@ -163,10 +163,12 @@ absl::Status EarlyExitModel::Save(const std::string& model_dir) const {
     manifest.mutable_report()->set_weights_bytes(
         static_cast<int64_t>(backbone.size() + exits.size()));
     if (manifest.created_at().empty()) {
-      manifest.set_created_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
+      manifest.set_created_at(
+          absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
     }
     HAPI_RETURN_IF_ERROR(write(kReportFile, FormatTrainingReport(manifest)));
-    HAPI_RETURN_IF_ERROR(WriteTextProtoAtomically(absl::StrCat(staging, "/", kManifestFile), manifest));
+    HAPI_RETURN_IF_ERROR(
+        WriteTextProtoAtomically(absl::StrCat(staging, "/", kManifestFile), manifest));
     return PublishDirectory(staging, model_dir);
   }();
   if (!st.ok()) {

@@ -14,12 +14,11 @@ namespace hapi {
 
 class EarlyExitNetwork;
 
-
 class EarlyExitModel {
  public:
   // A freshly initialised (untrained) model named `name`.
-  static absl::StatusOr<std::unique_ptr<EarlyExitModel>> Create(
-      const std::string& name, const v1::BackboneConfig& config);
+  static absl::StatusOr<std::unique_ptr<EarlyExitModel>> Create(const std::string& name,
+                                                                const v1::BackboneConfig& config);
   // Loads models/<name>/ from a directory; errors name the file at fault.
   static absl::StatusOr<std::unique_ptr<EarlyExitModel>> Load(const std::string& model_dir);
   ~EarlyExitModel();

@@ -17,8 +17,8 @@
 #include "core/model_metadata.h"
 #include "core/repository_layout.h"
 #include "core/status_macros.h"
-#include "model/torch_model.h"
 #include "model/profiler.h"
+#include "model/torch_model.h"
 
 ABSL_FLAG(std::string, repository, "repository", "Repository root");
 ABSL_FLAG(std::string, model, "fmnist-resnet", "Model to profile");
@@ -69,10 +69,9 @@ absl::StatusOr<hapi::v1::DeviceProfile> ModelProfile(const std::string& device) 
       hapi::RepositoryLayout(absl::GetFlag(FLAGS_repository)).ModelDir(model_name);
   if (absl::GetFlag(FLAGS_analytic_gmacs) > 0) {
     HAPI_ASSIGN_OR_RETURN(hapi::ModelMetadata model, hapi::LoadModelMetadata(model_dir));
-    return hapi::MakeAnalyticProfile(device, model.manifest,
-                                     absl::GetFlag(FLAGS_analytic_gmacs) * 1e9,
-                                     absl::GetFlag(FLAGS_analytic_layer_overhead_us) * 1e-6,
-                                     batches);
+    return hapi::MakeAnalyticProfile(
+        device, model.manifest, absl::GetFlag(FLAGS_analytic_gmacs) * 1e9,
+        absl::GetFlag(FLAGS_analytic_layer_overhead_us) * 1e-6, batches);
   }
   HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const hapi::Model> model, hapi::LoadTorchModel(model_dir));
   HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist data,
@@ -96,8 +95,8 @@ int main(int argc, char** argv) {
   const std::string device = absl::GetFlag(FLAGS_device);
   if (device.empty()) return Fail(absl::InvalidArgumentError("--device is required"));
   if (absl::Status st = hapi::ValidateName(device, "device name"); !st.ok()) return Fail(st);
-  const std::string out =
-      absl::GetFlag(FLAGS_out).empty() ? absl::StrCat(device, ".profile.pbtxt") : absl::GetFlag(FLAGS_out);
+  const std::string out = absl::GetFlag(FLAGS_out).empty() ? absl::StrCat(device, ".profile.pbtxt")
+                                                           : absl::GetFlag(FLAGS_out);
   absl::StatusOr<hapi::v1::DeviceProfile> profile =
       absl::GetFlag(FLAGS_scale).empty() ? ModelProfile(device) : ScaledProfile(device);
   if (!profile.ok()) return Fail(profile.status());

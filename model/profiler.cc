@@ -100,7 +100,8 @@ absl::Status ProfileBatch(const Model& model, const EarlyExitExecutor& final_onl
                           const std::vector<float>& pixels, int num_images, int batch,
                           const ProfilerOptions& options, v1::BatchProfile* out) {
   if (batch <= 0 || batch > num_images) {
-    return absl::InvalidArgumentError(absl::StrCat("batch size ", batch, " not in 1..", num_images));
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch size ", batch, " not in 1..", num_images));
   }
   PartTimes times;
   times.stages.resize(model.num_stages());

@@ -7,18 +7,18 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/fashion_mnist.h"
-#include "hapi/v1/device.pb.h"
 #include "core/executor.h"
+#include "core/fashion_mnist.h"
 #include "core/model.h"
+#include "hapi/v1/device.pb.h"
 
 namespace hapi {
 
 struct ProfilerOptions {
   std::vector<int> batch_sizes = {1};
-  int threads = 1;            // intra-op threads while measuring
+  int threads = 1;  // intra-op threads while measuring
   int warmup_iterations = 50;
-  int iterations = 400;       // timed passes per batch size
+  int iterations = 400;  // timed passes per batch size
   bool progress = true;
 };
 

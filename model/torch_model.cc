@@ -42,23 +42,28 @@ class TorchModel : public Model {
   }
 
   absl::Status RunStage(int stage, Activations& x) const override {
-    return Guarded(absl::StrCat("running stage ", stage), [&] {
-      torch::InferenceMode guard;
-      torch::Tensor& t = static_cast<TorchActivations&>(x).x;
-      t = network_->Stage(stage, t);
-      return 0;
-    }).status();
+    return Guarded(absl::StrCat("running stage ", stage),
+                   [&] {
+                     torch::InferenceMode guard;
+                     torch::Tensor& t = static_cast<TorchActivations&>(x).x;
+                     t = network_->Stage(stage, t);
+                     return 0;
+                   })
+        .status();
   }
 
   absl::Status RunHead(int exit, const Activations& x,
                        std::vector<float>* probabilities) const override {
-    return Guarded(absl::StrCat("running exit ", exit), [&] {
-      torch::InferenceMode guard;
-      const torch::Tensor& t = static_cast<const TorchActivations&>(x).x;
-      torch::Tensor p = torch::softmax(network_->ExitLogits(exit, t), 1).contiguous();
-      probabilities->assign(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
-      return 0;
-    }).status();
+    return Guarded(absl::StrCat("running exit ", exit),
+                   [&] {
+                     torch::InferenceMode guard;
+                     const torch::Tensor& t = static_cast<const TorchActivations&>(x).x;
+                     torch::Tensor p =
+                         torch::softmax(network_->ExitLogits(exit, t), 1).contiguous();
+                     probabilities->assign(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+                     return 0;
+                   })
+        .status();
   }
 
  private:
@@ -92,8 +97,8 @@ absl::StatusOr<std::shared_ptr<const Model>> MakeTorchModel(EarlyExitModel& mode
     return absl::InternalError(absl::StrCat("preparing model ", model.manifest().name(),
                                             " for inference: ", e.what_without_backtrace()));
   } catch (const std::out_of_range& e) {
-    return absl::DataLossError(absl::StrCat("model ", model.manifest().name(),
-                                            " lacks a tensor its manifest needs"));
+    return absl::DataLossError(
+        absl::StrCat("model ", model.manifest().name(), " lacks a tensor its manifest needs"));
   }
 }
 

@@ -8,8 +8,8 @@
 #include "absl/status/statusor.h"
 #include "core/calibration_table.h"
 #include "core/fashion_mnist.h"
-#include "model/early_exit_model.h"
 #include "hapi/v1/model.pb.h"
+#include "model/early_exit_model.h"
 
 namespace hapi {
 

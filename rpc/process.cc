@@ -12,7 +12,8 @@ namespace hapi {
 absl::StatusOr<std::string> ResolveToken(const std::string& token, const std::string& token_file) {
   if (token_file.empty()) return token;
   absl::StatusOr<std::string> t = ReadFile(token_file);
-  if (!t.ok()) return absl::Status(t.status().code(), absl::StrCat("admin token: ", t.status().message()));
+  if (!t.ok())
+    return absl::Status(t.status().code(), absl::StrCat("admin token: ", t.status().message()));
   return std::string(absl::StripAsciiWhitespace(*t));
 }
 
@@ -24,7 +25,8 @@ absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartMetrics(
     exposer->RegisterCollectable(registry);
     return exposer;
   } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", address, ": ", e.what()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", address, ": ", e.what()));
   }
 }
 

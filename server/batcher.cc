@@ -149,10 +149,10 @@ void Batcher::RunBatch(std::vector<std::unique_ptr<InferenceRequest>> batch) {
     out.queue_s = absl::ToDoubleSeconds(start - batch[i]->enqueued);
     out.compute_s = absl::ToDoubleSeconds(absl::Now() - start);
     if (result.exits_evaluated == 0) {
-      out.status = batch[i]->cancelled && batch[i]->cancelled->load()
-                       ? absl::CancelledError("request cancelled")
-                       : absl::DeadlineExceededError(
-                             "the deadline leaves no time to reach the first exit");
+      out.status =
+          batch[i]->cancelled && batch[i]->cancelled->load()
+              ? absl::CancelledError("request cancelled")
+              : absl::DeadlineExceededError("the deadline leaves no time to reach the first exit");
     } else if (metrics) {
       metrics->Answered(result.exit_index, out.compute_s, result.confidence);
     }

@@ -51,11 +51,11 @@ struct InferenceRequest {
 };
 
 struct BatcherOptions {
-  int max_batch = 1;                          // 1 = no batching
+  int max_batch = 1;  // 1 = no batching
   absl::Duration max_wait = absl::ZeroDuration();
-  int queue_capacity = 256;                   // queued requests beyond this are refused
-  int workers = 1;                            // batches executing at once
-  bool run_inline = true;                     // see above; only with max_batch 1
+  int queue_capacity = 256;  // queued requests beyond this are refused
+  int workers = 1;           // batches executing at once
+  bool run_inline = true;    // see above; only with max_batch 1
 };
 
 class Batcher {
@@ -79,7 +79,7 @@ class Batcher {
   std::deque<std::unique_ptr<InferenceRequest>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int executing_ ABSL_GUARDED_BY(mu_) = 0;  // batches running, inline or on workers
-  std::vector<std::thread> workers_;  // constant after construction
+  std::vector<std::thread> workers_;        // constant after construction
 };
 
 }  // namespace hapi

@@ -202,7 +202,6 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
   v1::ClassifyRequest request_;
 };
 
-
 }  // namespace
 
 void FillResponse(const Servable& s, const SampleResult& result, v1::ClassifyResponse* r) {
@@ -222,7 +221,10 @@ void FillResponse(const Servable& s, const SampleResult& result, v1::ClassifyRes
 
 InferenceService::InferenceService(ServableManager* servables, Batcher* batcher,
                                    InferenceServiceOptions options)
-    : servables_(servables), batcher_(batcher), options_(std::move(options)), started_(absl::Now()) {}
+    : servables_(servables),
+      batcher_(batcher),
+      options_(std::move(options)),
+      started_(absl::Now()) {}
 
 absl::Status InferenceService::Submit(
     const v1::ClassifyRequest& request, absl::Time deadline,
@@ -235,9 +237,12 @@ absl::Status InferenceService::Submit(
   ++requests_;
   VariantMetrics* metrics = servable->metrics();
   absl::StatusOr<std::vector<float>> pixels = DecodeImage(request.image());
-  if (pixels.ok() && pixels->size() != static_cast<size_t>(servable->executor().model().input_size())) {
+  if (pixels.ok() &&
+      pixels->size() != static_cast<size_t>(servable->executor().model().input_size())) {
     const v1::TensorShape shape = servable->input_shape();
-    pixels = absl::InvalidArgumentError(absl::StrCat("the image has ", pixels->size(), " values; model '", servable->variant().model(), "' takes ", shape.channels(), "x", shape.height(), "x", shape.width()));
+    pixels = absl::InvalidArgumentError(absl::StrCat(
+        "the image has ", pixels->size(), " values; model '", servable->variant().model(),
+        "' takes ", shape.channels(), "x", shape.height(), "x", shape.width()));
   }
   if (!pixels.ok()) {
     if (metrics) metrics->RequestDone(pixels.status().code(), 0);

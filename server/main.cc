@@ -58,9 +58,9 @@ absl::StatusOr<hapi::InferenceServerOptions> OptionsFromFlags() {
   o.batcher.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   o.batcher.workers = absl::GetFlag(FLAGS_workers);
   o.batcher.run_inline = absl::GetFlag(FLAGS_run_inline);
-  HAPI_ASSIGN_OR_RETURN(o.service.admin_token,
-                        hapi::ResolveToken(absl::GetFlag(FLAGS_admin_token),
-                                           absl::GetFlag(FLAGS_admin_token_file)));
+  HAPI_ASSIGN_OR_RETURN(
+      o.service.admin_token,
+      hapi::ResolveToken(absl::GetFlag(FLAGS_admin_token), absl::GetFlag(FLAGS_admin_token_file)));
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   return o;

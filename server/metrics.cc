@@ -10,7 +10,7 @@ namespace {
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
   static const auto* b = new prometheus::Histogram::BucketBoundaries{
       0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
-      0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
+      0.0075, 0.01,    0.015,  0.025,   0.05,  0.1,    0.25,  0.5,   1};
   return *b;
 }
 
@@ -21,32 +21,58 @@ std::string ExitLabel(int exit, int num_exits) {
 }
 
 ServerMetrics::ServerMetrics(prometheus::Registry& r)
-    : requests_(prometheus::BuildCounter().Name("hapi_requests_total")
-                    .Help("Classification requests by variant and gRPC status code").Register(r)),
-      exits_(prometheus::BuildCounter().Name("hapi_exits_total")
-                 .Help("Requests answered at each exit").Register(r)),
-      request_duration_(prometheus::BuildHistogram().Name("hapi_request_duration_seconds")
-                            .Help("Server-side latency of a classification, queue included").Register(r)),
-      queue_duration_(prometheus::BuildHistogram().Name("hapi_queue_duration_seconds")
-                          .Help("Time a request waited for its batch").Register(r)),
-      compute_duration_(prometheus::BuildHistogram().Name("hapi_compute_duration_seconds")
-                            .Help("Network time of a request, by the exit that answered").Register(r)),
-      batch_size_(prometheus::BuildHistogram().Name("hapi_batch_size")
-                      .Help("Requests per executed batch").Register(r)),
-      exit_confidence_(prometheus::BuildHistogram().Name("hapi_exit_confidence")
-                           .Help("Max-softmax confidence seen at each evaluated exit").Register(r)),
-      exit_threshold_(prometheus::BuildGauge().Name("hapi_exit_threshold")
-                          .Help("Confidence threshold of each enabled exit").Register(r)),
-      predicted_exit_ratio_(prometheus::BuildGauge().Name("hapi_predicted_exit_ratio")
-                                .Help("Share of requests the optimizer predicts each exit answers").Register(r)),
-      sla_latency_(prometheus::BuildGauge().Name("hapi_sla_latency_seconds")
-                       .Help("SLA latency budget (statistic label says which)").Register(r)),
-      sla_violations_(prometheus::BuildCounter().Name("hapi_sla_violations_total")
-                          .Help("Requests slower than the SLA budget").Register(r)),
-      pending_(prometheus::BuildGauge().Name("hapi_pending_requests")
-                   .Help("Requests queued or running").Register(r)),
-      variant_info_(prometheus::BuildGauge().Name("hapi_variant_info")
-                        .Help("The variant being served (value 1)").Register(r)) {}
+    : requests_(prometheus::BuildCounter()
+                    .Name("hapi_requests_total")
+                    .Help("Classification requests by variant and gRPC status code")
+                    .Register(r)),
+      exits_(prometheus::BuildCounter()
+                 .Name("hapi_exits_total")
+                 .Help("Requests answered at each exit")
+                 .Register(r)),
+      request_duration_(prometheus::BuildHistogram()
+                            .Name("hapi_request_duration_seconds")
+                            .Help("Server-side latency of a classification, queue included")
+                            .Register(r)),
+      queue_duration_(prometheus::BuildHistogram()
+                          .Name("hapi_queue_duration_seconds")
+                          .Help("Time a request waited for its batch")
+                          .Register(r)),
+      compute_duration_(prometheus::BuildHistogram()
+                            .Name("hapi_compute_duration_seconds")
+                            .Help("Network time of a request, by the exit that answered")
+                            .Register(r)),
+      batch_size_(prometheus::BuildHistogram()
+                      .Name("hapi_batch_size")
+                      .Help("Requests per executed batch")
+                      .Register(r)),
+      exit_confidence_(prometheus::BuildHistogram()
+                           .Name("hapi_exit_confidence")
+                           .Help("Max-softmax confidence seen at each evaluated exit")
+                           .Register(r)),
+      exit_threshold_(prometheus::BuildGauge()
+                          .Name("hapi_exit_threshold")
+                          .Help("Confidence threshold of each enabled exit")
+                          .Register(r)),
+      predicted_exit_ratio_(prometheus::BuildGauge()
+                                .Name("hapi_predicted_exit_ratio")
+                                .Help("Share of requests the optimizer predicts each exit answers")
+                                .Register(r)),
+      sla_latency_(prometheus::BuildGauge()
+                       .Name("hapi_sla_latency_seconds")
+                       .Help("SLA latency budget (statistic label says which)")
+                       .Register(r)),
+      sla_violations_(prometheus::BuildCounter()
+                          .Name("hapi_sla_violations_total")
+                          .Help("Requests slower than the SLA budget")
+                          .Register(r)),
+      pending_(prometheus::BuildGauge()
+                   .Name("hapi_pending_requests")
+                   .Help("Requests queued or running")
+                   .Register(r)),
+      variant_info_(prometheus::BuildGauge()
+                        .Name("hapi_variant_info")
+                        .Help("The variant being served (value 1)")
+                        .Register(r)) {}
 
 std::shared_ptr<VariantMetrics> ServerMetrics::ForVariant(const Servable& s) {
   const v1::VariantManifest& v = s.variant();
@@ -57,7 +83,8 @@ std::shared_ptr<VariantMetrics> ServerMetrics::ForVariant(const Servable& s) {
   const prometheus::Labels base{{"variant", v.id()}};
   m->request_duration_ = &request_duration_.Add(base, LatencyBuckets());
   m->queue_duration_ = &queue_duration_.Add(base, LatencyBuckets());
-  m->batch_size_ = &batch_size_.Add(base, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128});
+  m->batch_size_ =
+      &batch_size_.Add(base, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128});
   m->pending_ = &pending_.Add(base);
   m->violations_ = &sla_violations_.Add(base);
   // The codes a client sees most, exported as zeros from the start.
@@ -79,8 +106,9 @@ std::shared_ptr<VariantMetrics> ServerMetrics::ForVariant(const Servable& s) {
     prometheus::Labels l{{"variant", v.id()}, {"exit", ExitLabel(e, num_exits)}};
     m->exits_[e] = &exits_.Add(l);
     m->compute_[e] = &compute_duration_.Add(l, LatencyBuckets());
-    m->confidence_[e] = &exit_confidence_.Add(
-        l, prometheus::Histogram::BucketBoundaries{0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999});
+    m->confidence_[e] =
+        &exit_confidence_.Add(l, prometheus::Histogram::BucketBoundaries{
+                                     0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999});
     double ratio = e < v.predicted_exit_ratios_size() ? v.predicted_exit_ratios(e) : 0.0;
     predicted_exit_ratio_.Add(l).Set(ratio);
   }

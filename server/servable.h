@@ -11,10 +11,10 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "core/latency_model.h"
-#include "hapi/v1/optimizer.pb.h"
 #include "core/executor.h"
+#include "core/latency_model.h"
 #include "core/model.h"
+#include "hapi/v1/optimizer.pb.h"
 
 namespace hapi {
 

@@ -38,9 +38,8 @@ TEST(FinalErrorsFixedByEarlierExitTest, HandMadeTable) {
   // Final wrong on 1, 2, 3, 4 (4 errors); fixed earlier: 1 (exit 0),
   // 2 (exit 1), 3 (exit 0); 4 by none -> 3/4. Sample 0, which both exit 0
   // and the final get right, must not count.
-  CalibrationTable t = MakeTable({0, 1, 2, 3, 4, 5}, {{0, 1, 9, 3, 9, 9},
-                                                      {9, 9, 2, 9, 9, 9},
-                                                      {0, 9, 9, 9, 9, 5}});
+  CalibrationTable t =
+      MakeTable({0, 1, 2, 3, 4, 5}, {{0, 1, 9, 3, 9, 9}, {9, 9, 2, 9, 9, 9}, {0, 9, 9, 9, 9, 5}});
   EXPECT_DOUBLE_EQ(FinalErrorsFixedByEarlierExit(t), 0.75);
 }
 

@@ -66,8 +66,7 @@ class StatusIsMatcherImpl : public ::testing::MatcherInterface<StatusType> {
     message_.DescribeNegationTo(os);
   }
 
-  bool MatchAndExplain(StatusType actual,
-                       ::testing::MatchResultListener* listener) const override {
+  bool MatchAndExplain(StatusType actual, ::testing::MatchResultListener* listener) const override {
     const absl::Status& status = GetStatus(actual);
     ::testing::StringMatchResultListener inner;
     if (!code_.MatchAndExplain(status.code(), &inner)) {
@@ -112,8 +111,7 @@ class IsOkMatcherImpl : public ::testing::MatcherInterface<StatusType> {
  public:
   void DescribeTo(std::ostream* os) const override { *os << "is OK"; }
   void DescribeNegationTo(std::ostream* os) const override { *os << "is not OK"; }
-  bool MatchAndExplain(StatusType actual,
-                       ::testing::MatchResultListener* listener) const override {
+  bool MatchAndExplain(StatusType actual, ::testing::MatchResultListener* listener) const override {
     const absl::Status& status = GetStatus(actual);
     if (!status.ok()) *listener << "whose status is " << status;
     return status.ok();
@@ -160,7 +158,7 @@ inline internal::IsOkMatcher IsOk() { return internal::IsOkMatcher(); }
 // not OK. lhs may declare a variable. Only in void functions (like ASSERT_*).
 #define ASSERT_OK_AND_ASSIGN(lhs, expr) \
   ASSERT_OK_AND_ASSIGN_IMPL(HAPI_TEST_CONCAT(hapi_test_statusor_, __LINE__), lhs, expr)
-#define ASSERT_OK_AND_ASSIGN_IMPL(statusor, lhs, expr)                \
-  auto statusor = (expr);                                             \
-  ASSERT_THAT(statusor.status(), ::hapi::testing::IsOk()) << #expr;  \
+#define ASSERT_OK_AND_ASSIGN_IMPL(statusor, lhs, expr)              \
+  auto statusor = (expr);                                           \
+  ASSERT_THAT(statusor.status(), ::hapi::testing::IsOk()) << #expr; \
   lhs = std::move(statusor).value()

@@ -48,8 +48,7 @@ TEST(StatusMatchersTest, StatusIsOnStatusOr) {
 }
 
 TEST(StatusMatchersTest, ExplainsMismatches) {
-  ::testing::Matcher<absl::Status> m =
-      StatusIs(absl::StatusCode::kNotFound, HasSubstr("file"));
+  ::testing::Matcher<absl::Status> m = StatusIs(absl::StatusCode::kNotFound, HasSubstr("file"));
   EXPECT_THAT(DescribeMatcher<absl::Status>(m), HasSubstr("NOT_FOUND"));
   ::testing::StringMatchResultListener listener;
   EXPECT_FALSE(m.MatchAndExplain(absl::DataLossError("oops"), &listener));

@@ -24,7 +24,8 @@ namespace testing {
 class ScopedTempDir {
  public:
   ScopedTempDir() {
-    std::string pattern = (std::filesystem::path(::testing::TempDir()) / "hapi-test-XXXXXX").string();
+    std::string pattern =
+        (std::filesystem::path(::testing::TempDir()) / "hapi-test-XXXXXX").string();
     std::vector<char> buffer(pattern.begin(), pattern.end());
     buffer.push_back('\0');
     if (::mkdtemp(buffer.data()) == nullptr) {

@@ -41,8 +41,8 @@ void MakeFixtureModel(const std::string& model_dir, ServerFixture* f) {
     }
     const std::vector<float> final_probs = FakeProbabilities(
         manifest, manifest.exits_size() - 1, static_cast<float>(sum / kImagePixels));
-    f->true_labels[i] = static_cast<int>(
-        std::max_element(final_probs.begin(), final_probs.end()) - final_probs.begin());
+    f->true_labels[i] = static_cast<int>(std::max_element(final_probs.begin(), final_probs.end()) -
+                                         final_probs.begin());
   }
 }
 

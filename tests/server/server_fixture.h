@@ -41,13 +41,15 @@ inline constexpr char kModelName[] = "tiny";
 
 struct ServerFixture {
   std::string repository;
-  ModelLoader load_model;               // the implementation this binary links
+  ModelLoader load_model;              // the implementation this binary links
   std::shared_ptr<const Model> model;  // loaded from the repository
   int num_images = 0;
   std::vector<uint8_t> images;  // num_images x 28 x 28, Fashion-MNIST test split
   std::vector<int> true_labels;
 
-  const uint8_t* image(int i) const { return images.data() + static_cast<size_t>(i) * kImagePixels; }
+  const uint8_t* image(int i) const {
+    return images.data() + static_cast<size_t>(i) * kImagePixels;
+  }
   std::vector<float> Pixels(int i) const;
   // The manifest written at repository/variants/<id>/variant.pbtxt.
   v1::VariantManifest Variant(const std::string& id) const;
@@ -101,8 +103,7 @@ class TestServer {
 // Unary Classify with a client deadline `timeout` from now (InfiniteDuration:
 // none).
 grpc::Status Classify(v1::Inference::Stub& stub, const v1::ClassifyRequest& request,
-                      v1::ClassifyResponse* response,
-                      absl::Duration timeout = absl::Seconds(60));
+                      v1::ClassifyResponse* response, absl::Duration timeout = absl::Seconds(60));
 
 }  // namespace testing
 }  // namespace hapi

@@ -92,7 +92,8 @@ std::optional<int> HealthStatus(grpc::Channel* channel, const std::string& servi
   std::vector<grpc::Slice> slices;
   if (!response_buffer.Dump(&slices).ok()) return std::nullopt;
   std::string bytes;
-  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  for (const grpc::Slice& s : slices)
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   if (bytes.empty()) return 0;  // UNKNOWN: the default value is not sent
   if (bytes.size() == 2 && bytes[0] == 0x08) return static_cast<int>(bytes[1]);
   ADD_FAILURE() << "unexpected HealthCheckResponse bytes, " << bytes.size() << " long";
@@ -174,7 +175,9 @@ class ServerProcess {
     }
     return false;
   }
-  void Signal(int sig) { if (pid_ > 0) ::kill(pid_, sig); }
+  void Signal(int sig) {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
   std::string Log() const { return ReadBytes(log_); }
 
   grpc::Channel* channel() { return channel_.get(); }

@@ -34,48 +34,45 @@ class TorchModel : public Model {
     return shape;
   }
 
+  // LibTorch throws; the seam returns a Status naming the model and the step.
+  // The message is built only on failure: these run on every request.
   absl::StatusOr<std::unique_ptr<Activations>> Input(const float* pixels, int n) const override {
-    return Guarded("preparing the input", [&]() -> std::unique_ptr<Activations> {
+    try {
       torch::InferenceMode guard;
       return std::make_unique<TorchActivations>(network_->Input(pixels, n));
-    });
+    } catch (const c10::Error& e) {
+      return Failed("preparing the input", e);
+    }
   }
 
   absl::Status RunStage(int stage, Activations& x) const override {
-    return Guarded(absl::StrCat("running stage ", stage),
-                   [&] {
-                     torch::InferenceMode guard;
-                     torch::Tensor& t = static_cast<TorchActivations&>(x).x;
-                     t = network_->Stage(stage, t);
-                     return 0;
-                   })
-        .status();
+    try {
+      torch::InferenceMode guard;
+      torch::Tensor& t = static_cast<TorchActivations&>(x).x;
+      t = network_->Stage(stage, t);
+      return absl::OkStatus();
+    } catch (const c10::Error& e) {
+      return Failed(absl::StrCat("running stage ", stage), e);
+    }
   }
 
   absl::Status RunHead(int exit, const Activations& x,
                        std::vector<float>* probabilities) const override {
-    return Guarded(absl::StrCat("running exit ", exit),
-                   [&] {
-                     torch::InferenceMode guard;
-                     const torch::Tensor& t = static_cast<const TorchActivations&>(x).x;
-                     torch::Tensor p =
-                         torch::softmax(network_->ExitLogits(exit, t), 1).contiguous();
-                     probabilities->assign(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
-                     return 0;
-                   })
-        .status();
+    try {
+      torch::InferenceMode guard;
+      const torch::Tensor& t = static_cast<const TorchActivations&>(x).x;
+      torch::Tensor p = torch::softmax(network_->ExitLogits(exit, t), 1).contiguous();
+      probabilities->assign(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+      return absl::OkStatus();
+    } catch (const c10::Error& e) {
+      return Failed(absl::StrCat("running exit ", exit), e);
+    }
   }
 
  private:
-  // LibTorch throws; the seam returns a Status naming the model and the step.
-  template <typename F>
-  auto Guarded(const std::string& what, F&& f) const -> absl::StatusOr<decltype(f())> {
-    try {
-      return f();
-    } catch (const c10::Error& e) {
-      return absl::InternalError(
-          absl::StrCat("model ", manifest_.name(), ": ", what, ": ", e.what_without_backtrace()));
-    }
+  absl::Status Failed(absl::string_view what, const c10::Error& e) const {
+    return absl::InternalError(
+        absl::StrCat("model ", manifest_.name(), ": ", what, ": ", e.what_without_backtrace()));
   }
 
   const v1::ModelManifest manifest_;

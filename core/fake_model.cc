@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "core/files.h"
 #include "core/model_metadata.h"
 #include "core/status_macros.h"
@@ -30,7 +31,8 @@ class FakeActivations : public Activations {
 
 class FakeModel : public Model {
  public:
-  explicit FakeModel(v1::ModelManifest manifest) : manifest_(std::move(manifest)) {}
+  FakeModel(v1::ModelManifest manifest, absl::Duration stage_time)
+      : manifest_(std::move(manifest)), stage_time_(stage_time) {}
 
   const v1::ModelManifest& manifest() const override { return manifest_; }
   v1::TensorShape input_shape() const override { return manifest_.stages(0).output(); }
@@ -53,6 +55,7 @@ class FakeModel : public Model {
           absl::StrCat("fake model: stage ", stage, " after ", a.stages_run, " stages"));
     }
     ++a.stages_run;
+    if (stage_time_ > absl::ZeroDuration()) absl::SleepFor(stage_time_);
     return absl::OkStatus();
   }
 
@@ -73,6 +76,7 @@ class FakeModel : public Model {
 
  private:
   const v1::ModelManifest manifest_;
+  const absl::Duration stage_time_;
 };
 
 }  // namespace
@@ -131,20 +135,28 @@ std::vector<float> FakeProbabilities(const v1::ModelManifest& manifest, int exit
   return p;
 }
 
-absl::StatusOr<std::shared_ptr<const Model>> MakeFakeModel(const v1::ModelManifest& manifest) {
+absl::StatusOr<std::shared_ptr<const Model>> MakeFakeModel(const v1::ModelManifest& manifest,
+                                                           absl::Duration stage_time) {
   if (manifest.dataset() != kFakeDataset || manifest.stages_size() == 0 ||
       manifest.exits_size() != manifest.stages_size() || manifest.class_names_size() < 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("model '", manifest.name(), "' is not a fake model's manifest"));
   }
-  return std::make_shared<FakeModel>(manifest);
+  return std::make_shared<FakeModel>(manifest, stage_time);
+}
+
+ModelLoader FakeModelLoader(absl::Duration stage_time) {
+  return [stage_time](const std::string& model_dir,
+                      const ModelOptions&) -> absl::StatusOr<std::shared_ptr<const Model>> {
+    v1::ModelManifest manifest;
+    HAPI_RETURN_IF_ERROR(ReadTextProto(absl::StrCat(model_dir, "/", kManifestFile), &manifest));
+    return MakeFakeModel(manifest, stage_time);
+  };
 }
 
 absl::StatusOr<std::shared_ptr<const Model>> LoadFakeModel(const std::string& model_dir,
-                                                           const ModelOptions&) {
-  v1::ModelManifest manifest;
-  HAPI_RETURN_IF_ERROR(ReadTextProto(absl::StrCat(model_dir, "/", kManifestFile), &manifest));
-  return MakeFakeModel(manifest);
+                                                           const ModelOptions& options) {
+  return FakeModelLoader(absl::ZeroDuration())(model_dir, options);
 }
 
 }  // namespace hapi

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "core/model.h"
 #include "hapi/v1/model.pb.h"
 
@@ -29,11 +30,17 @@ struct FakeModelSpec {
 v1::ModelManifest FakeModelManifest(const FakeModelSpec& spec);
 
 // The fake described by `manifest` (a FakeModelManifest, possibly read back).
-absl::StatusOr<std::shared_ptr<const Model>> MakeFakeModel(const v1::ModelManifest& manifest);
+// Each stage takes `stage_time` (a sleep, so it holds its execution slot as a
+// real network would without using the CPU): tests of queues and load need
+// requests that take time.
+absl::StatusOr<std::shared_ptr<const Model>> MakeFakeModel(
+    const v1::ModelManifest& manifest, absl::Duration stage_time = absl::ZeroDuration());
 
 // A ModelLoader for model directories whose manifest.pbtxt is a fake's.
 absl::StatusOr<std::shared_ptr<const Model>> LoadFakeModel(const std::string& model_dir,
                                                            const ModelOptions& options);
+// The same, for fakes whose stages take `stage_time`.
+ModelLoader FakeModelLoader(absl::Duration stage_time);
 
 // The fake's answer for a sample with mean pixel `mean` at `exit`: what the
 // tests compare with (probabilities as RunHead gives them).

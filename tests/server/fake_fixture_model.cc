@@ -28,7 +28,9 @@ void MakeFixtureModel(const std::string& model_dir, ServerFixture* f) {
     std::fprintf(stderr, "server test fixture: %s\n", st.ToString().c_str());
     std::abort();
   }
-  f->load_model = LoadFakeModel;
+  // 100 us a stage (0.1-0.6 ms a request): requests overlap under load, so
+  // queues fill and batches form as they would with a real network.
+  f->load_model = FakeModelLoader(absl::Microseconds(100));
   f->images.resize(static_cast<size_t>(kImages) * kImagePixels);
   f->true_labels.resize(kImages);
   for (int i = 0; i < kImages; ++i) {

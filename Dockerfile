@@ -18,8 +18,11 @@ COPY scripts/install-deps.sh scripts/install-deps.sh
 RUN bash scripts/install-deps.sh
 COPY . .
 ENV CCACHE_DIR=/root/.ccache
+# Compile jobs (scripts/build.sh's JOBS): all cores unless given, e.g.
+# `docker build --build-arg JOBS=2 .` on a shared machine.
+ARG JOBS
 RUN --mount=type=cache,target=/root/.ccache \
-    bash scripts/build.sh hapi-train hapi-profile hapi-optimizer hapi-server hapi-client
+    JOBS="${JOBS:-}" bash scripts/build.sh hapi-train hapi-profile hapi-optimizer hapi-server hapi-client
 # The default model is shipped in the repository; hapi-train only trains it
 # (20 + 4 epochs, long) when it is missing from the build context.
 RUN ./build/model/hapi-train --repository=repository --model=fmnist-resnet --progress=false \

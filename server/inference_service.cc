@@ -219,6 +219,18 @@ void FillResponse(const Servable& s, const SampleResult& result, v1::ClassifyRes
   r->set_variant(s.variant().id());
 }
 
+absl::StatusOr<std::vector<float>> RequestInput(const v1::ClassifyRequest& request,
+                                                const Model& model, absl::string_view model_name) {
+  absl::StatusOr<std::vector<float>> pixels = DecodeImage(request.image());
+  if (pixels.ok() && pixels->size() != static_cast<size_t>(model.input_size())) {
+    const v1::TensorShape shape = model.input_shape();
+    pixels = absl::InvalidArgumentError(
+        absl::StrCat("the image has ", pixels->size(), " values; model '", model_name, "' takes ",
+                     shape.channels(), "x", shape.height(), "x", shape.width()));
+  }
+  return pixels;
+}
+
 InferenceService::InferenceService(ServableManager* servables, Batcher* batcher,
                                    InferenceServiceOptions options)
     : servables_(servables),
@@ -236,14 +248,8 @@ absl::Status InferenceService::Submit(
   if (!servable) return absl::UnavailableError("no variant is loaded yet");
   ++requests_;
   VariantMetrics* metrics = servable->metrics();
-  absl::StatusOr<std::vector<float>> pixels = DecodeImage(request.image());
-  if (pixels.ok() &&
-      pixels->size() != static_cast<size_t>(servable->executor().model().input_size())) {
-    const v1::TensorShape shape = servable->input_shape();
-    pixels = absl::InvalidArgumentError(absl::StrCat(
-        "the image has ", pixels->size(), " values; model '", servable->variant().model(),
-        "' takes ", shape.channels(), "x", shape.height(), "x", shape.width()));
-  }
+  absl::StatusOr<std::vector<float>> pixels =
+      RequestInput(request, servable->executor().model(), servable->variant().model());
   if (!pixels.ok()) {
     if (metrics) metrics->RequestDone(pixels.status().code(), 0);
     return pixels.status();

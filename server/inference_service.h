@@ -4,11 +4,14 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "core/model.h"
 #include "hapi/v1/inference.grpc.pb.h"
 #include "server/batcher.h"
 #include "server/metrics.h"
@@ -54,6 +57,13 @@ class InferenceService final : public v1::Inference::CallbackService {
   const absl::Time started_;
   std::atomic<int64_t> requests_{0};
 };
+
+// A request's image as the input tensor of `model` (named `model_name` in
+// messages): DecodeImage, then the number of values the model takes.
+// INVALID_ARGUMENT saying what is wrong. Submit's whole validation of a
+// request, before anything is queued.
+absl::StatusOr<std::vector<float>> RequestInput(const v1::ClassifyRequest& request,
+                                                const Model& model, absl::string_view model_name);
 
 // Fills the answer fields of a response from an executor result.
 void FillResponse(const Servable& servable, const SampleResult& result,

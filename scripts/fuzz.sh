@@ -17,8 +17,9 @@
 #                                            reproducers added by hand stay
 #   scripts/fuzz.sh list                     the targets
 #
-# Environment: BUILD_DIR (build-fuzz), JOBS (ninja jobs, 1), FUZZ_ARGS (more
-# libFuzzer flags, e.g. "-jobs=2 -workers=2" or "-dict=...").
+# Environment: BUILD_DIR (build-fuzz), JOBS (ninja jobs, 1), NO_BUILD=1 (run
+# the binaries as they are, e.g. while the tree is being edited), FUZZ_ARGS
+# (more libFuzzer flags, e.g. "-jobs=2 -workers=2" or "-dict=...").
 # Exit status: 1 when a run found something (see the artifacts directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ TARGETS=(fuzz_image_decoder fuzz_classify_request fuzz_idx_loader fuzz_calibrati
   fuzz_text_protos)
 
 build() {  # targets...
+  if [[ -n "${NO_BUILD:-}" ]]; then return; fi
   if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
     cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \

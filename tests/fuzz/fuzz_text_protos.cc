@@ -152,8 +152,10 @@ void ModelManifest(absl::string_view text) {
     return;
   }
   HAPI_FUZZ_CHECK(latency->num_exits() == manifest.exits_size());
-  if (manifest.stages_size() > kMaxRunStages || manifest.class_names_size() < 2 ||
-      manifest.class_names_size() > kMaxRunClasses) {
+  // A calibration table has at least one exit (CalibrationTable::Parse), and
+  // the optimizer only takes manifests that match their tables.
+  if (manifest.exits_size() < 1 || manifest.stages_size() > kMaxRunStages ||
+      manifest.class_names_size() < 2 || manifest.class_names_size() > kMaxRunClasses) {
     return;
   }
   const hapi::CalibrationTable table = hapi::fuzz::SyntheticTable(manifest, kTableSamples);

@@ -26,18 +26,38 @@ void Check(const grpc::Status& status, const std::string& what) {
   Die(absl::StrCat(what, ": ", code, ": ", status.error_message(), hint));
 }
 
+namespace {
+
+// The contents of the file given as `flag`; dies naming both when unreadable.
+std::string ReadFlagFile(const std::string& flag, const std::string& path) {
+  auto contents = ReadFile(path);
+  if (!contents.ok()) Die(absl::StrCat(flag, ": ", contents.status().message()));
+  return *std::move(contents);
+}
+
+}  // namespace
+
+bool Connection::UsesTls() const {
+  return tls || !ca_cert.empty() || !client_cert.empty() || !client_key.empty() ||
+         !tls_server_name.empty();
+}
+
 std::shared_ptr<grpc::Channel> Connection::Channel() const {
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
-  if (tls) {
+  grpc::ChannelArguments args;
+  if (UsesTls()) {
     grpc::SslCredentialsOptions ssl;
-    if (!ca_cert.empty()) {
-      auto pem = ReadFile(ca_cert);
-      if (!pem.ok()) Die(absl::StrCat("--ca_cert: ", pem.status().message()));
-      ssl.pem_root_certs = *pem;
+    if (!ca_cert.empty()) ssl.pem_root_certs = ReadFlagFile("--ca_cert", ca_cert);
+    if (client_cert.empty() != client_key.empty()) {
+      Die("--client_cert and --client_key go together: give both or neither", 2);
+    }
+    if (!client_cert.empty()) {
+      ssl.pem_cert_chain = ReadFlagFile("--client_cert", client_cert);
+      ssl.pem_private_key = ReadFlagFile("--client_key", client_key);
     }
     creds = grpc::SslCredentials(ssl);
+    if (!tls_server_name.empty()) args.SetSslTargetNameOverride(tls_server_name);
   }
-  grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
   if (!lb_policy.empty()) args.SetLoadBalancingPolicyName(lb_policy);
   return grpc::CreateCustomChannel(target, creds, args);

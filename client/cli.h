@@ -29,11 +29,17 @@ struct Connection {
   std::string target = "localhost:50051";
   std::string token;
   std::string token_file;  // wins over `token`
+  // TLS: on with `tls` or any of the four files/names below.
   bool tls = false;
-  std::string ca_cert;    // PEM; empty: the system's roots
-  double timeout_s = 30;  // per RPC; 0: none
-  std::string lb_policy;  // empty: gRPC's default
+  std::string ca_cert;          // PEM roots the server must chain to; empty: the system's
+  std::string client_cert;      // PEM certificate chain for mutual TLS (with client_key)
+  std::string client_key;       // PEM private key of client_cert
+  std::string tls_server_name;  // name checked against the server certificate instead of
+                                // the target's host (e.g. when dialling an IP address)
+  double timeout_s = 30;        // per RPC; 0: none
+  std::string lb_policy;        // empty: gRPC's default
 
+  bool UsesTls() const;
   std::shared_ptr<grpc::Channel> Channel() const;
   std::string Token() const;
   // Sets the deadline (`timeout_s` unless `timeout` >= 0, in seconds; 0:

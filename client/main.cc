@@ -16,8 +16,14 @@ void AddSharedOptions(CLI::App& app, client::Connection* conn, std::string* data
   app.add_option("--target", conn->target, "Server address host:port")->capture_default_str();
   app.add_option("--token", conn->token, "Operator token for mutating calls");
   app.add_option("--token_file", conn->token_file, "Read the operator token from a file");
-  app.add_flag("--tls", conn->tls, "Use TLS");
-  app.add_option("--ca_cert", conn->ca_cert, "PEM root certificates for --tls");
+  app.add_flag("--tls", conn->tls, "Use TLS (implied by the four options below)");
+  app.add_option("--ca_cert", conn->ca_cert,
+                 "PEM root certificates the server's must chain to (default: the system's)");
+  app.add_option("--client_cert", conn->client_cert,
+                 "PEM client certificate chain, for servers that require one (mutual TLS)");
+  app.add_option("--client_key", conn->client_key, "PEM private key of --client_cert");
+  app.add_option("--tls_server_name", conn->tls_server_name,
+                 "Name to verify in the server certificate instead of --target's host");
   app.add_option("--timeout", conn->timeout_s, "RPC timeout in seconds (0: none)")
       ->capture_default_str();
   app.add_option("--lb_policy", conn->lb_policy,

@@ -9,9 +9,15 @@
 #include "rpc/process.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50052", "gRPC listen address");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain for TLS on the gRPC port (with --tls_key; empty: plaintext)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificates: require client certificates signed by them (mutual TLS)");
 ABSL_FLAG(std::string, repository, "repository", "Repository root (models/, devices/, variants/)");
 ABSL_FLAG(std::string, state, "", "SQLite state file (default: <repository>/optimizer.db)");
-ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9102", "Prometheus /metrics address (empty: off)");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9102",
+          "Prometheus /metrics address, plain HTTP even with TLS (empty: off)");
 ABSL_FLAG(int32_t, workers, 1, "Variant jobs run at the same time");
 ABSL_FLAG(int32_t, max_pending, 16, "Queued jobs beyond which CreateVariant is refused");
 ABSL_FLAG(int32_t, threshold_grid, 64, "Thresholds per exit in the search grid");
@@ -27,6 +33,9 @@ namespace {
 hapi::OptimizerOptions OptionsFromFlags() {
   hapi::OptimizerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
+  options.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  options.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   options.repository = absl::GetFlag(FLAGS_repository);
   options.state = absl::GetFlag(FLAGS_state);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);

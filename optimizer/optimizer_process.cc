@@ -28,6 +28,9 @@ OptimizerProcess::~OptimizerProcess() { Shutdown(); }
 absl::Status OptimizerProcess::Start() {
   HAPI_ASSIGN_OR_RETURN(admin_token_,
                         ResolveToken(options_.admin_token, options_.admin_token_file));
+  // Read before anything is created or bound, so bad TLS files fail first.
+  HAPI_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                        MakeServerCredentials(options_.tls));
   const RepositoryLayout layout(options_.repository);
   for (const std::string& dir : {layout.ModelsDir(), layout.DevicesDir(), layout.VariantsDir()}) {
     HAPI_RETURN_IF_ERROR(MakeDirectories(dir));
@@ -42,7 +45,7 @@ absl::Status OptimizerProcess::Start() {
   jobs_ = std::make_unique<JobManager>(store_.get(), builder_.get(), metrics_.get(), job_options);
   service_ = std::make_unique<OptimizerService>(store_.get(), jobs_.get(), builder_.get(),
                                                 admin_token_, options_.profiler);
-  return StartServer();
+  return StartServer(std::move(credentials));
 }
 
 // The store, and the builder that reads the repository, with what a
@@ -65,24 +68,24 @@ std::string OptimizerProcess::StatePath() const {
                                 : options_.state;
 }
 
-absl::Status OptimizerProcess::StartServer() {
+absl::Status OptimizerProcess::StartServer(std::shared_ptr<grpc::ServerCredentials> credentials) {
   // Process-wide gRPC settings; both calls are idempotent.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   if (!options_.listen.empty()) {
-    builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(options_.listen, credentials, &port_);
   }
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || (!options_.listen.empty() && port_ == 0)) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
+    return ListenError(options_.listen, options_.tls);
   }
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus(kServiceName, true);
   health->SetServingStatus(true);
-  LOG(INFO) << "hapi-optimizer serving on port " << port_ << ", repository " << options_.repository
-            << ", state " << StatePath()
+  LOG(INFO) << "hapi-optimizer serving on port " << port_ << " (" << DescribeTls(options_.tls)
+            << "), repository " << options_.repository << ", state " << StatePath()
             << (admin_token_.empty() ? "" : ", operator token required");
   return absl::OkStatus();
 }

@@ -18,17 +18,21 @@
 #include "optimizer/variant_builder.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
+#include "rpc/tls.h"
 
 namespace hapi {
 
 struct OptimizerOptions {
   // gRPC listen address; empty: no port, in-process channel only (tests).
   std::string listen = "0.0.0.0:50052";
+  // TLS on the `listen` port; none set: plaintext. The in-process channel
+  // is not affected.
+  ServerTlsOptions tls;
   // Repository root; models/, devices/ and variants/ are created in it.
   std::string repository = "repository";
   // SQLite state file; empty: <repository>/optimizer.db.
   std::string state;
-  // Prometheus /metrics address; empty: not served.
+  // Prometheus /metrics address (plain HTTP); empty: not served.
   std::string metrics_address = "0.0.0.0:9102";
   int workers = 1;          // variant jobs run at the same time
   int max_pending = 16;     // queued jobs beyond which CreateVariant is RESOURCE_EXHAUSTED
@@ -47,7 +51,8 @@ class OptimizerProcess {
  public:
   // Creates the repository directories, recovers the state a previous
   // process left (see RecoverState), starts the job workers and the server,
-  // and reports SERVING. UNAVAILABLE when an address cannot be bound.
+  // and reports SERVING. UNAVAILABLE when an address cannot be bound; TLS
+  // files that cannot be read are an error naming the file.
   static absl::StatusOr<std::unique_ptr<OptimizerProcess>> Create(OptimizerOptions options);
   ~OptimizerProcess();  // Shutdown()
 
@@ -64,7 +69,7 @@ class OptimizerProcess {
   explicit OptimizerProcess(OptimizerOptions options) : options_(std::move(options)) {}
   absl::Status Start();
   absl::Status OpenState();
-  absl::Status StartServer();
+  absl::Status StartServer(std::shared_ptr<grpc::ServerCredentials> credentials);
   std::string StatePath() const;
 
   // Set in Create and Start, then constant; Shutdown (the owner's thread)

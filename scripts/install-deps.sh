@@ -20,7 +20,7 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # tools used by tests, benchmarks and docs
-  prometheus gnuplot-nox python3-yaml curl
+  prometheus gnuplot-nox python3-yaml curl openssl
   # data
   dataset-fashion-mnist
 )

@@ -17,6 +17,9 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
   if (!options.variant.empty() && !options.device.empty()) {
     return absl::InvalidArgumentError("serve a variant or a device's newest variant, not both");
   }
+  // Read before anything is created or bound, so bad TLS files fail first.
+  HAPI_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                        MakeServerCredentials(options.tls));
   std::unique_ptr<InferenceServer> s(new InferenceServer(std::move(options)));
   s->registry_ = std::make_shared<prometheus::Registry>();
   s->metrics_ = std::make_unique<ServerMetrics>(*s->registry_);
@@ -25,25 +28,26 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
   s->batcher_ = std::make_unique<Batcher>(s->options_.batcher);
   s->service_ = std::make_unique<InferenceService>(s->servables_.get(), s->batcher_.get(),
                                                    s->options_.service);
-  HAPI_RETURN_IF_ERROR(s->StartGrpc());
+  HAPI_RETURN_IF_ERROR(s->StartGrpc(std::move(credentials)));
   HAPI_RETURN_IF_ERROR(s->LoadInitialVariant());
   if (!s->options_.device.empty()) s->watcher_ = std::thread([p = s.get()] { p->WatchDevice(); });
   return s;
 }
 
-absl::Status InferenceServer::StartGrpc() {
+absl::Status InferenceServer::StartGrpc(std::shared_ptr<grpc::ServerCredentials> credentials) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(options_.listen, credentials, &port_);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
+    return ListenError(options_.listen, options_.tls);
   }
   SetServing(false);  // until a variant is loaded
-  LOG(INFO) << "hapi-server listening on port " << port_;
+  LOG(INFO) << "hapi-server listening on port " << port_ << " (" << DescribeTls(options_.tls)
+            << ")";
   return absl::OkStatus();
 }
 

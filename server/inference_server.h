@@ -13,6 +13,7 @@
 #include "grpcpp/grpcpp.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
+#include "rpc/tls.h"
 #include "server/batcher.h"
 #include "server/inference_service.h"
 #include "server/metrics.h"
@@ -22,6 +23,7 @@ namespace hapi {
 
 struct InferenceServerOptions {
   std::string listen = "0.0.0.0:50051";  // port 0: an ephemeral port (see port())
+  ServerTlsOptions tls;                  // none set: plaintext gRPC
   ServableOptions servables;             // repository, model loader, model options
   // What to serve at start: a variant id, or the newest variant for a device
   // (then newer ones are swapped in as they appear, polled every
@@ -32,13 +34,14 @@ struct InferenceServerOptions {
   BatcherOptions batcher;
   InferenceServiceOptions service;  // admin token
   int max_message_bytes = 4 << 20;  // largest request accepted
-  std::string metrics_address;      // Prometheus /metrics (empty: off)
+  std::string metrics_address;      // Prometheus /metrics, plain HTTP (empty: off)
 };
 
 class InferenceServer {
  public:
   // Listens, loads the initial variant and reports SERVING; an initial
-  // variant that fails to load is an error (the status says why).
+  // variant that fails to load is an error (the status says why), as are TLS
+  // files that cannot be read (the status names the file).
   static absl::StatusOr<std::unique_ptr<InferenceServer>> Start(InferenceServerOptions options);
   // Shuts down: NOT_SERVING, gRPC drained for up to 5 s, workers joined.
   ~InferenceServer();
@@ -49,7 +52,7 @@ class InferenceServer {
 
  private:
   explicit InferenceServer(InferenceServerOptions options) : options_(std::move(options)) {}
-  absl::Status StartGrpc();
+  absl::Status StartGrpc(std::shared_ptr<grpc::ServerCredentials> credentials);
   absl::Status LoadInitialVariant();
   void WatchDevice();
   void SetServing(bool serving);

@@ -13,6 +13,11 @@
 #include "server/inference_server.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain for TLS on the gRPC port (with --tls_key; empty: plaintext)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificates: require client certificates signed by them (mutual TLS)");
 ABSL_FLAG(std::string, repository, "repository", "Repository root");
 ABSL_FLAG(std::string, variant, "", "Variant to serve");
 ABSL_FLAG(std::string, device, "",
@@ -29,7 +34,8 @@ ABSL_FLAG(bool, run_inline, true,
           "With batching off, run a request on the gRPC thread that received it when an "
           "execution slot is free (no hand-off to a worker thread)");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "Largest request accepted");
-ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9101", "Prometheus /metrics address (empty: off)");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9101",
+          "Prometheus /metrics address, plain HTTP even with TLS (empty: off)");
 ABSL_FLAG(std::string, admin_token, "", "Token required by LoadVariant (empty: none)");
 ABSL_FLAG(std::string, admin_token_file, "", "Read the admin token from this file");
 ABSL_FLAG(bool, fuse_batch_norm, true, "Fold batch norm into convolutions");
@@ -42,6 +48,9 @@ namespace {
 absl::StatusOr<hapi::InferenceServerOptions> OptionsFromFlags() {
   hapi::InferenceServerOptions o;
   o.listen = absl::GetFlag(FLAGS_listen);
+  o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  o.tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  o.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   o.servables.repository = absl::GetFlag(FLAGS_repository);
   o.servables.load_model = hapi::LoadTorchModel;
   o.servables.model.fuse_batch_norm = absl::GetFlag(FLAGS_fuse_batch_norm);

@@ -51,7 +51,7 @@ absl::Status Batcher::Submit(std::unique_ptr<InferenceRequest> request) {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("server shutting down");
     const bool run_here = options_.run_inline && options_.max_batch == 1 && queue_.empty() &&
-                          executing_ < options_.workers;
+                          executing_ < options_.workers && !request->on_step;
     if (!run_here && static_cast<int>(queue_.size()) >= options_.queue_capacity) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "server queue is full (", options_.queue_capacity, " requests); retry later"));

@@ -8,7 +8,8 @@
 // With batching off (max_batch 1) and run_inline, a request that finds an
 // idle execution slot and nobody queued ahead of it runs on the submitting
 // thread instead: no hand-off to a worker and back, which at batch 1 is a
-// large share of a request's time outside the network. At most `workers`
+// large share of a request's time outside the network (not for progressive
+// requests, see on_step). At most `workers`
 // requests execute at once either way.
 #pragma once
 
@@ -41,7 +42,9 @@ struct InferenceRequest {
   std::vector<float> pixels;  // the model's input shape, in [0,1]
   absl::Time deadline = absl::InfiniteFuture();
   absl::Time enqueued;
-  // Optional: every exit evaluated, in order (progressive streaming).
+  // Optional: every exit evaluated, in order (progressive streaming). A
+  // request with on_step never runs inline: a streaming call's messages leave
+  // only once its handler has returned.
   std::function<void(const ExitStep&)> on_step;
   // Exactly once, from a worker thread, as soon as the sample has its answer.
   std::function<void(const InferenceOutcome&)> on_done;

@@ -95,43 +95,93 @@ v1::ClassifyResponse StepResponse(const Servable& s, const ExitStep& step) {
   return r;
 }
 
+// A progressive call's stream plus what it has evaluated so far. The newest
+// step is held back: it becomes the final message when it is the one that
+// answers. At the compute deadline, if the executor is still working, the
+// call closes with the most confident step streamed so far, marked
+// cut_by_deadline (the executor's own rule when it cuts a sample short).
+template <typename Reactor>
+struct ProgressiveState : StreamState<Reactor> {
+  using StreamState<Reactor>::mu;
+  std::optional<v1::ClassifyResponse> held ABSL_GUARDED_BY(mu);
+  std::optional<v1::ClassifyResponse> best ABSL_GUARDED_BY(mu);
+  float best_score ABSL_GUARDED_BY(mu) = 0;
+
+  void Step(v1::ClassifyResponse step, float score) {
+    absl::MutexLock lock(&mu);
+    if (this->closing) return;
+    if (held.has_value()) this->queue.push_back(*std::move(held));
+    if (!best.has_value() || score > best_score) {
+      best = step;
+      best_score = score;
+    }
+    held = std::move(step);
+    this->Pump();
+  }
+  void Answer(const absl::Status& status, const v1::ClassifyResponse& answer) {
+    absl::MutexLock lock(&mu);
+    if (this->closing) return;  // already answered at the deadline
+    if (status.ok()) {
+      if (held.has_value() && held->exit().exit_index() != answer.exit().exit_index()) {
+        this->queue.push_back(*held);  // cut short: the answer is an earlier exit
+      }
+      v1::ClassifyResponse last = answer;
+      last.set_final(true);
+      this->queue.push_back(std::move(last));
+    }
+    this->CloseLocked(ToGrpcStatus(status));
+  }
+  // True when the call was answered here.
+  bool AnswerAtDeadline(const std::string& request_id, absl::Time start) {
+    absl::MutexLock lock(&mu);
+    if (this->closing || !best.has_value()) return false;
+    if (held.has_value() && held->exit().exit_index() != best->exit().exit_index()) {
+      this->queue.push_back(*held);
+    }
+    v1::ClassifyResponse last = *best;
+    last.set_final(true);
+    last.set_cut_by_deadline(true);
+    last.set_request_id(request_id);
+    last.set_server_latency_s(absl::ToDoubleSeconds(absl::Now() - start));
+    this->queue.push_back(std::move(last));
+    this->CloseLocked(grpc::Status::OK);
+    return true;
+  }
+};
+
 class ProgressiveReactor : public grpc::ServerWriteReactor<v1::ClassifyResponse> {
  public:
   ProgressiveReactor(InferenceService* service, grpc::CallbackServerContext* ctx,
                      const v1::ClassifyRequest& request)
-      : state_(std::make_shared<State>()), cancelled_(std::make_shared<std::atomic<bool>>(false)) {
+      : service_(service),
+        state_(std::make_shared<State>()),
+        cancelled_(std::make_shared<std::atomic<bool>>(false)) {
     {
       absl::MutexLock lock(&state_->mu);
       state_->reactor = this;
     }
     auto state = state_;
-    // The newest step is held back: it becomes the final message when it is
-    // the one that answers.
-    auto pending = std::make_shared<std::optional<v1::ClassifyResponse>>();
+    const absl::Time deadline = DeadlineOf(*ctx);
+    if (deadline != absl::InfiniteFuture())
+      ArmDeadline(service->ComputeDeadline(deadline), request);
     absl::Status st = service->Submit(
-        request, DeadlineOf(*ctx),
-        [state, pending](const ExitStep& step, const Servable& s) {
-          if (pending->has_value()) state->Push(**pending);
-          *pending = StepResponse(s, step);
+        request, deadline,
+        [state](const ExitStep& step, const Servable& s) {
+          state->Step(StepResponse(s, step), step.score);
         },
-        [state, pending](const absl::Status& status, const v1::ClassifyResponse& answer) {
-          if (status.ok()) {
-            if (pending->has_value() &&
-                (*pending)->exit().exit_index() != answer.exit().exit_index()) {
-              state->Push(**pending);  // cut short: the answer is an earlier exit
-            }
-            v1::ClassifyResponse last = answer;
-            last.set_final(true);
-            state->Push(std::move(last));
-          }
-          state->Close(ToGrpcStatus(status));
+        [state](const absl::Status& status, const v1::ClassifyResponse& answer) {
+          state->Answer(status, answer);
         },
         cancelled_);
-    if (!st.ok()) state_->Close(ToGrpcStatus(st));
+    if (!st.ok()) {
+      state_->Close(ToGrpcStatus(st));
+      return;
+    }
   }
   void OnWriteDone(bool ok) override { state_->WriteDone(ok); }
   void OnCancel() override { cancelled_->store(true); }
   void OnDone() override {
+    if (timer_.has_value()) service_->deadlines().Cancel(*timer_);
     {
       absl::MutexLock lock(&state_->mu);
       state_->reactor = nullptr;
@@ -140,9 +190,23 @@ class ProgressiveReactor : public grpc::ServerWriteReactor<v1::ClassifyResponse>
   }
 
  private:
-  using State = StreamState<ProgressiveReactor>;
+  using State = ProgressiveState<ProgressiveReactor>;
+
+  // At the compute deadline the call answers from what it has, and the
+  // executor stops this sample at its next stage boundary.
+  void ArmDeadline(absl::Time at, const v1::ClassifyRequest& request) {
+    auto state = state_;
+    auto cancelled = cancelled_;
+    const absl::Time start = absl::Now();
+    timer_ = service_->deadlines().At(at, [state, cancelled, id = request.request_id(), start] {
+      if (state->AnswerAtDeadline(id, start)) cancelled->store(true);
+    });
+  }
+
+  InferenceService* const service_;
   std::shared_ptr<State> state_;
   std::shared_ptr<std::atomic<bool>> cancelled_;
+  std::optional<DeadlineTimer::Id> timer_;
 };
 
 class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse> {
@@ -257,7 +321,7 @@ absl::Status InferenceService::Submit(
   auto r = std::make_unique<InferenceRequest>();
   r->servable = servable;
   r->pixels = *std::move(pixels);
-  r->deadline = deadline;
+  r->deadline = ComputeDeadline(deadline);
   r->cancelled = std::move(cancelled);
   if (on_step) {
     const Servable* s = servable.get();
@@ -303,6 +367,11 @@ InferenceService::ClassifyStream(grpc::CallbackServerContext* ctx) {
 grpc::ServerWriteReactor<v1::ClassifyResponse>* InferenceService::ClassifyProgressive(
     grpc::CallbackServerContext* ctx, const v1::ClassifyRequest* request) {
   return new ProgressiveReactor(this, ctx, *request);
+}
+
+absl::Time InferenceService::ComputeDeadline(absl::Time call_deadline) const {
+  if (call_deadline == absl::InfiniteFuture()) return call_deadline;
+  return call_deadline - options_.response_margin;
 }
 
 void InferenceService::FillStatus(v1::ServingStatus* status) const {

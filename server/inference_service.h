@@ -11,6 +11,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "core/deadline_timer.h"
 #include "core/model.h"
 #include "hapi/v1/inference.grpc.pb.h"
 #include "server/batcher.h"
@@ -21,6 +22,11 @@ namespace hapi {
 
 struct InferenceServiceOptions {
   std::string admin_token;  // protects LoadVariant when set
+  // Kept free at the end of a call's deadline to send the answer: exits are
+  // chosen to finish this long before it, and a progressive stream that has
+  // streamed an exit closes with it by then (cut_by_deadline) instead of
+  // letting the deadline end the call with no answer.
+  absl::Duration response_margin = absl::Microseconds(200);
 };
 
 class InferenceService final : public v1::Inference::CallbackService {
@@ -34,6 +40,10 @@ class InferenceService final : public v1::Inference::CallbackService {
       grpc::CallbackServerContext* ctx) override;
   grpc::ServerWriteReactor<v1::ClassifyResponse>* ClassifyProgressive(
       grpc::CallbackServerContext* ctx, const v1::ClassifyRequest* request) override;
+  // When an answer must be ready: the call's deadline less the response margin.
+  absl::Time ComputeDeadline(absl::Time call_deadline) const;
+  // Answers progressive calls at their compute deadline.
+  DeadlineTimer& deadlines() { return deadlines_; }
   grpc::ServerUnaryReactor* GetServingStatus(grpc::CallbackServerContext* ctx,
                                              const v1::ServingStatusRequest* request,
                                              v1::ServingStatus* response) override;
@@ -43,6 +53,7 @@ class InferenceService final : public v1::Inference::CallbackService {
 
   // Validates and decodes a request and queues it. `on_done` gets the filled
   // response or the error. Shared by the three classification RPCs.
+  // `deadline` is the call's; the computation aims at deadline - response_margin.
   absl::Status Submit(const v1::ClassifyRequest& request, absl::Time deadline,
                       std::function<void(const ExitStep&, const Servable&)> on_step,
                       std::function<void(const absl::Status&, const v1::ClassifyResponse&)> on_done,
@@ -56,6 +67,7 @@ class InferenceService final : public v1::Inference::CallbackService {
   const InferenceServiceOptions options_;
   const absl::Time started_;
   std::atomic<int64_t> requests_{0};
+  DeadlineTimer deadlines_;
 };
 
 // A request's image as the input tensor of `model` (named `model_name` in

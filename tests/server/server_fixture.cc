@@ -254,6 +254,7 @@ TestServer::TestServer(TestServerOptions options) {
   InferenceServerOptions o;
   o.listen = "127.0.0.1:0";
   o.servables = Fixture().Servables();
+  if (options.load_model) o.servables.load_model = options.load_model;
   o.variant = options.variant;
   o.batcher = options.batcher;
   o.service = options.service;

@@ -79,6 +79,7 @@ struct TestServerOptions {
   BatcherOptions batcher;
   InferenceServiceOptions service;
   int max_receive_bytes = 0;  // 0: gRPC's default
+  ModelLoader load_model;     // empty: the fixture's
 };
 
 // The real server in-process, listening on 127.0.0.1:<ephemeral>.

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
+#include "core/fake_model.h"
 #include "core/files.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -410,6 +411,44 @@ TEST(DeadlineTest, TightDeadlineAnswersFromAnEarlyExit) {
   EXPECT_TRUE(messages[0].final());
   EXPECT_TRUE(messages[0].cut_by_deadline());
   EXPECT_EQ(messages[0].exit().exit_index(), 0);
+}
+
+// The latency model predicts microseconds a stage; the stages take 50 ms. The
+// executor keeps going (it trusts the prediction) and would overrun the call's
+// deadline: the stream must close at the deadline with the best exit it has
+// streamed, not end DEADLINE_EXCEEDED after streaming exits.
+TEST(DeadlineTest, ProgressiveStreamOverrunningItsDeadlineClosesWithItsBestExit) {
+  const ServerFixture& f = Fixture();
+  int i = 0;
+  while (i < f.num_images && Expected("v1", i).exits_evaluated != 3) ++i;
+  ASSERT_LT(i, f.num_images) << "no image reaches the final exit under v1";
+  TestServerOptions options = WithVariant("v1");
+  options.load_model = FakeModelLoader(absl::Milliseconds(50));
+  // A margin that a loaded test machine keeps (the server's default is 200 us).
+  options.service.response_margin = absl::Milliseconds(20);
+  TestServer server(options);
+  // Exit 0 after 50 ms, exit 2 after 150 ms, the final exit after 300 ms.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(250)));
+  auto reader = server.stub().ClassifyProgressive(&ctx, RawRequest(f.image(i), "late"));
+  std::vector<v1::ClassifyResponse> messages;
+  v1::ClassifyResponse m;
+  while (reader->Read(&m)) messages.push_back(m);
+  ASSERT_OK(ToAbsl(reader->Finish()));
+  ASSERT_FALSE(messages.empty());
+  const v1::ClassifyResponse& last = messages.back();
+  EXPECT_TRUE(last.final());
+  EXPECT_TRUE(last.cut_by_deadline());
+  EXPECT_EQ(last.request_id(), "late");
+  EXPECT_NE(last.exit().exit_index(), f.model->manifest().exits_size() - 1);
+  // Its answer is one of the exits evaluated, the most confident of them.
+  const std::vector<ExitStep>& steps = Expected("v1", i).steps;
+  ASSERT_EQ(steps.size(), 3u);
+  const ExitStep& best = steps[1].score > steps[0].score ? steps[1] : steps[0];
+  EXPECT_EQ(last.exit().exit_index(), best.exit_index);
+  EXPECT_EQ(last.label(), best.label);
+  EXPECT_FLOAT_EQ(last.confidence(), best.confidence);
+  for (size_t k = 0; k + 1 < messages.size(); ++k) EXPECT_FALSE(messages[k].final());
 }
 
 TEST(DeadlineTest, NoTimeForTheFirstExitIsDeadlineExceeded) {

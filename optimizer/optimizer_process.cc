@@ -8,6 +8,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "rpc/process.h"
+#include "rpc/reflection_v1.h"
 
 namespace hapi {
 namespace {
@@ -73,6 +74,7 @@ absl::Status OptimizerProcess::StartServer(std::shared_ptr<grpc::ServerCredentia
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  AddReflectionV1(&builder);  // grpc.reflection.v1 next to the plugin's v1alpha
   if (!options_.listen.empty()) {
     builder.AddListeningPort(options_.listen, credentials, &port_);
   }

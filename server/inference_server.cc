@@ -6,6 +6,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "rpc/process.h"
+#include "rpc/reflection_v1.h"
 
 namespace hapi {
 
@@ -38,6 +39,7 @@ absl::Status InferenceServer::StartGrpc(std::shared_ptr<grpc::ServerCredentials>
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  AddReflectionV1(&builder);  // grpc.reflection.v1 next to the plugin's v1alpha
   builder.AddListeningPort(options_.listen, credentials, &port_);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.RegisterService(service_.get());

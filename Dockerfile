@@ -16,7 +16,20 @@ WORKDIR /src
 # Dependencies first: a source change does not reinstall them.
 COPY scripts/install-deps.sh scripts/install-deps.sh
 RUN bash scripts/install-deps.sh
-COPY . .
+# Then only what the build reads (CMake sources, the build script, the model):
+# a change to docs/, deploy/ or the other scripts does not recompile.
+COPY CMakeLists.txt ./
+COPY scripts/build.sh scripts/build.sh
+COPY proto/ proto/
+COPY core/ core/
+COPY model/ model/
+COPY rpc/ rpc/
+COPY optimizer/ optimizer/
+COPY server/ server/
+COPY client/ client/
+COPY bench/ bench/
+COPY tests/ tests/
+COPY repository/models/ repository/models/
 ENV CCACHE_DIR=/root/.ccache
 # Compile jobs (scripts/build.sh's JOBS): all cores unless given, e.g.
 # `docker build --build-arg JOBS=2 .` on a shared machine.

@@ -55,6 +55,9 @@ result() { printf '%-34s %s\n' "$1" "$2" | tee -a "$RESULTS"; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 has_step() { [[ $STEPS == *" $1 "* ]]; }
+# A one-off container of an image: without the image's HEALTHCHECK, which podman
+# would try to schedule with systemd (absent here).
+run() { podman run --rm --no-healthcheck "$@"; }
 
 CONTAINERS=()   # the compose containers, for logs on failure
 fail() {
@@ -214,7 +217,7 @@ EOF
       --change 'CMD ["bash"]' \
       --change 'LABEL org.opencontainers.image.description="Debian 12 (bookworm) minbase, debootstrap by scripts/container-test.sh"' \
       - "$tag" >"$WORK/import.log" 2>&1 || { cat "$WORK/import.log"; fail "podman import $tag"; }
-    podman run --rm "$tag" sh -c 'test -f /etc/debian_version' || fail "base: $tag does not run"
+    run "$tag" sh -c 'test -f /etc/debian_version' || fail "base: $tag does not run"
     log "base: made $tag ($(podman image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
   done
   rm -rf "$rootfs" "$rootfs-slim"
@@ -242,20 +245,25 @@ check_image() {
   size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
   result "image size" "$(awk -v s="$size" 'BEGIN { printf "%.0f MB (%d bytes, uncompressed)", s/1e6, s }')"
   user=$(podman image inspect --format '{{.Config.User}}' "$IMAGE")
-  uid=$(podman run --rm "$IMAGE" id -u)
+  uid=$(run "$IMAGE" id -u)
   [[ $uid == 10001 ]] || fail "image: runs as uid $uid, want 10001 (hapi)"
   result "runtime user" "$user (uid $uid)"
-  compilers=$(podman run --rm "$IMAGE" sh -c \
+  # shellcheck disable=SC2016  # expanded in the container
+  compilers=$(run "$IMAGE" sh -c \
     'for c in gcc cc c++ g++ clang clang++ cpp ld as; do command -v "$c"; done; true')
   [[ -z $compilers ]] || fail "image: compiler/toolchain present: $compilers"
   result "compiler in the image" "none (gcc cc c++ g++ clang clang++ cpp ld as absent)"
-  missing=$(podman run --rm "$IMAGE" sh -c \
+  # shellcheck disable=SC2016  # expanded in the container
+  missing=$(run "$IMAGE" sh -c \
     'for b in /usr/local/bin/hapi-*; do head -c 4 "$b" | grep -q ELF || continue; ldd "$b" | grep "not found" | sed "s|^|$b: |"; done; true')
   [[ -z $missing ]] || fail "image: libraries missing: $missing"
-  podman run --rm "$IMAGE" hapi-server --help >/dev/null 2>&1 || fail "image: hapi-server --help fails"
+  for b in hapi-server hapi-optimizer hapi-profile hapi-train; do
+    run "$IMAGE" "$b" --version >/dev/null 2>&1 || fail "image: $b --version fails"
+  done
+  run "$IMAGE" hapi-client --help >/dev/null || fail "image: hapi-client --help fails"
   health=$(podman image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE")
   [[ $health == *hapi-client* ]] || fail "image: no HEALTHCHECK in the image config ($health)"
-  podman run --rm "$IMAGE" test -x /usr/local/bin/hapi-bootstrap || fail "image: hapi-bootstrap not executable (COPY --chmod)"
+  run "$IMAGE" test -x /usr/local/bin/hapi-bootstrap || fail "image: hapi-bootstrap not executable (COPY --chmod)"
   log "image: HEALTHCHECK kept, hapi-bootstrap executable, every binary's libraries resolve"
 }
 if has_step build; then
@@ -287,7 +295,7 @@ cleanup() {
   for c in $(podman ps -a -q --filter "label=io.podman.compose.project=$PROJECT" 2>/dev/null); do
     podman rm -f -t 2 "$c" >/dev/null 2>&1 || true
   done
-  podman rm -f -t 2 "${PROJECT}-client" "${PROJECT}-seed" >/dev/null 2>&1 || true
+  podman rm -f -t 2 "${PROJECT}-seed" "${PROJECT}-k8s-server" >/dev/null 2>&1 || true
   for v in $(podman volume ls -q --filter "label=io.podman.compose.project=$PROJECT" 2>/dev/null) "$EXTRA_VOLUME"; do
     podman volume rm -f "$v" >/dev/null 2>&1 || true
   done
@@ -329,7 +337,7 @@ EOF
     podman build --network=host -t "$PROM_STANDIN" "$TMP/prom" >"$WORK/prometheus-build.log" 2>&1 \
       || { tail -20 "$WORK/prometheus-build.log"; fail "building the Prometheus stand-in"; }
   fi
-  version=$(podman run --rm "$PROM_STANDIN" --version 2>&1 | sed -n 's/^prometheus, version \([0-9.]*\).*/\1/p')
+  version=$(run "$PROM_STANDIN" --version 2>&1 | sed -n 's/^prometheus, version \([0-9.]*\).*/\1/p')
   [[ "v$version" == "${PROM_IMAGE##*:}" ]] \
     || log "prometheus: stand-in is $version, compose pins ${PROM_IMAGE##*:}"
   podman tag "$PROM_STANDIN" "$PROM_IMAGE"
@@ -338,8 +346,8 @@ fi
 
 # 1. podman-compose creates the containers, network and volumes from the
 #    unchanged docker-compose.yml (grafana: no image here; client: profile tools).
-log "stack: podman-compose up --no-start optimizer bootstrap server prometheus"
-compose up -d --no-start --no-build optimizer bootstrap server prometheus >"$WORK/compose-up.log" 2>&1 \
+log "stack: podman-compose up --no-start optimizer bootstrap server prometheus (without -d: 1.0.3 passes it to podman create)"
+compose up --no-start --no-build optimizer bootstrap server prometheus >"$WORK/compose-up.log" 2>&1 \
   || { cat "$WORK/compose-up.log"; fail "podman-compose up --no-start"; }
 for c in "${CONTAINERS[@]}"; do
   podman container exists "$c" || { cat "$WORK/compose-up.log"; fail "podman-compose did not create $c"; }
@@ -392,9 +400,43 @@ wait_healthy "$(cname prometheus)" 60
 log "stack: optimizer, server, prometheus healthy (compose health checks); bootstrap exited 0"
 
 client() { # hapi-client from the image, on the host's network: through the published ports
-  podman run --rm --network=host "$@"
+  run --network=host "$@"
 }
 hc() { client "$IMAGE" hapi-client "$@"; }
+
+# A container of a deploy/k8s manifest (file, kind, container name): its env as
+# -e flags or its command + args (NUL-separated), or its pod's user:group
+# (after checking the container's securityContext).
+k8s_spec() {
+  python3 - "$ROOT/deploy/k8s/$1" "$2" "$3" "$4" <<'PY'
+import sys, yaml
+path, kind, name, what = sys.argv[1:]
+for doc in yaml.safe_load_all(open(path)):
+    if not doc or doc.get("kind") != kind:
+        continue
+    spec = doc["spec"]["template"]["spec"]
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        if c["name"] != name:
+            continue
+        if what == "env":
+            for e in c.get("env", []):
+                sys.stdout.write(f"-e\0{e['name']}={e['value']}\0")
+        elif what == "argv":
+            for a in c.get("command", []) + c.get("args", []):
+                sys.stdout.write(a + "\0")
+        elif what == "security":
+            sc = c.get("securityContext", {})
+            assert sc.get("readOnlyRootFilesystem") and sc.get("allowPrivilegeEscalation") is False, sc
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], sc
+            pod = spec["securityContext"]
+            print(f"{pod['runAsUser']}:{pod['runAsGroup']}")
+        sys.exit(0)
+sys.exit(f"{path}: no {kind} container {name}")
+PY
+}
+# The securityContext of the deploy/k8s workloads, as podman flags.
+k8s_user=$(k8s_spec bootstrap-job.yaml Job bootstrap security) || fail "deploy/k8s/bootstrap-job.yaml: securityContext"
+K8S_SECURITY=(--user "$k8s_user" --read-only --read-only-tmpfs=false --cap-drop=ALL --security-opt=no-new-privileges)
 
 # 3. The bootstrap job seeds an empty volume (a Kubernetes PersistentVolume is
 #    not initialised from the image, a Docker named volume is): no copy-up, the
@@ -402,11 +444,17 @@ hc() { client "$IMAGE" hapi-client "$@"; }
 podman volume create "$EXTRA_VOLUME" >/dev/null
 vol_dir=$(podman volume inspect --format '{{.Mountpoint}}' "$EXTRA_VOLUME")
 chown 10001:10001 "$vol_dir"
+# The Job's container as deploy/k8s/bootstrap-job.yaml runs it: its command and
+# env (the optimizer address aside), uid 10001, read-only root filesystem, no
+# capabilities, no privilege escalation.
+mapfile -d "" -t JOB_ENV < <(k8s_spec bootstrap-job.yaml Job bootstrap env)
+mapfile -d "" -t JOB_CMD < <(k8s_spec bootstrap-job.yaml Job bootstrap argv)
+((${#JOB_CMD[@]} > 0)) || fail "deploy/k8s/bootstrap-job.yaml: no command"
 seed() {
-  podman run --rm --name "${PROJECT}-seed" --network "$NETWORK" \
+  run --name "${PROJECT}-seed" --network "$NETWORK" "${K8S_SECURITY[@]}" \
     -v "$EXTRA_VOLUME:/var/lib/hapi/repository:nocopy" \
-    -e HAPI_OPTIMIZER=optimizer:50052 -e HAPI_DEVICE_PROFILES=/etc/hapi/devices \
-    "$IMAGE" hapi-bootstrap
+    "${JOB_ENV[@]}" -e HAPI_OPTIMIZER=optimizer:50052 \
+    "$IMAGE" "${JOB_CMD[@]}"
 }
 seed >"$TMP/seed1.log" 2>&1 || { cat "$TMP/seed1.log"; fail "hapi-bootstrap into an empty volume"; }
 grep -q 'seeded model fmnist-resnet' "$TMP/seed1.log" || { cat "$TMP/seed1.log"; fail "bootstrap did not seed the model"; }
@@ -491,7 +539,30 @@ EOF
 curl -fsS "http://127.0.0.1:9090/api/v1/query?query=hapi_variant_info" | grep -q "\"variant\":\"$new\"" \
   || fail "Prometheus: hapi_variant_info of $new not scraped"
 
-# 8. Stop: SIGTERM reaches hapi-server through the init process; it exits
+# 8. The server pod of deploy/k8s/server.yaml against this image and
+#    repository (no cluster): its init container's command, then its container's
+#    command, args and env, as uid 10001 with a read-only root filesystem, a
+#    tmpfs /tmp (the emptyDir) and no capabilities; healthy through the image's
+#    HEALTHCHECK (grpc.health.v1, what the native gRPC probes ask).
+mapfile -d "" -t INIT_CMD < <(k8s_spec server.yaml Deployment wait-for-variant argv)
+[[ $(k8s_spec server.yaml Deployment wait-for-variant security) == "$k8s_user" ]] \
+  || fail "server.yaml: init container securityContext"
+timeout 30 podman run --rm --no-healthcheck "${K8S_SECURITY[@]}" -v "${PROJECT}_repository:/var/lib/hapi/repository:ro" \
+  "$IMAGE" "${INIT_CMD[@]}" >/dev/null || fail "server.yaml's init container wait-for-variant did not finish"
+mapfile -d "" -t SRV_ENV < <(k8s_spec server.yaml Deployment hapi-server env)
+mapfile -d "" -t SRV_CMD < <(k8s_spec server.yaml Deployment hapi-server argv)
+((${#SRV_CMD[@]} > 0 && ${#INIT_CMD[@]} > 0)) || fail "deploy/k8s/server.yaml: no command"
+[[ $(k8s_spec server.yaml Deployment hapi-server security) == "$k8s_user" ]] || fail "server.yaml: securityContext"
+T_K8S=$(now)
+podman run -d --name "${PROJECT}-k8s-server" --network "$NETWORK" "${K8S_SECURITY[@]}" --tmpfs /tmp \
+  "${SRV_ENV[@]}" -v "${PROJECT}_repository:/var/lib/hapi/repository:ro" "$IMAGE" "${SRV_CMD[@]}" >/dev/null \
+  || fail "server.yaml's container did not start"
+CONTAINERS+=("${PROJECT}-k8s-server")
+wait_healthy "${PROJECT}-k8s-server" 90
+result "k8s server pod (read-only root) -> SERVING" "$(since "$T_K8S") s"
+podman rm -f -t 10 "${PROJECT}-k8s-server" >/dev/null
+
+# 9. Stop: SIGTERM reaches hapi-server through the init process; it exits
 #    before podman's 10 s timeout would kill it.
 T_STOP=$(now)
 podman stop -t 10 "$(cname server)" >/dev/null

@@ -277,7 +277,8 @@ has_step stack || { log "done (steps:$STEPS)"; exit 0; }
 cname() { echo "${PROJECT}_$1_1"; }          # podman-compose 1.0.3's container names
 CONTAINERS=("$(cname optimizer)" "$(cname bootstrap)" "$(cname server)" "$(cname prometheus)")
 NETWORK=${PROJECT}_default
-EXTRA_VOLUME=${PROJECT}-empty-repository
+K8S_REPOSITORY=${PROJECT}-k8s-repository
+K8S_STATE=${PROJECT}-k8s-state
 PROM_IMAGE=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open("docker-compose.yml"))["services"]["prometheus"]["image"])')
 PROM_TAGGED=0
 TMP=$(mktemp -d "$WORK/run.XXXXXX")
@@ -295,8 +296,8 @@ cleanup() {
   for c in $(podman ps -a -q --filter "label=io.podman.compose.project=$PROJECT" 2>/dev/null); do
     podman rm -f -t 2 "$c" >/dev/null 2>&1 || true
   done
-  podman rm -f -t 2 "${PROJECT}-seed" "${PROJECT}-k8s-server" >/dev/null 2>&1 || true
-  for v in $(podman volume ls -q --filter "label=io.podman.compose.project=$PROJECT" 2>/dev/null) "$EXTRA_VOLUME"; do
+  podman rm -f -t 2 "${PROJECT}-k8s-bootstrap" "${PROJECT}-k8s-server" "${PROJECT}-k8s-optimizer" >/dev/null 2>&1 || true
+  for v in $(podman volume ls -q --filter "label=io.podman.compose.project=$PROJECT" 2>/dev/null) "$K8S_REPOSITORY" "$K8S_STATE"; do
     podman volume rm -f "$v" >/dev/null 2>&1 || true
   done
   podman network rm -f "$NETWORK" >/dev/null 2>&1 || true
@@ -434,37 +435,7 @@ for doc in yaml.safe_load_all(open(path)):
 sys.exit(f"{path}: no {kind} container {name}")
 PY
 }
-# The securityContext of the deploy/k8s workloads, as podman flags.
-k8s_user=$(k8s_spec bootstrap-job.yaml Job bootstrap security) || fail "deploy/k8s/bootstrap-job.yaml: securityContext"
-K8S_SECURITY=(--user "$k8s_user" --read-only --read-only-tmpfs=false --cap-drop=ALL --security-opt=no-new-privileges)
-
-# 3. The bootstrap job seeds an empty volume (a Kubernetes PersistentVolume is
-#    not initialised from the image, a Docker named volume is): no copy-up, the
-#    volume owned by uid 10001 as fsGroup would make it.
-podman volume create "$EXTRA_VOLUME" >/dev/null
-vol_dir=$(podman volume inspect --format '{{.Mountpoint}}' "$EXTRA_VOLUME")
-chown 10001:10001 "$vol_dir"
-# The Job's container as deploy/k8s/bootstrap-job.yaml runs it: its command and
-# env (the optimizer address aside), uid 10001, read-only root filesystem, no
-# capabilities, no privilege escalation.
-mapfile -d "" -t JOB_ENV < <(k8s_spec bootstrap-job.yaml Job bootstrap env)
-mapfile -d "" -t JOB_CMD < <(k8s_spec bootstrap-job.yaml Job bootstrap argv)
-((${#JOB_CMD[@]} > 0)) || fail "deploy/k8s/bootstrap-job.yaml: no command"
-seed() {
-  run --name "${PROJECT}-seed" --network "$NETWORK" "${K8S_SECURITY[@]}" \
-    -v "$EXTRA_VOLUME:/var/lib/hapi/repository:nocopy" \
-    "${JOB_ENV[@]}" -e HAPI_OPTIMIZER=optimizer:50052 \
-    "$IMAGE" "${JOB_CMD[@]}"
-}
-seed >"$TMP/seed1.log" 2>&1 || { cat "$TMP/seed1.log"; fail "hapi-bootstrap into an empty volume"; }
-grep -q 'seeded model fmnist-resnet' "$TMP/seed1.log" || { cat "$TMP/seed1.log"; fail "bootstrap did not seed the model"; }
-[[ -f $vol_dir/models/fmnist-resnet/manifest.pbtxt ]] || fail "seeded volume has no models/fmnist-resnet/manifest.pbtxt"
-[[ $(stat -c %u "$vol_dir/models/fmnist-resnet/manifest.pbtxt") == 10001 ]] || fail "seeded model not owned by uid 10001"
-seed >"$TMP/seed2.log" 2>&1 || { cat "$TMP/seed2.log"; fail "second hapi-bootstrap"; }
-grep -q 'model fmnist-resnet already in' "$TMP/seed2.log" || { cat "$TMP/seed2.log"; fail "second bootstrap run was not a no-op for the model"; }
-log "seed: empty volume seeded (owner 10001); second run changes nothing"
-
-# 4. Classify through the published port: PNG files, then test images.
+# 3. Classify through the published port: PNG files, then test images.
 mkdir -p "$TMP/samples" && chmod 0777 "$TMP/samples"
 client -v "$DATASET:$DATASET:ro" -v "$TMP/samples:/samples" "$IMAGE" \
   hapi-client export-samples --out=/samples --count=20 >/dev/null || fail "export-samples"
@@ -482,7 +453,7 @@ if [[ -z $acc ]] || ! awk -v a="$acc" 'BEGIN { exit !(a >= 80) }'; then
 fi
 result "classify 500 test images" "accuracy $acc% through 127.0.0.1:50051"
 
-# 5. A new variant from the optimizer; the server swaps to it by itself.
+# 4. A new variant from the optimizer; the server swaps to it by itself.
 before=$(hc --target=127.0.0.1:50051 status | sed -n 's/^variant: "\(.*\)"$/\1/p')
 hc --target=127.0.0.1:50052 variants create --device=cpu-standard --objective=min-latency --max-drop=1.0 \
   --statistic=mean --watch >"$TMP/variant.txt" 2>&1 || { cat "$TMP/variant.txt"; fail "variants create"; }
@@ -497,7 +468,7 @@ result "variant swap (job done -> serving)" "$(since "$T_SWAP") s ($before -> $n
 client -v "$TMP/samples:/samples:ro" "$IMAGE" hapi-client --target=127.0.0.1:50051 classify /samples >/dev/null \
   || fail "classify after the swap"
 
-# 6. /metrics of both through the published ports.
+# 5. /metrics of both through the published ports.
 curl -fsS http://127.0.0.1:9101/metrics >"$TMP/server.metrics" || fail "GET 127.0.0.1:9101/metrics"
 curl -fsS http://127.0.0.1:9102/metrics >"$TMP/optimizer.metrics" || fail "GET 127.0.0.1:9102/metrics"
 grep -q "^hapi_variant_info{.*variant=\"$new\".*} 1" "$TMP/server.metrics" || fail "server /metrics: hapi_variant_info of $new"
@@ -505,7 +476,7 @@ grep -q '^hapi_requests_total{' "$TMP/server.metrics" || fail "server /metrics: 
 grep -q '^hapi_optimizer_jobs_total{' "$TMP/optimizer.metrics" || fail "optimizer /metrics: no hapi_optimizer_jobs_total"
 log "metrics: server serves $new; requests and optimizer jobs counted"
 
-# 7. Prometheus with the compose configuration: every target up, rules loaded.
+# 6. Prometheus with the compose configuration: every target up, rules loaded.
 T_PROM=$(now)
 until curl -fsS http://127.0.0.1:9090/api/v1/targets >"$TMP/targets.json" 2>/dev/null && python3 - "$TMP/targets.json" <<'EOF'
 import json, sys
@@ -539,30 +510,98 @@ EOF
 curl -fsS "http://127.0.0.1:9090/api/v1/query?query=hapi_variant_info" | grep -q "\"variant\":\"$new\"" \
   || fail "Prometheus: hapi_variant_info of $new not scraped"
 
-# 8. The server pod of deploy/k8s/server.yaml against this image and
-#    repository (no cluster): its init container's command, then its container's
-#    command, args and env, as uid 10001 with a read-only root filesystem, a
-#    tmpfs /tmp (the emptyDir) and no capabilities; healthy through the image's
-#    HEALTHCHECK (grpc.health.v1, what the native gRPC probes ask).
+# 7. The Kubernetes workloads of deploy/k8s on podman (no cluster), each with
+#    its manifest's command, args, env and securityContext (uid 10001,
+#    read-only root filesystem, no capabilities, no privilege escalation, the
+#    emptyDir /tmp as a tmpfs), on two empty volumes owned by uid 10001 as
+#    fsGroup makes a PersistentVolume (no copy-up from the image, unlike a
+#    Docker named volume), reachable under their Service names:
+#    optimizer.yaml; bootstrap-job.yaml with kustomization.yaml's ConfigMaps
+#    (seeds the model, registers the profiles, builds the variants; run twice:
+#    the second changes nothing); server.yaml's init container, then its
+#    server, healthy on grpc.health.v1 (what the native gRPC probes ask), and
+#    classifying.
+k8s_user=$(k8s_spec optimizer.yaml Deployment hapi-optimizer security) || fail "deploy/k8s/optimizer.yaml: securityContext"
+K8S_SECURITY=(--user "$k8s_user" --read-only --read-only-tmpfs=false --cap-drop=ALL --security-opt=no-new-privileges)
+for v in "$K8S_REPOSITORY" "$K8S_STATE"; do
+  podman volume create "$v" >/dev/null
+  chown "$k8s_user" "$(podman volume inspect --format '{{.Mountpoint}}' "$v")"
+done
+k8s_repo_dir=$(podman volume inspect --format '{{.Mountpoint}}' "$K8S_REPOSITORY")
+
+mapfile -d "" -t OPT_ENV < <(k8s_spec optimizer.yaml Deployment hapi-optimizer env)
+mapfile -d "" -t OPT_CMD < <(k8s_spec optimizer.yaml Deployment hapi-optimizer argv)
+((${#OPT_CMD[@]} > 0)) || fail "deploy/k8s/optimizer.yaml: no command"
+podman run -d --name "${PROJECT}-k8s-optimizer" --network "$NETWORK" --network-alias hapi-optimizer \
+  "${K8S_SECURITY[@]}" --tmpfs /tmp "${OPT_ENV[@]}" \
+  --health-cmd 'hapi-client --target=127.0.0.1:50052 --timeout=3 health' \
+  -v "$K8S_REPOSITORY:/var/lib/hapi/repository:nocopy" -v "$K8S_STATE:/var/lib/hapi/state:nocopy" \
+  "$IMAGE" "${OPT_CMD[@]}" >/dev/null || fail "optimizer.yaml's container did not start"
+CONTAINERS+=("${PROJECT}-k8s-optimizer")
+wait_healthy "${PROJECT}-k8s-optimizer" 60
+
+[[ $(k8s_spec bootstrap-job.yaml Job bootstrap security) == "$k8s_user" ]] || fail "bootstrap-job.yaml: securityContext"
+mapfile -d "" -t JOB_ENV < <(k8s_spec bootstrap-job.yaml Job bootstrap env)
+mapfile -d "" -t JOB_CMD < <(k8s_spec bootstrap-job.yaml Job bootstrap argv)
+((${#JOB_CMD[@]} > 0)) || fail "deploy/k8s/bootstrap-job.yaml: no command"
+# kustomization.yaml's configMapGenerator: hapi-bootstrap (envFrom) and the
+# files of hapi-device-profiles (mounted at /etc/hapi/devices).
+mkdir -p "$TMP/k8s-devices"
+mapfile -d "" -t JOB_CONFIG < <(python3 - "$ROOT/deploy/k8s" "$TMP/k8s-devices" <<'PY'
+import os, shutil, sys, yaml
+k8s, devices = sys.argv[1:]
+for g in yaml.safe_load(open(os.path.join(k8s, "kustomization.yaml")))["configMapGenerator"]:
+    if g["name"] == "hapi-bootstrap":
+        for lit in g.get("literals", []):
+            sys.stdout.write(f"-e\0{lit}\0")
+    if g["name"] == "hapi-device-profiles":
+        for f in g.get("files", []):
+            shutil.copy(os.path.join(k8s, f), devices)
+PY
+)
+((${#JOB_CONFIG[@]} > 0)) || fail "deploy/k8s/kustomization.yaml: no hapi-bootstrap ConfigMap literals"
+chmod -R a+rX "$TMP/k8s-devices"
+k8s_job() {
+  run --name "${PROJECT}-k8s-bootstrap" --network "$NETWORK" "${K8S_SECURITY[@]}" \
+    "${JOB_ENV[@]}" "${JOB_CONFIG[@]}" -v "$TMP/k8s-devices:/etc/hapi/devices:ro" \
+    -v "$K8S_REPOSITORY:/var/lib/hapi/repository:nocopy" "$IMAGE" "${JOB_CMD[@]}"
+}
+T_JOB=$(now)
+k8s_job >"$TMP/job1.log" 2>&1 || { cat "$TMP/job1.log"; fail "bootstrap-job.yaml on an empty volume"; }
+grep -q 'seeded model fmnist-resnet' "$TMP/job1.log" || { cat "$TMP/job1.log"; fail "the Job did not seed the model"; }
+[[ $(grep -c '^variant ' "$TMP/job1.log") == "$(find "$TMP/k8s-devices" -name '*.pbtxt' | wc -l)" ]] \
+  || { cat "$TMP/job1.log"; fail "the Job did not build a variant per device profile"; }
+[[ $(stat -c %u "$k8s_repo_dir/models/fmnist-resnet/manifest.pbtxt") == "${k8s_user%%:*}" ]] \
+  || fail "seeded model not owned by uid ${k8s_user%%:*}"
+result "k8s Job on an empty volume" "$(since "$T_JOB") s (seeded the model, $(grep -c '^variant ' "$TMP/job1.log") variants)"
+k8s_job >"$TMP/job2.log" 2>&1 || { cat "$TMP/job2.log"; fail "second run of the Job"; }
+if ! grep -q 'model fmnist-resnet already in' "$TMP/job2.log" || grep -q '^variant ' "$TMP/job2.log"; then
+  cat "$TMP/job2.log"
+  fail "the second run of the Job was not a no-op"
+fi
+
 mapfile -d "" -t INIT_CMD < <(k8s_spec server.yaml Deployment wait-for-variant argv)
-[[ $(k8s_spec server.yaml Deployment wait-for-variant security) == "$k8s_user" ]] \
-  || fail "server.yaml: init container securityContext"
-timeout 30 podman run --rm --no-healthcheck "${K8S_SECURITY[@]}" -v "${PROJECT}_repository:/var/lib/hapi/repository:ro" \
-  "$IMAGE" "${INIT_CMD[@]}" >/dev/null || fail "server.yaml's init container wait-for-variant did not finish"
 mapfile -d "" -t SRV_ENV < <(k8s_spec server.yaml Deployment hapi-server env)
 mapfile -d "" -t SRV_CMD < <(k8s_spec server.yaml Deployment hapi-server argv)
 ((${#SRV_CMD[@]} > 0 && ${#INIT_CMD[@]} > 0)) || fail "deploy/k8s/server.yaml: no command"
+[[ $(k8s_spec server.yaml Deployment wait-for-variant security) == "$k8s_user" ]] || fail "server.yaml: init container securityContext"
 [[ $(k8s_spec server.yaml Deployment hapi-server security) == "$k8s_user" ]] || fail "server.yaml: securityContext"
+timeout 30 podman run --rm --no-healthcheck "${K8S_SECURITY[@]}" -v "$K8S_REPOSITORY:/var/lib/hapi/repository:ro" \
+  "$IMAGE" "${INIT_CMD[@]}" >/dev/null || fail "server.yaml's init container wait-for-variant did not finish"
 T_K8S=$(now)
-podman run -d --name "${PROJECT}-k8s-server" --network "$NETWORK" "${K8S_SECURITY[@]}" --tmpfs /tmp \
-  "${SRV_ENV[@]}" -v "${PROJECT}_repository:/var/lib/hapi/repository:ro" "$IMAGE" "${SRV_CMD[@]}" >/dev/null \
-  || fail "server.yaml's container did not start"
+podman run -d --name "${PROJECT}-k8s-server" --network "$NETWORK" --network-alias hapi-server \
+  "${K8S_SECURITY[@]}" --tmpfs /tmp "${SRV_ENV[@]}" -v "$K8S_REPOSITORY:/var/lib/hapi/repository:ro" \
+  "$IMAGE" "${SRV_CMD[@]}" >/dev/null || fail "server.yaml's container did not start"
 CONTAINERS+=("${PROJECT}-k8s-server")
 wait_healthy "${PROJECT}-k8s-server" 90
-result "k8s server pod (read-only root) -> SERVING" "$(since "$T_K8S") s"
-podman rm -f -t 10 "${PROJECT}-k8s-server" >/dev/null
+result "k8s server pod start -> SERVING" "$(since "$T_K8S") s"
+run --network "$NETWORK" -v "$TMP/samples:/samples:ro" "$IMAGE" hapi-client --target=hapi-server:50051 \
+  classify /samples >"$TMP/classify-k8s.txt" || { cat "$TMP/classify-k8s.txt"; fail "classify through the k8s server"; }
+[[ $(grep -c ' exit ' "$TMP/classify-k8s.txt") == 20 ]] || fail "k8s server: not 20 answers"
+for c in "${PROJECT}-k8s-server" "${PROJECT}-k8s-optimizer"; do podman rm -f -t 10 "$c" >/dev/null; done
+log "k8s: optimizer, Job (twice) and server pod ran from the manifests' specs on empty volumes"
 
-# 9. Stop: SIGTERM reaches hapi-server through the init process; it exits
+# 8. Stop: SIGTERM reaches hapi-server through the init process; it exits
 #    before podman's 10 s timeout would kill it.
 T_STOP=$(now)
 podman stop -t 10 "$(cname server)" >/dev/null

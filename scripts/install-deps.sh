@@ -7,7 +7,7 @@ PACKAGES=(
   # toolchain
   build-essential cmake ninja-build ccache pkg-config git
   # checks: formatting, clang's thread-safety analysis
-  clang clang-format
+  clang clang-format libclang-rt-14-dev
   # RPC, serialisation, base libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev libgflags-dev libcli11-dev

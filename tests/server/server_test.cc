@@ -413,7 +413,7 @@ TEST(DeadlineTest, TightDeadlineAnswersFromAnEarlyExit) {
   EXPECT_EQ(messages[0].exit().exit_index(), 0);
 }
 
-// The latency model predicts microseconds a stage; the stages take 50 ms. The
+// The latency model predicts microseconds a stage; the stages take 100 ms. The
 // executor keeps going (it trusts the prediction) and would overrun the call's
 // deadline: the stream must close at the deadline with the best exit it has
 // streamed, not end DEADLINE_EXCEEDED after streaming exits.
@@ -423,13 +423,15 @@ TEST(DeadlineTest, ProgressiveStreamOverrunningItsDeadlineClosesWithItsBestExit)
   while (i < f.num_images && Expected("v1", i).exits_evaluated != 3) ++i;
   ASSERT_LT(i, f.num_images) << "no image reaches the final exit under v1";
   TestServerOptions options = WithVariant("v1");
-  options.load_model = FakeModelLoader(absl::Milliseconds(50));
-  // A margin that a loaded test machine keeps (the server's default is 200 us).
-  options.service.response_margin = absl::Milliseconds(20);
+  options.load_model = FakeModelLoader(absl::Milliseconds(100));
+  // A margin that a loaded test machine keeps, sanitizers included (the
+  // server's default is 200 us).
+  options.service.response_margin = absl::Milliseconds(100);
   TestServer server(options);
-  // Exit 0 after 50 ms, exit 2 after 150 ms, the final exit after 300 ms.
+  // Exit 0 after 100 ms, exit 2 after 300 ms, the final exit after 600 ms;
+  // the stream must close by 450 - 100 ms.
   grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(250)));
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(450)));
   auto reader = server.stub().ClassifyProgressive(&ctx, RawRequest(f.image(i), "late"));
   std::vector<v1::ClassifyResponse> messages;
   v1::ClassifyResponse m;

@@ -33,6 +33,9 @@ ABSL_FLAG(int32_t, workers, 1, "Batches executing at once");
 ABSL_FLAG(bool, run_inline, true,
           "With batching off, run a request on the gRPC thread that received it when an "
           "execution slot is free (no hand-off to a worker thread)");
+ABSL_FLAG(double, response_margin_ms, 0.2,
+          "Time kept at the end of a call's deadline to send the answer: exits are chosen to "
+          "finish this early, and a progressive call closes with its best exit by then");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "Largest request accepted");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9101",
           "Prometheus /metrics address, plain HTTP even with TLS (empty: off)");
@@ -67,6 +70,8 @@ absl::StatusOr<hapi::InferenceServerOptions> OptionsFromFlags() {
   o.batcher.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   o.batcher.workers = absl::GetFlag(FLAGS_workers);
   o.batcher.run_inline = absl::GetFlag(FLAGS_run_inline);
+  o.service.response_margin =
+      absl::Microseconds(std::max(0.0, absl::GetFlag(FLAGS_response_margin_ms)) * 1000);
   HAPI_ASSIGN_OR_RETURN(
       o.service.admin_token,
       hapi::ResolveToken(absl::GetFlag(FLAGS_admin_token), absl::GetFlag(FLAGS_admin_token_file)));

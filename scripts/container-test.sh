@@ -18,10 +18,13 @@
 #   stack  podman-compose creates optimizer, bootstrap, server and prometheus from
 #          the unchanged docker-compose.yml; they are started in compose's
 #          depends_on order (podman-compose 1.0.3 ignores `condition:`), waiting
-#          for the compose health checks; then: bootstrap into an empty volume,
+#          for the compose health checks; then:
 #          classify through the published port, a new variant from the optimizer
 #          swapped in by the server, /metrics of both, Prometheus (compose's
-#          deploy/prometheus/prometheus.yml) with every target up, SIGTERM stop.
+#          deploy/prometheus/prometheus.yml) with every target up; then the
+#          deploy/k8s workloads (optimizer, bootstrap Job, server pod with its
+#          init container) run from their manifests' commands, env and
+#          securityContext on empty volumes; last, SIGTERM stops the server.
 # Everything it creates (containers, volumes, network, the Prometheus stand-in's
 # tag) is removed on exit; the images hapi-serve:latest, debian:12{,-slim} and
 # localhost/hapi-ct-prometheus stay as a cache. Exits non-zero on the first

@@ -13,7 +13,8 @@ other and with the code:
   * Prometheus targets name compose services on their metrics ports; Grafana's
     datasource names the Prometheus service; the dashboard is well formed and
     uses only metrics the server and optimizer export;
-  * the Dockerfile builds the targets scripts/main.sh builds, and its runtime
+  * the Dockerfile builds the targets scripts/main.sh builds, its build stage
+    COPYs every directory the top-level CMakeLists.txt enters, and its runtime
     packages are real, installed here, and provide every shared library the
     binaries need (directly, and through their Depends when apt lists exist);
   * the Kubernetes manifests (rendered with `kubectl kustomize` when kubectl is
@@ -600,6 +601,22 @@ def check_dockerfile(source, binaries, client, target_files, build_dir):
             error(f".dockerignore should exclude {excluded}")
     if not any(op == "USER" for op, _ in ins):
         error("Dockerfile: no USER (runs as root)")
+    # The build stage copies what the build reads, not the whole context: every
+    # directory CMake enters and every file the build runs must be among its COPYs.
+    build_copies, stage = [], 0
+    for op, rest in ins:
+        if op == "FROM":
+            stage += 1
+        elif op == "COPY" and stage == 1:
+            words = [w for w in shlex.split(rest) if not w.startswith("--")]
+            build_copies += [w.rstrip("/") for w in words[:-1]]
+    cmake = open(os.path.join(source, "CMakeLists.txt")).read()
+    needs = ["CMakeLists.txt", "scripts/install-deps.sh", "scripts/build.sh", "repository/models"]
+    needs += re.findall(r"add_subdirectory\(\s*([\w/.-]+)", cmake)
+    if "." not in build_copies:
+        for need in needs:
+            if not any(need == c or need.startswith(c + "/") for c in build_copies):
+                error(f"Dockerfile: the build stage does not COPY {need} (it copies {build_copies})")
     # The checks of these instructions above run only when they are there.
     for needed in ("EXPOSE", "HEALTHCHECK", "CMD"):
         if not any(op == needed for op, _ in ins):

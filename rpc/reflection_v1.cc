@@ -66,35 +66,12 @@ class ReflectionV1Service final : public reflection::ServerReflection::Service {
                          &response);
         break;
       }
-      case Request::kFileContainingExtension: {
-        const reflection::ExtensionRequest& ext = request.file_containing_extension();
-        const Descriptor* type = pool.FindMessageTypeByName(ext.containing_type());
-        if (type == nullptr) {
-          status = TypeNotFound(ext.containing_type());
-          break;
-        }
-        const FieldDescriptor* field = pool.FindExtensionByNumber(type, ext.extension_number());
-        status = AddFile(
-            field == nullptr ? nullptr : field->file(),
-            absl::StrCat("extension ", ext.extension_number(), " of ", ext.containing_type()),
-            &response);
+      case Request::kFileContainingExtension:
+        status = FileContainingExtension(pool, request.file_containing_extension(), &response);
         break;
-      }
-      case Request::kAllExtensionNumbersOfType: {
-        const std::string& name = request.all_extension_numbers_of_type();
-        const Descriptor* type = pool.FindMessageTypeByName(name);
-        if (type == nullptr) {
-          status = TypeNotFound(name);
-          break;
-        }
-        std::vector<const FieldDescriptor*> extensions;
-        pool.FindAllExtensions(type, &extensions);
-        reflection::ExtensionNumberResponse* numbers =
-            response.mutable_all_extension_numbers_response();
-        numbers->set_base_type_name(type->full_name());
-        for (const FieldDescriptor* e : extensions) numbers->add_extension_number(e->number());
+      case Request::kAllExtensionNumbersOfType:
+        status = AllExtensionNumbers(pool, request.all_extension_numbers_of_type(), &response);
         break;
-      }
       case Request::kListServices: {
         reflection::ListServiceResponse* list = response.mutable_list_services_response();
         absl::MutexLock lock(&mu_);
@@ -111,6 +88,31 @@ class ReflectionV1Service final : public reflection::ServerReflection::Service {
       error->set_error_message(status.error_message());
     }
     return response;
+  }
+
+  static grpc::Status FileContainingExtension(const DescriptorPool& pool,
+                                              const reflection::ExtensionRequest& ext,
+                                              reflection::ServerReflectionResponse* response) {
+    const Descriptor* type = pool.FindMessageTypeByName(ext.containing_type());
+    if (type == nullptr) return TypeNotFound(ext.containing_type());
+    const FieldDescriptor* field = pool.FindExtensionByNumber(type, ext.extension_number());
+    return AddFile(
+        field == nullptr ? nullptr : field->file(),
+        absl::StrCat("extension ", ext.extension_number(), " of ", ext.containing_type()),
+        response);
+  }
+
+  static grpc::Status AllExtensionNumbers(const DescriptorPool& pool, const std::string& name,
+                                          reflection::ServerReflectionResponse* response) {
+    const Descriptor* type = pool.FindMessageTypeByName(name);
+    if (type == nullptr) return TypeNotFound(name);
+    std::vector<const FieldDescriptor*> extensions;
+    pool.FindAllExtensions(type, &extensions);
+    reflection::ExtensionNumberResponse* numbers =
+        response->mutable_all_extension_numbers_response();
+    numbers->set_base_type_name(type->full_name());
+    for (const FieldDescriptor* e : extensions) numbers->add_extension_number(e->number());
+    return grpc::Status::OK;
   }
 
   static grpc::Status TypeNotFound(const std::string& name) {

@@ -170,12 +170,12 @@ absl::StatusOr<v1::DeviceProfile> MakeAnalyticProfile(const std::string& name,
     v1::BatchProfile* batch = p.add_batches();
     batch->set_batch_size(b);
     for (const auto& s : manifest.stages()) {
-      *batch->add_stages() =
-          Part(b * s.macs() / macs_per_second + s.layers() * per_layer_overhead_s);
+      *batch->add_stages() = Part(static_cast<double>(b) * s.macs() / macs_per_second +
+                                  s.layers() * per_layer_overhead_s);
     }
     for (const auto& e : manifest.exits()) {
-      *batch->add_exits() =
-          Part(b * e.macs() / macs_per_second + e.layers() * per_layer_overhead_s);
+      *batch->add_exits() = Part(static_cast<double>(b) * e.macs() / macs_per_second +
+                                 e.layers() * per_layer_overhead_s);
     }
     *batch->mutable_overhead() = Part(per_layer_overhead_s);
   }

@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -46,8 +47,12 @@ std::string RandomSuffix() {
 }  // namespace
 
 absl::Status ValidateName(absl::string_view name, absl::string_view what) {
+  // Quoted as printable ASCII (\xNN for other bytes, so the message is valid
+  // UTF-8 whatever the name holds) and cut after 64 bytes.
   auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid ", what, " '", name, "': ", why,
+    const std::string shown =
+        absl::StrCat(absl::CHexEscape(name.substr(0, 64)), name.size() > 64 ? "..." : "");
+    return absl::InvalidArgumentError(absl::StrCat("invalid ", what, " '", shown, "': ", why,
                                                    " (names match [a-z0-9][a-z0-9._-]{0,63})"));
   };
   if (name.empty()) return bad("empty");
@@ -56,7 +61,8 @@ absl::Status ValidateName(absl::string_view name, absl::string_view what) {
   if (!lower_or_digit(name[0])) return bad("must start with a lowercase letter or digit");
   for (char c : name) {
     if (!lower_or_digit(c) && c != '.' && c != '_' && c != '-') {
-      return bad(absl::StrCat("character '", std::string(1, c), "' not allowed"));
+      return bad(
+          absl::StrCat("character '", absl::CHexEscape(absl::string_view(&c, 1)), "' not allowed"));
     }
   }
   return absl::OkStatus();

@@ -12,7 +12,11 @@ namespace hapi {
 absl::StatusOr<LatencyModel> LatencyModel::Create(const v1::DeviceProfile& profile,
                                                   const v1::ModelManifest& manifest) {
   HAPI_RETURN_IF_ERROR(ValidateDeviceProfile(profile, manifest));
-  // The model's invariant: exit e reads the output of stage e.
+  // The model's invariant: exit e reads the output of stage e, and the last
+  // exit is the final one.
+  if (manifest.exits_size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("model '", manifest.name(), "' has no exits"));
+  }
   if (manifest.exits_size() != manifest.stages_size()) {
     return absl::InvalidArgumentError(absl::StrCat("model '", manifest.name(), "' has ",
                                                    manifest.exits_size(), " exits for ",
@@ -36,6 +40,7 @@ absl::StatusOr<LatencyModel> LatencyModel::Create(const v1::DeviceProfile& profi
 }
 
 double LatencyModel::SecondsBetween(absl::Span<const int> exits, int from, int to) const {
+  if (to <= from) return 0;  // nothing to evaluate
   const int enabled = static_cast<int>(exits.size());
   // The model exit evaluated `evaluated`-th along the path (1-based).
   auto exit_at = [&](int evaluated) {

@@ -53,6 +53,7 @@ class LatencyModel {
   // evaluated `to` of them (from <= to <= exits.size() + 1; the last is the
   // final classifier): every stage in between and every head evaluated on
   // the way. From 0, nothing has run yet, so the per-request overhead counts.
+  // 0 when to <= from.
   double SecondsBetween(absl::Span<const int> exits, int from, int to) const;
   // Seconds to leave the network at the design's `depth`-th enabled exit
   // (0-based; depth == exits.size() means the final classifier).

@@ -63,6 +63,18 @@ TEST(ValidateNameTest, MessageNamesWhatAndTheName) {
                        AllOf(HasSubstr("design name"), HasSubstr("'Bad'"))));
 }
 
+TEST(ValidateNameTest, MessageIsAsciiWhateverTheNameHolds) {
+  // "café": the refused byte is the first of a two-byte UTF-8 sequence.
+  absl::Status st = ValidateName("caf\xc3\xa9", "variant id");
+  EXPECT_THAT(st, StatusIs(absl::StatusCode::kInvalidArgument,
+                           AllOf(HasSubstr("'caf\\xc3\\xa9'"), HasSubstr("'\\xc3' not allowed"))));
+  for (char c : st.message()) EXPECT_TRUE(c >= 0x20 && c < 0x7f) << st;
+  // Long names are cut.
+  st = ValidateName(std::string(1000, 'a') + "\xff", "model name");
+  EXPECT_LT(st.message().size(), 200u);
+  EXPECT_THAT(st, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("...")));
+}
+
 TEST(ReadFileTest, ReadsBinaryAndReportsMissingAsNotFound) {
   ScopedTempDir dir;
   const std::string bytes("a\0b\xff\n", 5);

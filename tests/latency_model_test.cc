@@ -329,6 +329,30 @@ TEST(DeviceProfileTest, AnalyticProfileFromMacsAndLayers) {
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+TEST(DeviceProfileTest, AnalyticProfileOfHugeMacsDoesNotOverflow) {
+  // batch 4 x 6e18 MACs does not fit in int64: computed in double.
+  v1::ModelManifest m = Manifest();
+  m.mutable_stages(0)->set_macs(6000132701421800945);
+  ASSERT_OK_AND_ASSIGN(v1::DeviceProfile p, MakeAnalyticProfile("edge", m, 1e9, 0, {1, 4}));
+  EXPECT_DOUBLE_EQ(p.batches(1).stages(0).mean_s(), 4 * 6000132701421800945.0 / 1e9);
+}
+
+TEST(LatencyModelTest, NothingToEvaluateTakesNoTime) {
+  ASSERT_OK_AND_ASSIGN(LatencyModel m, LatencyModel::Create(Profile(), Manifest()));
+  EXPECT_EQ(m.SecondsBetween(std::vector<int>{0, 1}, 0, 0), 0);
+  EXPECT_EQ(m.SecondsBetween({}, 0, 0), 0);
+}
+
+TEST(LatencyModelTest, AManifestWithoutExitsIsRefused) {
+  v1::ModelManifest m = Manifest();
+  m.clear_exits();
+  m.clear_stages();
+  v1::DeviceProfile p = Profile();
+  p.mutable_batches(0)->clear_stages();
+  p.mutable_batches(0)->clear_exits();
+  EXPECT_THAT(LatencyModel::Create(p, m), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 TEST(DeviceProfileTest, ScaledProfileMultipliesEveryLatency) {
   ASSERT_OK_AND_ASSIGN(v1::DeviceProfile p, MakeScaledProfile("slow", Profile(), 2.5));
   EXPECT_EQ(p.name(), "slow");

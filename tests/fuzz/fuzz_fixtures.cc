@@ -1,7 +1,6 @@
 #include "tests/fuzz/fuzz_fixtures.h"
 
 #include <cmath>
-#include <cstdint>
 #include <vector>
 
 #include "core/design.h"
@@ -74,20 +73,8 @@ CalibrationTable SyntheticTable(const v1::ModelManifest& manifest, int num_sampl
 }
 
 absl::StatusOr<LatencyModel> AnalyticLatency(const v1::ModelManifest& manifest) {
-  // Known issue (docs/fuzzing.md): MakeAnalyticProfile multiplies a part's
-  // MACs by the batch size in int64, which overflows (undefined behaviour)
-  // beyond INT64_MAX / batch. Such manifests get a batch-1 profile only, so
-  // that campaigns go on past it; delete once fixed.
-  constexpr int kBatch = 4;
-  bool overflows = false;
-  for (const auto& s : manifest.stages()) overflows |= s.macs() > INT64_MAX / kBatch;
-  for (const auto& e : manifest.exits()) overflows |= e.macs() > INT64_MAX / kBatch;
-  for (const auto& s : manifest.stages()) overflows |= s.macs() < INT64_MIN / kBatch;
-  for (const auto& e : manifest.exits()) overflows |= e.macs() < INT64_MIN / kBatch;
-  std::vector<int> batches = {1};
-  if (!overflows) batches.push_back(kBatch);
   absl::StatusOr<v1::DeviceProfile> profile =
-      MakeAnalyticProfile("fuzz-device", manifest, 1e9, 1e-6, batches);
+      MakeAnalyticProfile("fuzz-device", manifest, 1e9, 1e-6, {1, 4});
   if (!profile.ok()) return profile.status();
   return LatencyModel::Create(*profile, manifest);
 }

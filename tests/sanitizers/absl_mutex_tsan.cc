@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
 
 // TSan's interface, weak: a child process without the TSan runtime (a tool a
@@ -196,6 +197,19 @@ bool CondVar::WaitWithTimeout(Mutex* mu, absl::Duration timeout) {
   const bool timed_out = real(this, mu, timeout);
   Acquire(mu);
   return timed_out;
+}
+
+// BlockingCounter counts down with an atomic inside the library: every
+// DecrementCount comes before Wait returns.
+bool BlockingCounter::DecrementCount() {
+  HAPI_REAL(bool (*)(BlockingCounter*), "_ZN4absl7debian315BlockingCounter14DecrementCountEv");
+  Release(this);
+  return real(this);
+}
+void BlockingCounter::Wait() {
+  HAPI_REAL(void (*)(BlockingCounter*), "_ZN4absl7debian315BlockingCounter4WaitEv");
+  real(this);
+  Acquire(this);
 }
 
 ABSL_NAMESPACE_END

@@ -11,8 +11,8 @@ PACKAGES=(
   # RPC, serialisation, base libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev libgflags-dev libcli11-dev
-  # model library
-  libtorch-dev
+  # model library; ONNX import (parser, checker, shape inference)
+  libtorch-dev libonnx-dev
   # metrics, state, images
   prometheus-cpp-dev libsqlite3-dev libstb-dev zlib1g-dev
   # image decoding (PNG, JPEG): libraries fuzzed upstream
@@ -21,6 +21,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # tools used by tests, benchmarks and docs
   prometheus gnuplot-nox python3-yaml curl openssl
+  # the independent Open Inference Protocol client in the tests
+  python3-grpcio python3-grpc-tools
   # data
   dataset-fashion-mnist
 )

@@ -29,6 +29,9 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
   s->batcher_ = std::make_unique<Batcher>(s->options_.batcher);
   s->service_ = std::make_unique<InferenceService>(s->servables_.get(), s->batcher_.get(),
                                                    s->options_.service);
+  OipServiceOptions oip;
+  oip.response_margin = s->options_.service.response_margin;
+  s->oip_service_ = std::make_unique<OipService>(s->servables_.get(), s->batcher_.get(), oip);
   HAPI_RETURN_IF_ERROR(s->StartGrpc(std::move(credentials)));
   HAPI_RETURN_IF_ERROR(s->LoadInitialVariant());
   if (!s->options_.device.empty()) s->watcher_ = std::thread([p = s.get()] { p->WatchDevice(); });
@@ -43,6 +46,7 @@ absl::Status InferenceServer::StartGrpc(std::shared_ptr<grpc::ServerCredentials>
   builder.AddListeningPort(options_.listen, credentials, &port_);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.RegisterService(service_.get());
+  builder.RegisterService(oip_service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
     return ListenError(options_.listen, options_.tls);
@@ -80,6 +84,7 @@ void InferenceServer::SetServing(bool serving) {
   auto* health = server_->GetHealthCheckService();
   health->SetServingStatus(serving);
   health->SetServingStatus("hapi.v1.Inference", serving);
+  health->SetServingStatus("inference.GRPCInferenceService", serving);
 }
 
 InferenceServer::~InferenceServer() {

@@ -1,6 +1,7 @@
 // hapi-server as one object: the servable manager, batcher, hapi.v1.Inference
-// service, gRPC server (health + reflection) and /metrics, wired once. main
-// parses flags into InferenceServerOptions and calls Start; tests do the same.
+// and Open Inference Protocol (server/oip_service.h) services, gRPC server
+// (health + reflection) and /metrics, wired once. main parses flags into
+// InferenceServerOptions and calls Start; tests do the same.
 #pragma once
 
 #include <memory>
@@ -17,6 +18,7 @@
 #include "server/batcher.h"
 #include "server/inference_service.h"
 #include "server/metrics.h"
+#include "server/oip_service.h"
 #include "server/servable.h"
 
 namespace hapi {
@@ -65,6 +67,7 @@ class InferenceServer {
   std::unique_ptr<ServableManager> servables_;
   std::unique_ptr<Batcher> batcher_;
   std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<OipService> oip_service_;  // inference.GRPCInferenceService, same port
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   absl::Notification shutdown_;

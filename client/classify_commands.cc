@@ -1,6 +1,8 @@
-// classify, bench and export-samples: images through hapi.v1.Inference, and
-// the Fashion-MNIST test images they can come from.
+// classify, bench and export-samples: images through hapi.v1.Inference or the
+// Open Inference Protocol (--protocol), and the Fashion-MNIST test images they
+// can come from.
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -14,8 +16,10 @@
 #include "client/load_generator.h"
 #include "core/fashion_mnist.h"
 #include "core/files.h"
+#include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "hapi/v1/inference.grpc.pb.h"
+#include "inference/grpc_service.grpc.pb.h"
 #include "stb_image_write.h"
 
 namespace hapi::client {
@@ -107,6 +111,39 @@ std::vector<Input> IdxInputs(const std::string& data_dir, int count, int offset)
   return out;
 }
 
+// --protocol and --model, shared by classify and bench.
+struct ProtocolOptions {
+  std::string protocol = "hapi";  // or "oip"
+  std::string model;              // OIP model name; empty: the served one
+};
+
+Protocol ParseProtocol(const std::string& name) {
+  if (name == "hapi") return Protocol::kHapi;
+  if (name == "oip") return Protocol::kOip;
+  Die(absl::StrCat("--protocol must be hapi or oip, not '", name, "'"), 2);
+}
+
+// The OIP model to name in requests: --model, or the model hapi-server says
+// it serves (hapi.v1, which other OIP servers do not speak: give them
+// --model). Dies unless the model is ready.
+std::string OipModel(const Connection& conn, const std::string& model) {
+  std::string name = model;
+  if (name.empty()) {
+    Rpc<v1::Inference> rpc(conn, 5);
+    v1::ServingStatus st;
+    Check(rpc.stub->GetServingStatus(&rpc.context, v1::ServingStatusRequest(), &st),
+          "server status (pass --model to name the OIP model)");
+    name = st.model();
+  }
+  Rpc<inference::GRPCInferenceService> rpc(conn, 5);
+  inference::ModelReadyRequest request;
+  request.set_name(name);
+  inference::ModelReadyResponse ready;
+  Check(rpc.stub->ModelReady(&rpc.context, request, &ready), "OIP ModelReady");
+  if (!ready.ready()) Die(absl::StrCat("OIP model '", name, "' is not ready on the server"));
+  return name;
+}
+
 struct ClassifyOptions {
   std::vector<std::string> files;
   int idx_count = 0;  // > 0: that many test images instead of files
@@ -114,6 +151,7 @@ struct ClassifyOptions {
   bool progressive = false;
   bool json = false;
   double deadline_ms = 0;  // 0: --timeout
+  ProtocolOptions protocol;
 };
 
 std::string ExitLine(const std::string& name, const v1::ClassifyResponse& r) {
@@ -152,17 +190,90 @@ v1::ClassifyResponse ClassifyOne(v1::Inference::Stub& stub, const Connection& co
   return resp;
 }
 
+// One image as a ModelInfer request: a UINT8 tensor [1, 1, H, W] for a raw
+// image, BYTES [1] for an encoded one, both in raw_input_contents.
+inference::ModelInferRequest OipRequest(const std::string& model, const Input& in) {
+  inference::ModelInferRequest r;
+  r.set_model_name(model);
+  r.set_id(in.name);
+  auto* input = r.add_inputs();
+  input->set_name("image");
+  std::string* raw = r.add_raw_input_contents();
+  if (in.image.has_encoded()) {
+    input->set_datatype("BYTES");
+    input->add_shape(1);
+    const uint32_t size = static_cast<uint32_t>(in.image.encoded().size());
+    raw->append(reinterpret_cast<const char*>(&size), sizeof(size));  // little-endian host
+    *raw += in.image.encoded();
+  } else {
+    input->set_datatype("UINT8");
+    for (int64_t d : {1, 1, kImageSide, kImageSide}) input->add_shape(d);
+    *raw = in.image.raw_uint8();
+  }
+  return r;
+}
+
+// A numeric output of one sample, from raw_output_contents.
+template <typename T>
+T OipScalar(const inference::ModelInferResponse& r, const std::string& name) {
+  for (int k = 0; k < r.outputs_size() && k < r.raw_output_contents_size(); ++k) {
+    if (r.outputs(k).name() == name && r.raw_output_contents(k).size() == sizeof(T)) {
+      T v;
+      std::memcpy(&v, r.raw_output_contents(k).data(), sizeof(T));
+      return v;
+    }
+  }
+  Die(absl::StrCat("the OIP response has no output '", name, "' of one sample"));
+}
+
+// Prints the answer to `in` and returns its label.
+int ClassifyOneOip(inference::GRPCInferenceService::Stub& stub, const Connection& conn,
+                   const ClassifyOptions& o, const std::string& model, const Input& in) {
+  grpc::ClientContext ctx;
+  conn.Prepare(&ctx, o.deadline_ms > 0 ? o.deadline_ms / 1e3 : -1);
+  inference::ModelInferResponse resp;
+  Check(stub.ModelInfer(&ctx, OipRequest(model, in), &resp), in.name);
+  const auto label = OipScalar<int64_t>(resp, "label");
+  const auto confidence = OipScalar<float>(resp, "confidence");
+  const auto exit = OipScalar<int32_t>(resp, "exit");
+  const auto variant = resp.parameters().find("hapi_variant");
+  const std::string variant_id =
+      variant == resp.parameters().end() ? resp.model_version() : variant->second.string_param();
+  if (o.json) {
+    google::protobuf::Struct j;
+    auto& f = *j.mutable_fields();
+    f["name"].set_string_value(in.name);
+    f["label"].set_number_value(static_cast<double>(label));
+    f["confidence"].set_number_value(confidence);
+    f["exit"].set_number_value(exit);
+    f["variant"].set_string_value(variant_id);
+    std::cout << ToJson(j) << "\n";
+  } else {
+    std::cout << absl::StrFormat("%s  label %d  confidence %.3f  exit %d  variant %s\n", in.name,
+                                 label, confidence, exit, variant_id);
+  }
+  return static_cast<int>(label);
+}
+
 void Classify(const ClassifyOptions& o, const Connection& conn, const std::string& data_dir) {
+  const Protocol protocol = ParseProtocol(o.protocol.protocol);
+  if (protocol == Protocol::kOip && o.progressive) {
+    Die("--progressive needs --protocol=hapi (OIP has no streaming call)", 2);
+  }
   std::vector<Input> inputs =
       o.idx_count > 0 ? IdxInputs(data_dir, o.idx_count, o.idx_offset) : FileInputs(o.files);
   if (inputs.empty()) Die("nothing to classify: give image files, a directory, or --idx N");
-  auto stub = v1::Inference::NewStub(conn.Channel());
+  auto channel = conn.Channel();
+  auto stub = v1::Inference::NewStub(channel);
+  auto oip_stub = inference::GRPCInferenceService::NewStub(channel);
+  const std::string model = protocol == Protocol::kOip ? OipModel(conn, o.protocol.model) : "";
   int correct = 0, labelled = 0;
   for (const Input& in : inputs) {
-    v1::ClassifyResponse resp = ClassifyOne(*stub, conn, o, in);
+    const int label = protocol == Protocol::kOip ? ClassifyOneOip(*oip_stub, conn, o, model, in)
+                                                 : ClassifyOne(*stub, conn, o, in).label();
     if (in.truth >= 0) {
       ++labelled;
-      correct += resp.label() == in.truth;
+      correct += label == in.truth;
     }
   }
   if (labelled > 0 && !o.json) {
@@ -175,6 +286,8 @@ void Classify(const ClassifyOptions& o, const Connection& conn, const std::strin
 
 struct BenchOptions {
   LoadOptions load;
+  double deadline_ms = 0;  // per call (0: none)
+  ProtocolOptions protocol;
   int images = 10000;
   std::string csv_out, json_out;  // empty: not written
   bool no_progress = false;
@@ -191,14 +304,23 @@ void Bench(const BenchOptions& o, const Connection& conn, const std::string& dat
   }
   LoadOptions load = o.load;
   load.progress = !o.no_progress;
-  auto stub = v1::Inference::NewStub(conn.Channel());
-  {  // fail fast and clearly when the server is not there
-    grpc::ClientContext ctx;
-    conn.Prepare(&ctx, 5);
+  if (load.batch < 1) Die("--batch must be at least 1", 2);
+  LoadTarget target;
+  target.protocol = ParseProtocol(o.protocol.protocol);
+  target.channel = conn.Channel();
+  target.token = conn.Token();
+  target.deadline_ms = o.deadline_ms;
+  // Fail fast and clearly when the server is not there.
+  if (target.protocol == Protocol::kOip) {
+    target.model = OipModel(conn, o.protocol.model);
+  } else {
+    Rpc<v1::Inference> rpc(conn, 5);
     v1::ServingStatus st;
-    Check(stub->GetServingStatus(&ctx, v1::ServingStatusRequest(), &st), "server status");
+    Check(rpc.stub->GetServingStatus(&rpc.context, v1::ServingStatusRequest(), &st),
+          "server status");
   }
-  LoadReport report = RunLoad(stub.get(), images, labels, load, conn.Token());
+  std::unique_ptr<LoadClient> client = MakeLoadClient(target, images);
+  LoadReport report = RunLoad(client.get(), static_cast<int>(images.size()), labels, load);
   std::cout << SummariseLoad(report);
   if (!o.csv_out.empty()) DieUnlessOk(WriteFileAtomically(o.csv_out, LoadReportCsv(report)));
   if (!o.json_out.empty()) DieUnlessOk(WriteFileAtomically(o.json_out, LoadReportJson(report)));
@@ -220,6 +342,14 @@ void ExportSamples(const std::string& data_dir, const std::string& out_dir, int 
                                out_dir);
 }
 
+void AddProtocolOptions(CLI::App* cmd, ProtocolOptions* o) {
+  cmd->add_option("--protocol", o->protocol,
+                  "hapi (hapi.v1.Inference) or oip (the Open Inference Protocol, KServe v2)")
+      ->capture_default_str();
+  cmd->add_option("--model", o->model,
+                  "OIP model name (default: the model hapi-server serves, asked over hapi.v1)");
+}
+
 }  // namespace
 
 void AddClassifyCommand(CLI::App& app, const Connection& conn, const std::string& data_dir) {
@@ -232,6 +362,7 @@ void AddClassifyCommand(CLI::App& app, const Connection& conn, const std::string
   cmd->add_flag("--progressive", o->progressive, "Show each exit's answer as it arrives");
   cmd->add_flag("--json", o->json, "One JSON object per image");
   cmd->add_option("--deadline_ms", o->deadline_ms, "Per-request deadline");
+  AddProtocolOptions(cmd, &o->protocol);
   cmd->callback([o, &conn, &data_dir] { Classify(*o, conn, data_dir); });
 }
 
@@ -244,7 +375,12 @@ void AddBenchCommand(CLI::App& app, const Connection& conn, const std::string& d
                   "Open loop: requests per second (overrides --concurrency)");
   cmd->add_option("--duration", o->load.duration_s, "Seconds to run")->capture_default_str();
   cmd->add_option("--count", o->load.count, "Requests to send (overrides --duration)");
-  cmd->add_option("--deadline_ms", o->load.deadline_ms, "Per-request deadline");
+  cmd->add_option("--deadline_ms", o->deadline_ms, "Per-call deadline");
+  cmd->add_option("--batch", o->load.batch,
+                  "Images per request: one ModelInfer of N samples (oip), or N concurrent "
+                  "Classify calls (hapi)")
+      ->capture_default_str();
+  AddProtocolOptions(cmd, &o->protocol);
   cmd->add_option("--images", o->images, "Test images to cycle through")->capture_default_str();
   cmd->add_option("--csv", o->csv_out, "Write every request to this CSV");
   cmd->add_option("--json", o->json_out, "Write the summary as JSON");

@@ -39,28 +39,20 @@ std::string CodeName(int code) {
 // One run of the load generator: what its client threads share.
 class LoadRun {
  public:
-  LoadRun(v1::Inference::Stub* stub, const std::vector<std::string>& images,
-          const std::vector<int>& labels, const LoadOptions& options, const std::string& token)
-      : stub_(stub), images_(images), labels_(labels), options_(options), token_(token) {}
+  LoadRun(LoadClient* client, int num_images, const std::vector<int>& labels,
+          const LoadOptions& options)
+      : client_(client), num_images_(num_images), labels_(labels), options_(options) {}
 
   LoadReport Run();
 
  private:
-  // One request with everything it needs until its answer is recorded: the
-  // open loop's callback owns it after the loop has moved on.
-  struct Call {
-    grpc::ClientContext context;
-    v1::ClassifyRequest request;
-    v1::ClassifyResponse response;
-    double start_s = 0;
-    int64_t i = 0;
-  };
-
   // Whether one more request may go out: false once --count requests have, or
   // once --duration has passed.
   bool ClaimRequest();
-  void PrepareCall(int64_t i, Call* call);
-  void Record(const Call& call, const grpc::Status& status);
+  // The images of request i, cycling through the list.
+  std::vector<int64_t> ImagesOf(int64_t i) const;
+  void Record(const std::vector<int64_t>& images, double start_s, const grpc::Status& status,
+              const std::vector<LoadClient::Answer>& answers);
 
   // N clients with one request each in flight: the rate is what the server
   // sustains.
@@ -70,11 +62,10 @@ class LoadRun {
   void ShowProgress(absl::Notification* finished);
 
   // Constant after construction; the caller's, which outlive Run().
-  v1::Inference::Stub* const stub_;
-  const std::vector<std::string>& images_;
+  LoadClient* const client_;
+  const int num_images_;
   const std::vector<int>& labels_;
   const LoadOptions& options_;
-  const std::string& token_;
   const Clock::time_point t0_ = Clock::now();  // every time in the report is since this
   // Atomic: every client thread counts, and the progress line reads them.
   std::atomic<int64_t> issued_{0}, done_{0};
@@ -89,36 +80,33 @@ bool LoadRun::ClaimRequest() {
   return true;
 }
 
-void LoadRun::PrepareCall(int64_t i, Call* call) {
-  call->i = i;
-  call->request.mutable_image()->set_raw_uint8(images_[i % images_.size()]);
-  if (options_.deadline_ms > 0) {
-    call->context.set_deadline(
-        std::chrono::system_clock::now() +
-        std::chrono::microseconds(static_cast<int64_t>(options_.deadline_ms * 1000)));
-  }
-  if (!token_.empty()) {
-    call->context.AddMetadata("authorization", absl::StrCat("Bearer ", token_));
-  }
-  call->start_s = Since(t0_);
+std::vector<int64_t> LoadRun::ImagesOf(int64_t i) const {
+  const int batch = std::max(1, options_.batch);
+  std::vector<int64_t> images(batch);
+  for (int k = 0; k < batch; ++k) images[k] = (i * batch + k) % num_images_;
+  return images;
 }
 
-void LoadRun::Record(const Call& call, const grpc::Status& status) {
-  LoadSample s;
-  s.start_s = call.start_s;
-  s.latency_s = Since(t0_) - call.start_s;
-  s.code = status.error_code();
-  s.truth = labels_[call.i % labels_.size()];
-  if (status.ok()) {
-    const v1::ClassifyResponse& r = call.response;
-    s.label = r.label();
-    s.exit_index = r.exit().exit_index();
-    s.cut_by_deadline = r.cut_by_deadline();
-    s.server_s = r.server_latency_s();
-    s.queue_s = r.queue_s();
-  }
+void LoadRun::Record(const std::vector<int64_t>& images, double start_s, const grpc::Status& status,
+                     const std::vector<LoadClient::Answer>& answers) {
+  const double latency_s = Since(t0_) - start_s;
   absl::MutexLock lock(&mu_);
-  samples_.push_back(s);
+  for (size_t k = 0; k < images.size(); ++k) {
+    LoadSample s;
+    s.start_s = start_s;
+    s.latency_s = latency_s;
+    s.code = status.error_code();
+    s.truth = labels_[images[k] % labels_.size()];
+    if (status.ok() && k < answers.size()) {
+      const LoadClient::Answer& a = answers[k];
+      s.label = a.label;
+      s.exit_index = a.exit_index;
+      s.cut_by_deadline = a.cut_by_deadline;
+      s.server_s = a.server_s;
+      s.queue_s = a.queue_s;
+    }
+    samples_.push_back(s);
+  }
   ++done_;
 }
 
@@ -129,10 +117,11 @@ void LoadRun::RunClosedLoop() {
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([this, c, clients] {
       for (int64_t i = c; ClaimRequest(); i += clients) {
-        Call call;
-        PrepareCall(i, &call);
-        grpc::Status status = stub_->Classify(&call.context, call.request, &call.response);
-        Record(call, status);
+        const std::vector<int64_t> images = ImagesOf(i);
+        const double start_s = Since(t0_);
+        std::vector<LoadClient::Answer> answers;
+        grpc::Status status = client_->Call(images, &answers);
+        Record(images, start_s, status, answers);
       }
     });
   }
@@ -146,15 +135,15 @@ void LoadRun::RunOpenLoop() {
     double due = i * interval;
     double now = Since(t0_);
     if (due > now) std::this_thread::sleep_for(std::chrono::duration<double>(due - now));
-    auto* call = new Call();
-    PrepareCall(i, call);
+    std::vector<int64_t> images = ImagesOf(i);
+    const double start_s = Since(t0_);
     ++in_flight;
-    stub_->async()->Classify(&call->context, &call->request, &call->response,
-                             [this, call, &in_flight](const grpc::Status& status) {
-                               Record(*call, status);
-                               delete call;
-                               --in_flight;
-                             });
+    client_->Send(images,
+                  [this, images, start_s, &in_flight](
+                      const grpc::Status& status, const std::vector<LoadClient::Answer>& answers) {
+                    Record(images, start_s, status, answers);
+                    --in_flight;
+                  });
   }
   while (in_flight.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
@@ -177,6 +166,7 @@ LoadReport LoadRun::Run() {
   }
   LoadReport report;
   report.seconds = Since(t0_);
+  report.batch = std::max(1, options_.batch);
   finished.Notify();
   progress.join();
   if (options_.progress) std::fprintf(stderr, "\r\033[K");
@@ -191,10 +181,9 @@ LoadReport LoadRun::Run() {
 
 }  // namespace
 
-LoadReport RunLoad(v1::Inference::Stub* stub, const std::vector<std::string>& images,
-                   const std::vector<int>& labels, const LoadOptions& options,
-                   const std::string& token) {
-  return LoadRun(stub, images, labels, options, token).Run();
+LoadReport RunLoad(LoadClient* client, int num_images, const std::vector<int>& labels,
+                   const LoadOptions& options) {
+  return LoadRun(client, num_images, labels, options).Run();
 }
 
 namespace {
@@ -233,13 +222,18 @@ double Mean(const std::vector<double>& v) {
 
 std::string SummariseLoad(const LoadReport& r) {
   const LoadStats st = Stats(r);
-  std::string out = absl::StrFormat(
-      "requests %d in %.2f s: %.1f req/s\nlatency ms: p50 %.3f  p90 %.3f  p99 %.3f  max %.3f  "
-      "mean %.3f\nserver-side ms: mean %.3f (queue %.3f)  p50 %.3f\n",
-      r.samples.size(), r.seconds, r.throughput(), 1e3 * Percentile(st.latency, 0.5),
-      1e3 * Percentile(st.latency, 0.9), 1e3 * Percentile(st.latency, 0.99),
-      1e3 * Percentile(st.latency, 1.0), 1e3 * Mean(st.latency), 1e3 * Mean(st.server),
-      1e3 * Mean(st.queue), 1e3 * Percentile(st.server, 0.5));
+  std::string out =
+      absl::StrFormat("requests %d in %.2f s: %.1f req/s", r.requests(), r.seconds, r.throughput());
+  if (r.batch > 1) {
+    absl::StrAppendFormat(&out, " of %d images (%.1f images/s)", r.batch, r.images_per_s());
+  }
+  absl::StrAppendFormat(
+      &out,
+      "\nlatency ms: p50 %.3f  p90 %.3f  p99 %.3f  max %.3f  mean %.3f\nserver-side ms: mean "
+      "%.3f (queue %.3f)  p50 %.3f\n",
+      1e3 * Percentile(st.latency, 0.5), 1e3 * Percentile(st.latency, 0.9),
+      1e3 * Percentile(st.latency, 0.99), 1e3 * Percentile(st.latency, 1.0), 1e3 * Mean(st.latency),
+      1e3 * Mean(st.server), 1e3 * Mean(st.queue), 1e3 * Percentile(st.server, 0.5));
   out += "codes:";
   for (auto [code, n] : st.codes) absl::StrAppendFormat(&out, " %s=%d", CodeName(code), n);
   out += "\nexits:";
@@ -267,12 +261,13 @@ std::string LoadReportCsv(const LoadReport& r) {
 std::string LoadReportJson(const LoadReport& r) {
   const LoadStats st = Stats(r);
   std::string out = absl::StrFormat(
-      "{\"requests\": %d, \"seconds\": %.6f, \"throughput_rps\": %.3f, \"ok\": %d, "
+      "{\"requests\": %d, \"batch\": %d, \"images_per_s\": %.3f, \"seconds\": %.6f, "
+      "\"throughput_rps\": %.3f, \"ok\": %d, "
       "\"latency_ms\": {\"mean\": %.4f, \"p50\": %.4f, \"p90\": %.4f, \"p99\": %.4f, "
       "\"max\": %.4f}, \"server_ms\": {\"mean\": %.4f, \"p50\": %.4f, \"queue_mean\": %.4f}, "
       "\"accuracy\": %s, \"codes\": {",
-      r.samples.size(), r.seconds, r.throughput(), st.ok, 1e3 * Mean(st.latency),
-      1e3 * Percentile(st.latency, 0.5), 1e3 * Percentile(st.latency, 0.9),
+      r.requests(), r.batch, r.images_per_s(), r.seconds, r.throughput(), st.ok,
+      1e3 * Mean(st.latency), 1e3 * Percentile(st.latency, 0.5), 1e3 * Percentile(st.latency, 0.9),
       1e3 * Percentile(st.latency, 0.99), 1e3 * Percentile(st.latency, 1.0), 1e3 * Mean(st.server),
       1e3 * Percentile(st.server, 0.5), 1e3 * Mean(st.queue),
       st.labelled > 0 ? absl::StrFormat("%.6f", static_cast<double>(st.correct) / st.labelled)

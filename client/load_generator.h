@@ -1,8 +1,13 @@
-// A load generator for hapi.v1.Inference: closed loop (N clients, each with
-// one request in flight) or open loop (a fixed arrival rate, independent of
-// how fast answers come back), for a duration or a request count.
+// A load generator for hapi-server, over hapi.v1.Inference or the Open
+// Inference Protocol (inference.GRPCInferenceService): closed loop (N clients,
+// each with one request in flight) or open loop (a fixed arrival rate,
+// independent of how fast answers come back), for a duration or a request
+// count. A request carries `batch` images: one ModelInfer of N samples with
+// OIP, N concurrent Classify calls with hapi.v1 (which has no batched call),
+// answered when all N are.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -10,22 +15,26 @@
 
 #include "grpcpp/grpcpp.h"
 #include "hapi/v1/inference.grpc.pb.h"
+#include "inference/grpc_service.grpc.pb.h"
 
 namespace hapi {
+
+enum class Protocol { kHapi, kOip };
 
 struct LoadOptions {
   int concurrency = 8;     // closed loop
   double rate = 0;         // > 0: open loop, requests per second
   double duration_s = 10;  // stop after this long ...
   int64_t count = 0;       // ... or after this many requests (> 0)
-  double deadline_ms = 0;  // per-request gRPC deadline (0: none)
   bool progress = true;    // live line on stderr
+  int batch = 1;           // images per request
 };
 
+// One image's answer. The images of one request share its times.
 struct LoadSample {
   double start_s = 0;    // since the run began
-  double latency_s = 0;  // client-side
-  double server_s = 0;   // server-side, as the response reports it
+  double latency_s = 0;  // client-side, of the whole request
+  double server_s = 0;   // server-side, as a hapi.v1 response reports it (OIP: 0)
   double queue_s = 0;    // of which waiting for a batch
   int code = 0;
   int label = -1, truth = -1, exit_index = -1;
@@ -34,15 +43,49 @@ struct LoadSample {
 
 struct LoadReport {
   double seconds = 0;
-  std::vector<LoadSample> samples;
-  double throughput() const { return seconds > 0 ? samples.size() / seconds : 0; }
+  int batch = 1;
+  std::vector<LoadSample> samples;  // one per image, `batch` per request
+  int64_t requests() const { return static_cast<int64_t>(samples.size()) / batch; }
+  double throughput() const { return seconds > 0 ? requests() / seconds : 0; }  // requests/s
+  double images_per_s() const { return seconds > 0 ? samples.size() / seconds : 0; }
 };
 
-// `images` are raw 28x28 uint8 images with their labels (-1 if unknown);
-// requests cycle through them.
-LoadReport RunLoad(v1::Inference::Stub* stub, const std::vector<std::string>& images,
-                   const std::vector<int>& labels, const LoadOptions& options,
-                   const std::string& token);
+// One protocol's way of sending a request of images and reading the answers.
+class LoadClient {
+ public:
+  struct Answer {
+    int label = -1, exit_index = -1;
+    bool cut_by_deadline = false;
+    double server_s = 0, queue_s = 0;
+  };
+  using Done = std::function<void(const grpc::Status&, const std::vector<Answer>&)>;
+  virtual ~LoadClient() = default;
+  // The images with these indices (into the run's image list) as one
+  // request; `done` once, with an answer per image when the status is OK.
+  // Blocking (closed loop) ...
+  virtual grpc::Status Call(const std::vector<int64_t>& images, std::vector<Answer>* answers) = 0;
+  // ... or not (open loop; `done` runs on a gRPC thread).
+  virtual void Send(const std::vector<int64_t>& images, Done done) = 0;
+};
+
+// Who to call and how: the channel, the deadline and token of every call;
+// `model` names the OIP model. MakeLoadClient's `images` are raw uint8
+// images of channels x height x width.
+struct LoadTarget {
+  Protocol protocol = Protocol::kHapi;
+  std::shared_ptr<grpc::Channel> channel;
+  std::string token;
+  double deadline_ms = 0;  // per-call gRPC deadline (0: none)
+  std::string model;       // OIP only
+  int channels = 1, height = 28, width = 28;
+};
+std::unique_ptr<LoadClient> MakeLoadClient(const LoadTarget& target,
+                                           const std::vector<std::string>& images);
+
+// `images` (with their labels, -1 if unknown) are what `client` was made
+// with; requests cycle through them.
+LoadReport RunLoad(LoadClient* client, int num_images, const std::vector<int>& labels,
+                   const LoadOptions& options);
 
 // A human summary: throughput, latency percentiles, errors by code, exit
 // histogram, accuracy.

@@ -35,7 +35,6 @@ class FakeModel : public Model {
       : manifest_(std::move(manifest)), stage_time_(stage_time) {}
 
   const v1::ModelManifest& manifest() const override { return manifest_; }
-  v1::TensorShape input_shape() const override { return manifest_.stages(0).output(); }
 
   absl::StatusOr<std::unique_ptr<Activations>> Input(const float* pixels, int n) const override {
     const int size = input_size();
@@ -85,6 +84,8 @@ v1::ModelManifest FakeModelManifest(const FakeModelSpec& spec) {
   v1::ModelManifest m;
   m.set_name(spec.name);
   m.set_dataset(kFakeDataset);
+  *m.mutable_input() = MakeInputSpec(spec.channels, spec.height, spec.width, 0.0f, 1.0f);
+  m.mutable_input()->set_resize(spec.resize);
   for (int c = 0; c < spec.num_classes; ++c) m.add_class_names(absl::StrCat("class-", c));
   m.mutable_backbone()->set_num_classes(spec.num_classes);
   int64_t macs = 0;
@@ -93,10 +94,8 @@ v1::ModelManifest FakeModelManifest(const FakeModelSpec& spec) {
     v1::StageInfo* stage = m.add_stages();
     stage->set_index(s);
     stage->set_name(absl::StrCat("stage", s));
-    // The fake keeps the input's shape throughout (input_shape() reads it).
-    stage->mutable_output()->set_channels(spec.channels);
-    stage->mutable_output()->set_height(spec.height);
-    stage->mutable_output()->set_width(spec.width);
+    // The fake keeps the input's shape throughout.
+    *stage->mutable_output() = InputShape(m.input());
     stage->set_macs(1000 * (s + 1));
     stage->set_layers(1);
     macs += stage->macs();
@@ -142,6 +141,7 @@ absl::StatusOr<std::shared_ptr<const Model>> MakeFakeModel(const v1::ModelManife
     return absl::InvalidArgumentError(
         absl::StrCat("model '", manifest.name(), "' is not a fake model's manifest"));
   }
+  HAPI_RETURN_IF_ERROR(EffectiveInputSpec(manifest).status());
   return std::make_shared<FakeModel>(manifest, stage_time);
 }
 

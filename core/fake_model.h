@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/input_spec.h"
 #include "core/model.h"
 #include "hapi/v1/model.pb.h"
 
@@ -22,14 +23,18 @@ struct FakeModelSpec {
   std::string name = "fake";
   int num_stages = 6;  // a candidate exit after every stage; the last is final
   int num_classes = 10;
-  int channels = 1, height = 28, width = 28;
+  // Its input spec (mean 0, std 1: the fake reads pixels as they come).
+  int channels = kLegacyInputChannels, height = kLegacyInputSide, width = kLegacyInputSide;
+  v1::InputSpec::Resize resize = v1::InputSpec::RESIZE;
 };
 
-// The manifest of a fake model: stages, exits, MACs growing with depth, class
-// names "class-<i>". Its `dataset` is "fake": FakeModelLoader refuses others.
+// The manifest of a fake model: its input spec, stages, exits, MACs growing
+// with depth, class names "class-<i>". Its `dataset` is "fake":
+// FakeModelLoader refuses others.
 v1::ModelManifest FakeModelManifest(const FakeModelSpec& spec);
 
-// The fake described by `manifest` (a FakeModelManifest, possibly read back).
+// The fake described by `manifest` (a FakeModelManifest, possibly read back);
+// INVALID_ARGUMENT for another manifest or an invalid input spec.
 // Each stage takes `stage_time` (a sleep, so it holds its execution slot as a
 // real network would without using the CPU): tests of queues and load need
 // requests that take time.

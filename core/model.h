@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/call_once.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "hapi/v1/model.pb.h"
@@ -44,10 +45,15 @@ class Model {
   // Stages (output shapes, MACs), exits (the stage each reads, MACs; the last
   // exit is the final classifier), class names.
   virtual const v1::ModelManifest& manifest() const = 0;
-  // One sample: channels x height x width floats in [0,1], row-major.
-  virtual v1::TensorShape input_shape() const = 0;
+  // What the model eats: its manifest's effective input spec
+  // (core/input_spec.h), derived once. Loaders refuse a manifest whose spec
+  // is invalid (should one get here, this is its `input` as stored).
+  const v1::InputSpec& input_spec() const;
+  // One sample: channels x height x width floats in [0,1], row-major. By
+  // default input_spec()'s shape.
+  virtual v1::TensorShape input_shape() const;
 
-  // `n` samples of input_shape() floats each.
+  // `n` samples of input_shape() floats each, normalised as input_spec() says.
   virtual absl::StatusOr<std::unique_ptr<Activations>> Input(const float* pixels, int n) const = 0;
   // Runs stage `stage` on `x` in place.
   virtual absl::Status RunStage(int stage, Activations& x) const = 0;
@@ -64,6 +70,10 @@ class Model {
   int ExitStage(int exit) const { return manifest().exits(exit).after_stage(); }
   // Floats per sample.
   int input_size() const;
+
+ private:
+  mutable absl::once_flag input_spec_once_;
+  mutable v1::InputSpec input_spec_;
 };
 
 // Loads the model stored in a repository's model directory. Processes inject

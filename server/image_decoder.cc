@@ -12,6 +12,7 @@
 #include <jpeglib.h>
 #include <png.h>
 
+#include <algorithm>
 #include <cmath>
 #include <csetjmp>
 #include <cstring>
@@ -21,12 +22,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "core/input_spec.h"
+#include "core/status_macros.h"
 #include "stb_image_resize.h"
 
 namespace hapi {
 namespace {
-
-constexpr int kSide = 28;
 
 constexpr unsigned char kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 constexpr unsigned char kJpegSignature[3] = {0xff, 0xd8, 0xff};
@@ -41,11 +42,23 @@ constexpr int kMaxJpegScans = 64;
 // accepted) of at most kMaxEncodedImagePixels: 32 MiB, with room to spare.
 constexpr long kMaxJpegMemory = 64L << 20;
 
-// An image decoded to 8-bit luma, not yet resized.
-struct GrayImage {
+// An image decoded to 8-bit planes, not yet resized: luma (1 channel) or RGB
+// (3), as the model takes.
+struct Planes {
+  int channels = 0;
   int width = 0;
   int height = 0;
-  std::vector<uint8_t> pixels;  // [height][width]
+  std::vector<uint8_t> samples;  // [channels][height][width]
+
+  Planes(int channels, int width, int height)
+      : channels(channels),
+        width(width),
+        height(height),
+        samples(static_cast<size_t>(channels) * width * height) {}
+  // Sample (x, y) of channel c.
+  uint8_t& at(int c, size_t x, size_t y) {
+    return samples[(static_cast<size_t>(c) * height + y) * width + x];
+  }
 };
 
 // Decoder messages can echo bytes of the input (a chunk type, a marker);
@@ -72,17 +85,59 @@ uint8_t Luma16(int r, int g, int b) {
   return static_cast<uint8_t>((r * 77 + g * 150 + b * 29) >> 16);
 }
 
-absl::StatusOr<std::vector<float>> FromGray(const uint8_t* pixels, int width, int height) {
-  std::vector<uint8_t> resized;
-  if (width != kSide || height != kSide) {
-    resized.resize(kSide * kSide);
-    if (!stbir_resize_uint8(pixels, width, height, 0, resized.data(), kSide, kSide, 0, 1)) {
-      return absl::InvalidArgumentError("cannot resize the image to 28x28");
+// The part of a width x height image that becomes the model's input, as
+// stb_image_resize's region (fractions of the source): all of it for RESIZE;
+// for RESIZE_CENTER_CROP, the centre whose aspect ratio is the target's.
+struct SourceRegion {
+  float s0 = 0, t0 = 0, s1 = 1, t1 = 1;
+};
+SourceRegion RegionFor(int width, int height, const v1::InputSpec& spec) {
+  SourceRegion r;
+  if (spec.resize() != v1::InputSpec::RESIZE_CENTER_CROP) return r;
+  // Scaled by `scale`, the image covers the target and fits it along its
+  // shorter side; the fractions kept of each side follow.
+  const double scale = std::max(static_cast<double>(spec.width()) / width,
+                                static_cast<double>(spec.height()) / height);
+  const double kept_width = spec.width() / scale / width;
+  const double kept_height = spec.height() / scale / height;
+  r.s0 = static_cast<float>((1 - kept_width) / 2);
+  r.s1 = static_cast<float>((1 + kept_width) / 2);
+  r.t0 = static_cast<float>((1 - kept_height) / 2);
+  r.t1 = static_cast<float>((1 + kept_height) / 2);
+  return r;
+}
+
+constexpr stbir_datatype StbType(const uint8_t*) { return STBIR_TYPE_UINT8; }
+constexpr stbir_datatype StbType(const float*) { return STBIR_TYPE_FLOAT; }
+float Unit(uint8_t v) { return v / 255.0f; }
+float Unit(float v) { return std::fmin(1.0f, std::fmax(0.0f, v)); }  // resampling overshoots
+
+// `samples` (channels planes of width x height) as the model's input: each
+// plane resized to the spec's size by its policy (see the header), then in
+// [0,1].
+template <typename T>
+absl::StatusOr<std::vector<float>> ToInput(const T* samples, int channels, int width, int height,
+                                           const v1::InputSpec& spec) {
+  const size_t in_plane = static_cast<size_t>(width) * height;
+  const size_t out_plane = static_cast<size_t>(spec.width()) * spec.height();
+  std::vector<T> resized;
+  if (width != spec.width() || height != spec.height()) {
+    resized.resize(out_plane * channels);
+    const SourceRegion r = RegionFor(width, height, spec);
+    for (int c = 0; c < channels; ++c) {
+      if (!stbir_resize_region(samples + c * in_plane, width, height, 0,
+                               resized.data() + c * out_plane, spec.width(), spec.height(), 0,
+                               StbType(samples), 1, -1, 0, STBIR_EDGE_CLAMP, STBIR_EDGE_CLAMP,
+                               STBIR_FILTER_DEFAULT, STBIR_FILTER_DEFAULT, STBIR_COLORSPACE_LINEAR,
+                               nullptr, r.s0, r.t0, r.s1, r.t1)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("cannot resize the image to ", spec.height(), "x", spec.width()));
+      }
     }
-    pixels = resized.data();
+    samples = resized.data();
   }
-  std::vector<float> out(kSide * kSide);
-  for (int i = 0; i < kSide * kSide; ++i) out[i] = pixels[i] / 255.0f;
+  std::vector<float> out(out_plane * channels);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = Unit(samples[i]);
   return out;
 }
 
@@ -194,32 +249,38 @@ bool PngReadHeader(PngDecoder* d) {
   return true;
 }
 
-void PngRowToGray(const PngDecoder& d, const png_byte* row, uint8_t* out) {
-  const int step = d.channels * (d.bit_depth / 8);
+// Row y of the image into `out`: luma, or RGB (grey replicated); 16-bit
+// samples give their high byte (luma weighs all 16 bits first); alpha is
+// dropped.
+void PngRowToPlanes(const PngDecoder& d, const png_byte* row, png_uint_32 y, Planes* out) {
+  const int bytes = d.bit_depth / 8;
+  const int step = d.channels * bytes;
+  const bool colour = d.channels >= 3;
   for (png_uint_32 x = 0; x < d.width; ++x, row += step) {
-    if (d.bit_depth == 8) {
-      out[x] = d.channels >= 3 ? Luma(row[0], row[1], row[2]) : row[0];
-    } else if (d.channels >= 3) {
-      out[x] = Luma16((row[0] << 8) | row[1], (row[2] << 8) | row[3], (row[4] << 8) | row[5]);
+    if (out->channels == 3) {
+      for (int c = 0; c < 3; ++c) out->at(c, x, y) = row[colour ? c * bytes : 0];
+    } else if (!colour) {
+      out->at(0, x, y) = row[0];
+    } else if (d.bit_depth == 8) {
+      out->at(0, x, y) = Luma(row[0], row[1], row[2]);
     } else {
-      out[x] = row[0];  // the high byte of a 16-bit grey sample
+      out->at(0, x, y) =
+          Luma16((row[0] << 8) | row[1], (row[2] << 8) | row[3], (row[4] << 8) | row[5]);
     }
   }
 }
 
-// Decodes the pixels into gray (width x height). rows holds the whole image
+// Decodes the pixels into `out` (width x height). rows holds the whole image
 // for an interlaced PNG (row_pointers indexes it), one row otherwise.
-bool PngReadPixels(PngDecoder* d, png_bytep rows, png_bytepp row_pointers, uint8_t* gray) {
+bool PngReadPixels(PngDecoder* d, png_bytep rows, png_bytepp row_pointers, Planes* out) {
   if (setjmp(d->jump)) return false;
   if (d->interlaced) {
     png_read_image(d->png, row_pointers);
-    for (png_uint_32 y = 0; y < d->height; ++y) {
-      PngRowToGray(*d, row_pointers[y], gray + static_cast<size_t>(y) * d->width);
-    }
+    for (png_uint_32 y = 0; y < d->height; ++y) PngRowToPlanes(*d, row_pointers[y], y, out);
   } else {
     for (png_uint_32 y = 0; y < d->height; ++y) {
       png_read_row(d->png, rows, nullptr);
-      PngRowToGray(*d, rows, gray + static_cast<size_t>(y) * d->width);
+      PngRowToPlanes(*d, rows, y, out);
     }
   }
   // Up to IEND: a PNG cut anywhere is refused, not only one cut in its pixels.
@@ -231,7 +292,7 @@ uint32_t BigEndian32(const unsigned char* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
 }
 
-absl::StatusOr<GrayImage> DecodePng(absl::string_view bytes) {
+absl::StatusOr<Planes> DecodePng(absl::string_view bytes, int channels) {
   const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
   // The IHDR chunk must come first: its size is checked before libpng sees a
   // byte, so that any declared size (up to 2^31-1) is refused naming the limit.
@@ -259,11 +320,8 @@ absl::StatusOr<GrayImage> DecodePng(absl::string_view bytes) {
     row_pointers.resize(d.height);
     for (png_uint_32 y = 0; y < d.height; ++y) row_pointers[y] = rows.data() + y * d.row_bytes;
   }
-  GrayImage image;
-  image.width = static_cast<int>(d.width);
-  image.height = static_cast<int>(d.height);
-  image.pixels.resize(static_cast<size_t>(d.width) * d.height);
-  if (!PngReadPixels(&d, rows.data(), row_pointers.data(), image.pixels.data())) {
+  Planes image(channels, static_cast<int>(d.width), static_cast<int>(d.height));
+  if (!PngReadPixels(&d, rows.data(), row_pointers.data(), &image)) {
     return Undecodable("PNG", bytes.size(), d.message);
   }
   return image;
@@ -284,8 +342,7 @@ struct JpegDecoder {
   jpeg_decompress_struct cinfo{};  // zeroed: destroying it before create is safe
   JpegErrorManager error;
   jpeg_progress_mgr progress{};
-  // JCS_GRAYSCALE (libjpeg's grey), or JCS_CMYK / JCS_YCCK as stored, made
-  // grey here the way stb_image did.
+  // What libjpeg outputs (JpegOutput), made luma or RGB here.
   J_COLOR_SPACE output = JCS_GRAYSCALE;
 
   ~JpegDecoder() { jpeg_destroy_decompress(&cinfo); }
@@ -346,47 +403,86 @@ bool JpegReadHeader(JpegDecoder* d, const unsigned char* data, size_t size) {
   return true;
 }
 
-// Decodes every scanline into gray (image_width x image_height); row holds one
-// output row (4 bytes per pixel).
-bool JpegReadPixels(JpegDecoder* d, JSAMPROW row, uint8_t* gray) {
+// libjpeg's output for a JPEG stored in `stored`, for a model of `channels`:
+// grey, luma (libjpeg's, the Y channel itself for YCbCr, as stb_image gave)
+// or RGB; CMYK and YCCK as CMYK (libjpeg converts YCCK), but YCCK as stored
+// for luma, each turned into the model's channels by JpegRowToPlanes as
+// stb_image did. JCS_UNKNOWN for colour spaces not decoded.
+J_COLOR_SPACE JpegOutput(J_COLOR_SPACE stored, int channels) {
+  switch (stored) {
+    case JCS_GRAYSCALE:
+      return JCS_GRAYSCALE;
+    case JCS_YCbCr:
+    case JCS_RGB:
+      return channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    case JCS_CMYK:
+      return JCS_CMYK;
+    case JCS_YCCK:
+      return channels == 1 ? JCS_YCCK : JCS_CMYK;
+    default:
+      return JCS_UNKNOWN;
+  }
+}
+
+int JpegOutputComponents(J_COLOR_SPACE output) {
+  return output == JCS_GRAYSCALE ? 1 : output == JCS_RGB ? 3 : 4;
+}
+
+// Pixel x of a scanline of libjpeg's `output` as one luma or three RGB
+// samples into `out`.
+void JpegPixel(J_COLOR_SPACE output, const JSAMPLE* row, JDIMENSION x, int channels, uint8_t* out) {
+  const JSAMPLE* p = row + static_cast<size_t>(x) * JpegOutputComponents(output);
+  if (output == JCS_GRAYSCALE) {
+    std::fill(out, out + channels, p[0]);
+  } else if (output == JCS_RGB) {
+    std::copy(p, p + 3, out);
+  } else if (output == JCS_YCCK) {
+    out[0] = ScaleByK(255 - p[0], p[3]);  // luma only: the inverted Y scaled by K
+  } else {
+    // C, M, Y as stored (Adobe's inverted CMYK) each scaled by K: RGB.
+    const uint8_t rgb[3] = {ScaleByK(p[0], p[3]), ScaleByK(p[1], p[3]), ScaleByK(p[2], p[3])};
+    if (channels == 3) {
+      std::copy(rgb, rgb + 3, out);
+    } else {
+      out[0] = Luma(rgb[0], rgb[1], rgb[2]);
+    }
+  }
+}
+
+void JpegRowToPlanes(J_COLOR_SPACE output, const JSAMPLE* row, JDIMENSION y, Planes* out) {
+  uint8_t pixel[3];
+  for (int x = 0; x < out->width; ++x) {
+    JpegPixel(output, row, x, out->channels, pixel);
+    for (int c = 0; c < out->channels; ++c) out->at(c, x, y) = pixel[c];
+  }
+}
+
+// Decodes every scanline into `out` (image_width x image_height); row holds
+// one output row (4 bytes per pixel).
+bool JpegReadPixels(JpegDecoder* d, JSAMPROW row, Planes* out) {
   if (setjmp(d->error.jump)) return false;
   d->cinfo.out_color_space = d->output;
   jpeg_start_decompress(&d->cinfo);
   if (d->cinfo.output_width != d->cinfo.image_width ||
       d->cinfo.output_height != d->cinfo.image_height ||
-      d->cinfo.output_components != (d->output == JCS_GRAYSCALE ? 1 : 4)) {
+      d->cinfo.output_components != JpegOutputComponents(d->output)) {
     std::snprintf(d->error.message, sizeof d->error.message, "unexpected output layout");
     return false;
   }
-  const JDIMENSION width = d->cinfo.output_width;
   while (d->cinfo.output_scanline < d->cinfo.output_height) {
-    uint8_t* out = gray + static_cast<size_t>(d->cinfo.output_scanline) * width;
+    const JDIMENSION y = d->cinfo.output_scanline;
     if (jpeg_read_scanlines(&d->cinfo, &row, 1) != 1) {
       std::snprintf(d->error.message, sizeof d->error.message, "truncated JPEG data");
       return false;
     }
-    if (d->output == JCS_GRAYSCALE) {
-      std::memcpy(out, row, width);
-    } else if (d->output == JCS_CMYK) {
-      // C, M, Y as stored (Adobe's inverted CMYK) each scaled by K, then luma.
-      for (JDIMENSION x = 0; x < width; ++x) {
-        const JSAMPLE* p = row + 4 * x;
-        out[x] = Luma(ScaleByK(p[0], p[3]), ScaleByK(p[1], p[3]), ScaleByK(p[2], p[3]));
-      }
-    } else {
-      // YCCK: the inverted Y scaled by K.
-      for (JDIMENSION x = 0; x < width; ++x) {
-        const JSAMPLE* p = row + 4 * x;
-        out[x] = ScaleByK(255 - p[0], p[3]);
-      }
-    }
+    JpegRowToPlanes(d->output, row, y, out);
   }
   // Up to EOI: a JPEG cut anywhere is refused (as a warning, see above).
   jpeg_finish_decompress(&d->cinfo);
   return true;
 }
 
-absl::StatusOr<GrayImage> DecodeJpeg(absl::string_view bytes) {
+absl::StatusOr<Planes> DecodeJpeg(absl::string_view bytes, int channels) {
   JpegDecoder d;
   const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
   if (!JpegReadHeader(&d, data, bytes.size())) {
@@ -396,41 +492,31 @@ absl::StatusOr<GrayImage> DecodeJpeg(absl::string_view bytes) {
       !st.ok()) {
     return st;
   }
-  switch (d.cinfo.jpeg_color_space) {
-    case JCS_GRAYSCALE:
-    case JCS_YCbCr:  // grey output is the Y channel itself, as stb_image gave
-    case JCS_RGB:
-      d.output = JCS_GRAYSCALE;
-      break;
-    case JCS_CMYK:
-    case JCS_YCCK:  // both decoded as stored (libjpeg's null conversion)
-      d.output = d.cinfo.jpeg_color_space;
-      break;
-    default:
-      return Undecodable(
-          "JPEG", bytes.size(),
-          absl::StrCat("unsupported colour space with ", d.cinfo.num_components, " components"));
+  d.output = JpegOutput(d.cinfo.jpeg_color_space, channels);
+  if (d.output == JCS_UNKNOWN) {
+    return Undecodable(
+        "JPEG", bytes.size(),
+        absl::StrCat("unsupported colour space with ", d.cinfo.num_components, " components"));
   }
-  GrayImage image;
-  image.width = static_cast<int>(d.cinfo.image_width);
-  image.height = static_cast<int>(d.cinfo.image_height);
-  image.pixels.resize(static_cast<size_t>(image.width) * image.height);
+  Planes image(channels, static_cast<int>(d.cinfo.image_width),
+               static_cast<int>(d.cinfo.image_height));
   std::vector<JSAMPLE> row(static_cast<size_t>(image.width) * 4);
-  if (!JpegReadPixels(&d, row.data(), image.pixels.data())) {
+  if (!JpegReadPixels(&d, row.data(), &image)) {
     return Undecodable("JPEG", bytes.size(), d.error.message);
   }
   return image;
 }
 
-absl::StatusOr<std::vector<float>> DecodeEncoded(const std::string& bytes) {
+absl::StatusOr<std::vector<float>> DecodeEncoded(const std::string& bytes,
+                                                 const v1::InputSpec& spec) {
   if (bytes.empty()) return absl::InvalidArgumentError("empty image bytes");
-  absl::StatusOr<GrayImage> image;
+  absl::StatusOr<Planes> image = absl::UnknownError("");
   if (bytes.size() >= sizeof(kPngSignature) &&
       std::memcmp(bytes.data(), kPngSignature, sizeof(kPngSignature)) == 0) {
-    image = DecodePng(bytes);
+    image = DecodePng(bytes, spec.channels());
   } else if (bytes.size() >= sizeof(kJpegSignature) &&
              std::memcmp(bytes.data(), kJpegSignature, sizeof(kJpegSignature)) == 0) {
-    image = DecodeJpeg(bytes);
+    image = DecodeJpeg(bytes, spec.channels());
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "cannot decode image (", bytes.size(),
@@ -438,54 +524,82 @@ absl::StatusOr<std::vector<float>> DecodeEncoded(const std::string& bytes) {
         "can be sent as a raw_uint8 or raw_float32 tensor"));
   }
   if (!image.ok()) return image.status();
-  return FromGray(image->pixels.data(), image->width, image->height);
+  return ToInput(image->samples.data(), image->channels, image->width, image->height, spec);
+}
+
+// A raw tensor's shape: channels 0 means 1, a height or width of 0 the
+// model's. Checked against the limits and the model's channel count.
+struct RawShape {
+  int channels, height, width;
+  int64_t size() const { return int64_t{channels} * height * width; }
+};
+
+absl::StatusOr<RawShape> CheckRawShape(const v1::Image& image, const v1::InputSpec& spec,
+                                       absl::string_view field) {
+  const RawShape shape{image.channels() == 0 ? 1 : image.channels(),
+                       image.height() == 0 ? spec.height() : image.height(),
+                       image.width() == 0 ? spec.width() : image.width()};
+  if (shape.channels != 1 && shape.channels != 3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " channels ", shape.channels, " must be 1 (grayscale) or 3 (RGB)"));
+  }
+  HAPI_RETURN_IF_ERROR(CheckShape(shape.height, shape.width));
+  if (shape.channels != spec.channels()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " tensor is ", ShapeString(shape.channels, shape.height, shape.width),
+                     " (channels x height x width); the model takes ", ShapeString(spec), ": send ",
+                     spec.channels(), "-channel data (Image.channels = ", spec.channels(),
+                     ") or an encoded image"));
+  }
+  return shape;
+}
+
+absl::StatusOr<std::vector<float>> DecodeRawUint8(const v1::Image& image,
+                                                  const v1::InputSpec& spec) {
+  HAPI_ASSIGN_OR_RETURN(const RawShape shape, CheckRawShape(image, spec, "raw_uint8"));
+  const std::string& raw = image.raw_uint8();
+  if (raw.empty()) return absl::InvalidArgumentError("empty raw_uint8 tensor");
+  if (raw.size() != static_cast<size_t>(shape.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("raw_uint8 has ", raw.size(), " bytes, expected ",
+                     ShapeString(shape.channels, shape.height, shape.width), " = ", shape.size()));
+  }
+  return ToInput(reinterpret_cast<const uint8_t*>(raw.data()), shape.channels, shape.width,
+                 shape.height, spec);
+}
+
+absl::StatusOr<std::vector<float>> DecodeRawFloat32(const v1::Image& image,
+                                                    const v1::InputSpec& spec) {
+  HAPI_ASSIGN_OR_RETURN(const RawShape shape, CheckRawShape(image, spec, "raw_float32"));
+  const std::string& raw = image.raw_float32();
+  if (raw.empty()) return absl::InvalidArgumentError("empty raw_float32 tensor");
+  const size_t n = static_cast<size_t>(shape.size());
+  if (raw.size() != n * 4) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("raw_float32 has ", raw.size(), " bytes, expected 4 x ",
+                     ShapeString(shape.channels, shape.height, shape.width), " = ", n * 4));
+  }
+  std::vector<float> values(n);
+  std::memcpy(values.data(), raw.data(), n * 4);
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(values[i]) || values[i] < 0.0f || values[i] > 1.0f) {
+      return absl::InvalidArgumentError(absl::StrCat("raw_float32 value ", values[i], " at index ",
+                                                     i, " is not a number in [0, 1]"));
+    }
+  }
+  return ToInput(values.data(), shape.channels, shape.width, shape.height, spec);
 }
 
 }  // namespace
 
-absl::StatusOr<std::vector<float>> DecodeImage(const v1::Image& image) {
-  const int height = image.height() == 0 ? kSide : image.height();
-  const int width = image.width() == 0 ? kSide : image.width();
+absl::StatusOr<std::vector<float>> DecodeImage(const v1::Image& image, const v1::InputSpec& spec) {
   switch (image.data_case()) {
     case v1::Image::kEncoded:
-      return DecodeEncoded(image.encoded());
-    case v1::Image::kRawUint8: {
-      if (absl::Status st = CheckShape(height, width); !st.ok()) return st;
-      const std::string& raw = image.raw_uint8();
-      if (raw.empty()) return absl::InvalidArgumentError("empty raw_uint8 tensor");
-      if (raw.size() != static_cast<size_t>(height) * width) {
-        return absl::InvalidArgumentError(absl::StrCat("raw_uint8 has ", raw.size(),
-                                                       " bytes, expected ", height, "x", width,
-                                                       " = ", height * width));
-      }
-      return FromGray(reinterpret_cast<const uint8_t*>(raw.data()), width, height);
-    }
-    case v1::Image::kRawFloat32: {
-      if (absl::Status st = CheckShape(height, width); !st.ok()) return st;
-      const std::string& raw = image.raw_float32();
-      if (raw.empty()) return absl::InvalidArgumentError("empty raw_float32 tensor");
-      const size_t n = static_cast<size_t>(height) * width;
-      if (raw.size() != n * 4) {
-        return absl::InvalidArgumentError(absl::StrCat("raw_float32 has ", raw.size(),
-                                                       " bytes, expected 4 x ", height, "x", width,
-                                                       " = ", n * 4));
-      }
-      std::vector<float> values(n);
-      std::memcpy(values.data(), raw.data(), n * 4);
-      for (size_t i = 0; i < n; ++i) {
-        if (!std::isfinite(values[i]) || values[i] < 0.0f || values[i] > 1.0f) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "raw_float32 value ", values[i], " at index ", i, " is not a number in [0, 1]"));
-        }
-      }
-      if (height == kSide && width == kSide) return values;
-      std::vector<float> out(kSide * kSide);
-      if (!stbir_resize_float(values.data(), width, height, 0, out.data(), kSide, kSide, 0, 1)) {
-        return absl::InvalidArgumentError("cannot resize the image to 28x28");
-      }
-      for (float& v : out) v = std::fmin(1.0f, std::fmax(0.0f, v));
-      return out;
-    }
+      return DecodeEncoded(image.encoded(), spec);
+    case v1::Image::kRawUint8:
+      return DecodeRawUint8(image, spec);
+    case v1::Image::kRawFloat32:
+      return DecodeRawFloat32(image, spec);
     case v1::Image::DATA_NOT_SET:
       break;
   }

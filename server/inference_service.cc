@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/files.h"
+#include "core/input_spec.h"
 #include "glog/logging.h"
 #include "rpc/grpc_status.h"
 #include "server/image_decoder.h"
@@ -285,12 +286,12 @@ void FillResponse(const Servable& s, const SampleResult& result, v1::ClassifyRes
 
 absl::StatusOr<std::vector<float>> RequestInput(const v1::ClassifyRequest& request,
                                                 const Model& model, absl::string_view model_name) {
-  absl::StatusOr<std::vector<float>> pixels = DecodeImage(request.image());
+  absl::StatusOr<std::vector<float>> pixels = DecodeImage(request.image(), model.input_spec());
   if (pixels.ok() && pixels->size() != static_cast<size_t>(model.input_size())) {
-    const v1::TensorShape shape = model.input_shape();
-    pixels = absl::InvalidArgumentError(
-        absl::StrCat("the image has ", pixels->size(), " values; model '", model_name, "' takes ",
-                     shape.channels(), "x", shape.height(), "x", shape.width()));
+    // The model's input_shape() disagrees with its own input spec.
+    pixels = absl::InternalError(
+        absl::StrCat("model '", model_name, "' takes ", ShapeString(model.input_spec()),
+                     " by its input spec but ", model.input_size(), " values by its input shape"));
   }
   return pixels;
 }
@@ -383,6 +384,7 @@ void InferenceService::FillStatus(v1::ServingStatus* status) const {
   const v1::VariantManifest& v = s->variant();
   status->set_variant(v.id());
   status->set_model(v.model());
+  *status->mutable_input() = s->executor().model().input_spec();
   status->set_device(v.device());
   for (int e : v.enabled_exits()) status->add_enabled_exits(e);
   for (float t : v.thresholds()) status->add_thresholds(t);

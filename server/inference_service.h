@@ -71,9 +71,9 @@ class InferenceService final : public v1::Inference::CallbackService {
 };
 
 // A request's image as the input tensor of `model` (named `model_name` in
-// messages): DecodeImage, then the number of values the model takes.
-// INVALID_ARGUMENT saying what is wrong. Submit's whole validation of a
-// request, before anything is queued.
+// messages): DecodeImage to the model's input spec (Model::input_spec(),
+// derived once per loaded model). INVALID_ARGUMENT saying what is wrong.
+// Submit's whole validation of a request, before anything is queued.
 absl::StatusOr<std::vector<float>> RequestInput(const v1::ClassifyRequest& request,
                                                 const Model& model, absl::string_view model_name);
 

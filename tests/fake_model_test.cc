@@ -148,5 +148,48 @@ TEST(FakeModelTest, LoaderReadsAFakeManifestAndRefusesOthers) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a fake model")));
 }
 
+// The fake's shape comes through its manifest's input spec, read back from
+// disk like any model's; an invalid spec is refused at load.
+TEST(FakeModelTest, InputShapeComesFromTheManifestsInputSpec) {
+  FakeModelSpec spec = SmallSpec();
+  spec.channels = 3;
+  spec.height = 32;
+  spec.width = 24;
+  spec.resize = v1::InputSpec::RESIZE_CENTER_CROP;
+  testing::ScopedTempDir dir;
+  const std::string model_dir = dir.Join("m");
+  ASSERT_OK(MakeDirectories(model_dir));
+  v1::ModelManifest manifest = FakeModelManifest(spec);
+  ASSERT_OK(WriteTextProtoAtomically(model_dir + "/" + kManifestFile, manifest));
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<const Model> model,
+                       LoadFakeModel(model_dir, ModelOptions()));
+  EXPECT_EQ(ShapeString(model->input_spec()), "3x32x24");
+  EXPECT_EQ(model->input_spec().resize(), v1::InputSpec::RESIZE_CENTER_CROP);
+  EXPECT_EQ(model->input_shape().channels(), 3);
+  EXPECT_EQ(model->input_shape().height(), 32);
+  EXPECT_EQ(model->input_shape().width(), 24);
+  EXPECT_EQ(model->input_size(), 3 * 32 * 24);
+  // The executor runs it on inputs of that size.
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<EarlyExitExecutor> executor,
+                       EarlyExitExecutor::Create(model, Design::Shared({0}, 0.6f)));
+  const std::vector<float> pixels = Images(2, model->input_size());
+  ASSERT_OK_AND_ASSIGN(std::vector<SampleResult> results, executor->Run(pixels.data(), 2));
+  EXPECT_EQ(results.size(), 2u);
+
+  manifest.mutable_input()->set_channels(4);
+  ASSERT_OK(WriteTextProtoAtomically(model_dir + "/" + kManifestFile, manifest));
+  EXPECT_THAT(LoadFakeModel(model_dir, ModelOptions()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("channels 4")));
+}
+
+// A fake manifest written before the input spec existed eats 1x28x28.
+TEST(FakeModelTest, LegacyManifestEatsTheDefaultShape) {
+  v1::ModelManifest manifest = FakeModelManifest(SmallSpec());
+  manifest.clear_input();
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<const Model> model, MakeFakeModel(manifest));
+  EXPECT_EQ(ShapeString(model->input_spec()), "1x28x28");
+  EXPECT_EQ(model->input_size(), 28 * 28);
+}
+
 }  // namespace
 }  // namespace hapi

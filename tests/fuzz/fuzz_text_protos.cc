@@ -30,6 +30,7 @@
 #include "core/exit_policy.h"
 #include "core/fake_model.h"
 #include "core/files.h"
+#include "core/input_spec.h"
 #include "core/latency_model.h"
 #include "hapi/v1/device.pb.h"
 #include "hapi/v1/model.pb.h"
@@ -151,10 +152,9 @@ void ModelManifest(absl::string_view text) {
     CheckRefusal(model.status(), kInvalid);
     return;
   }
-  // The fake reads its input shape from the first stage's output.
-  const hapi::v1::TensorShape shape = (*model)->input_shape();
-  const int64_t size = int64_t{shape.channels()} * shape.height() * shape.width();
-  if (shape.channels() <= 0 || shape.height() <= 0 || shape.width() <= 0 || size > 4096) return;
+  // The fake's input shape is its manifest's input spec, which it validated.
+  HAPI_FUZZ_CHECK(hapi::ValidateInputSpec((*model)->input_spec()).ok());
+  if ((*model)->input_size() > 4096) return;
   std::vector<int> early;
   for (int e = 0; e + 1 < manifest.exits_size(); ++e) early.push_back(e);
   CheckExecutor(*model, hapi::Design::Shared(early, 0.6f));

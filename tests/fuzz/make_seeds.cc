@@ -191,6 +191,21 @@ void ClassifyRequest() {
   image.set_width(4);
   Write(t, "raw-float32-4x4", Request(image, "small"));
   image.Clear();
+  // Three channels: the RGB model's input as it is, and a small float tensor.
+  std::string rgb;
+  for (int i = 0; i < 3 * 32 * 32; ++i) {
+    rgb.push_back(static_cast<char>(Pattern(i % 32, i / 32 % 32, i / 1024)));
+  }
+  image.set_raw_uint8(rgb);
+  image.set_channels(3);
+  image.set_height(32);
+  image.set_width(32);
+  Write(t, "raw-uint8-3x32x32", Request(image, "rgb"));
+  image.set_raw_float32(floats.substr(0, 3 * 4 * 5 * 4));
+  image.set_height(4);
+  image.set_width(5);
+  Write(t, "raw-float32-3x4x5", Request(image));
+  image.Clear();
   image.set_raw_uint8(pixels.substr(0, 100));
   Write(t, "raw-uint8-wrong-length", Request(image));
   Write(t, "empty", Request(v1::Image()));

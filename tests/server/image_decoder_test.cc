@@ -1,6 +1,8 @@
 // DecodeImage on encoded images: hostile bytes (each built here byte by byte)
 // are refused with INVALID_ARGUMENT and a valid UTF-8 message, and valid PNG
-// and JPEG images decode to what stb_image gave before, within 1/255.
+// and JPEG images decode to what stb_image gave before, within 1/255, for a
+// 1x28x28 model. Then the input spec: colour kept or made luma as the model
+// asks, the two resize policies, raw tensors against the model's shape.
 #include "server/image_decoder.h"
 
 #include <jpeglib.h>
@@ -18,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/input_spec.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "stb_image.h"
@@ -34,10 +37,15 @@ using ::testing::HasSubstr;
 
 constexpr int kSide = 28;
 
-absl::StatusOr<std::vector<float>> Decode(const std::string& bytes) {
+// The default model's spec, and an RGB one.
+const v1::InputSpec kGray = MakeInputSpec(1, kSide, kSide, 0.5f, 0.25f);
+const v1::InputSpec kRgb32 = MakeInputSpec(3, 32, 32, 0.5f, 0.25f);
+
+absl::StatusOr<std::vector<float>> Decode(const std::string& bytes,
+                                          const v1::InputSpec& spec = kGray) {
   v1::Image image;
   image.set_encoded(bytes);
-  return DecodeImage(image);
+  return DecodeImage(image, spec);
 }
 
 // RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF.
@@ -744,10 +752,313 @@ TEST(ImageDecoderTest, RawTensorsKeepTheirLimits) {
   image.set_raw_uint8(std::string(4096 * 1100, '\x20'));
   image.set_height(1100);
   image.set_width(4096);
-  EXPECT_THAT(DecodeImage(image), IsOk());
+  EXPECT_THAT(DecodeImage(image, kGray), IsOk());
   image.set_height(4097);
-  EXPECT_THAT(DecodeImage(image),
+  EXPECT_THAT(DecodeImage(image, kGray),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("within 1..4096")));
+}
+
+// --- The input spec ------------------------------------------------------------
+
+// An 8-bit grey PNG whose pixel (x, y) is value(x, y).
+template <typename Value>
+std::string GrayPngOf(uint32_t width, uint32_t height, Value value) {
+  std::string raw;
+  for (uint32_t y = 0; y < height; ++y) {
+    raw.push_back('\0');
+    for (uint32_t x = 0; x < width; ++x) raw.push_back(static_cast<char>(value(x, y)));
+  }
+  return kPngSignature + Ihdr(width, height, 8, 0) + PngChunk("IDAT", Zlib(raw)) +
+         PngChunk("IEND", "");
+}
+
+v1::InputSpec Spec(int channels, int height, int width,
+                   v1::InputSpec::Resize resize = v1::InputSpec::RESIZE) {
+  v1::InputSpec spec = MakeInputSpec(channels, height, width, 0.0f, 1.0f);
+  spec.set_resize(resize);
+  return spec;
+}
+
+// Sample (x, y) of channel c of a decoded CHW tensor of `spec`'s shape.
+float At(const std::vector<float>& chw, const v1::InputSpec& spec, int c, int x, int y) {
+  return chw[(static_cast<size_t>(c) * spec.height() + y) * spec.width() + x];
+}
+
+float LargestDifference(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float worst = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    worst = std::max(worst, std::fabs(a[i] - b[i]));
+  }
+  return worst;
+}
+
+TEST(InputSpecDecodeTest, RgbModelGivenGrayscalePngGetsItsGreyInEveryChannel) {
+  const std::string png =
+      GrayPngOf(32, 32, [](uint32_t x, uint32_t y) { return (x * 7 + y * 3) % 256; });
+  absl::StatusOr<std::vector<float>> rgb = Decode(png, kRgb32);
+  ASSERT_THAT(rgb, IsOk());
+  ASSERT_EQ(rgb->size(), 3u * 32 * 32);
+  for (int y = 0; y < 32; ++y) {
+    for (int x = 0; x < 32; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        ASSERT_EQ(At(*rgb, kRgb32, c, x, y), ((x * 7 + y * 3) % 256) / 255.0f) << x << "," << y;
+      }
+    }
+  }
+  // Resized, the three channels are still the grey image's.
+  const v1::InputSpec small = Spec(3, 20, 24);
+  absl::StatusOr<std::vector<float>> resized_rgb = Decode(png, small);
+  absl::StatusOr<std::vector<float>> resized_gray = Decode(png, Spec(1, 20, 24));
+  ASSERT_THAT(resized_rgb, IsOk());
+  ASSERT_THAT(resized_gray, IsOk());
+  for (int c = 0; c < 3; ++c) {
+    const std::vector<float> plane(resized_rgb->begin() + c * 20 * 24,
+                                   resized_rgb->begin() + (c + 1) * 20 * 24);
+    EXPECT_EQ(plane, *resized_gray) << "channel " << c;
+  }
+}
+
+// Every PNG colour type keeps its colour for an RGB model: 16-bit samples
+// give their high byte, a palette its colours, grey is replicated, alpha is
+// dropped.
+TEST(InputSpecDecodeTest, RgbModelGivenColourPngsGetsTheirColour) {
+  const PngSpec palette = PalettePng(32, 32, true);
+  const struct {
+    const char* name;
+    PngSpec spec;
+  } cases[] = {
+      {"rgb", Png(32, 32, PNG_COLOR_TYPE_RGB)},
+      {"rgba", Png(32, 32, PNG_COLOR_TYPE_RGB_ALPHA)},
+      {"rgb 16-bit", Png(32, 32, PNG_COLOR_TYPE_RGB, 16)},
+      {"interlaced rgba 16-bit", Png(32, 32, PNG_COLOR_TYPE_RGB_ALPHA, 16, true)},
+      {"gray+alpha", Png(32, 32, PNG_COLOR_TYPE_GRAY_ALPHA)},
+      {"palette + tRNS", palette},
+  };
+  for (const auto& k : cases) {
+    SCOPED_TRACE(k.name);
+    absl::StatusOr<std::vector<float>> rgb = Decode(EncodePng(k.spec), kRgb32);
+    ASSERT_THAT(rgb, IsOk());
+    const bool colour = Channels(k.spec.color_type) >= 3;
+    for (int y = 0; y < 32; ++y) {
+      for (int x = 0; x < 32; ++x) {
+        for (int c = 0; c < 3; ++c) {
+          uint32_t expected =
+              Sample(x, y, colour ? c : 0, k.spec.bit_depth) >> (k.spec.bit_depth - 8);
+          if (k.spec.color_type == PNG_COLOR_TYPE_PALETTE) {
+            const png_color& p = palette.palette[Sample(x, y, 0, 8) % palette.palette.size()];
+            expected = c == 0 ? p.red : c == 1 ? p.green : p.blue;
+          }
+          ASSERT_EQ(At(*rgb, kRgb32, c, x, y), expected / 255.0f) << x << "," << y << "," << c;
+        }
+      }
+    }
+  }
+}
+
+// stb_image's RGB at the image's own size, CHW in [0,1].
+std::vector<float> RgbByStb(const std::string& bytes) {
+  int width = 0, height = 0, channels = 0;
+  stbi_uc* rgb =
+      stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
+                            static_cast<int>(bytes.size()), &width, &height, &channels, 3);
+  EXPECT_NE(rgb, nullptr) << stbi_failure_reason();
+  if (rgb == nullptr) return {};
+  std::vector<float> out(static_cast<size_t>(3) * width * height);
+  for (int c = 0; c < 3; ++c) {
+    for (int i = 0; i < width * height; ++i) out[c * width * height + i] = rgb[3 * i + c] / 255.0f;
+  }
+  stbi_image_free(rgb);
+  return out;
+}
+
+// Colour JPEGs for an RGB model: what stb_image gives as RGB, up to the two
+// decoders' different chroma upsampling and colour conversion rounding (at
+// most 3/255 on these images).
+TEST(InputSpecDecodeTest, RgbModelGivenColourJpegsGetsTheirColour) {
+  const struct {
+    const char* name;
+    JpegSpec spec;
+  } cases[] = {
+      {"colour", Jpeg(32, 32, JCS_RGB)},
+      {"progressive colour", Jpeg(32, 32, JCS_RGB, true)},
+      {"colour stored as RGB", Jpeg(32, 32, JCS_RGB, false, JCS_RGB)},
+      {"CMYK", Jpeg(32, 32, JCS_CMYK)},
+      {"YCCK", Jpeg(32, 32, JCS_CMYK, false, JCS_YCCK)},
+  };
+  for (const auto& k : cases) {
+    SCOPED_TRACE(k.name);
+    const std::string jpeg = EncodeJpeg(k.spec);
+    absl::StatusOr<std::vector<float>> rgb = Decode(jpeg, kRgb32);
+    ASSERT_THAT(rgb, IsOk());
+    const float worst = LargestDifference(*rgb, RgbByStb(jpeg));
+    EXPECT_LE(worst, 3.0f / 255 + 1e-6f) << "largest difference " << worst * 255 << "/255";
+  }
+  // A grey JPEG: its grey in every channel.
+  absl::StatusOr<std::vector<float>> grey = Decode(EncodeJpeg(Jpeg(32, 32)), Spec(1, 32, 32));
+  absl::StatusOr<std::vector<float>> rgb = Decode(EncodeJpeg(Jpeg(32, 32)), kRgb32);
+  ASSERT_THAT(grey, IsOk());
+  ASSERT_THAT(rgb, IsOk());
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_EQ(std::vector<float>(rgb->begin() + c * 32 * 32, rgb->begin() + (c + 1) * 32 * 32),
+              *grey);
+  }
+}
+
+// A grayscale model given an RGB JPEG gets its luma: what stb_image's luma
+// gave (ValidJpegsDecodeAsBefore has every colour space), and close to the
+// BT.601 luma of the RGB an RGB model gets.
+TEST(InputSpecDecodeTest, GrayscaleModelGivenRgbJpegGetsLuma) {
+  const std::string jpeg = EncodeJpeg(Jpeg(32, 32, JCS_RGB));
+  ExpectSameAsBefore(jpeg);
+  absl::StatusOr<std::vector<float>> luma = Decode(jpeg, Spec(1, 32, 32));
+  absl::StatusOr<std::vector<float>> rgb = Decode(jpeg, kRgb32);
+  ASSERT_THAT(luma, IsOk());
+  ASSERT_THAT(rgb, IsOk());
+  ASSERT_EQ(luma->size(), 32u * 32);
+  std::vector<float> from_rgb(32 * 32);
+  for (size_t i = 0; i < from_rgb.size(); ++i) {
+    from_rgb[i] = 0.299f * (*rgb)[i] + 0.587f * (*rgb)[1024 + i] + 0.114f * (*rgb)[2048 + i];
+  }
+  EXPECT_LE(LargestDifference(*luma, from_rgb), 3.0f / 255);
+  // And the same for an RGB PNG, exactly in integer weights.
+  const std::string png = EncodePng(Png(32, 32, PNG_COLOR_TYPE_RGB));
+  luma = Decode(png, Spec(1, 32, 32));
+  ASSERT_THAT(luma, IsOk());
+  for (int i = 0; i < 32 * 32; ++i) {
+    const int x = i % 32, y = i / 32;
+    const uint32_t l =
+        (Sample(x, y, 0, 8) * 77 + Sample(x, y, 1, 8) * 150 + Sample(x, y, 2, 8) * 29) >> 8;
+    ASSERT_EQ((*luma)[i], l / 255.0f) << i;
+  }
+}
+
+// 64x32, white in the middle half of its width (x in 16..47), black on both
+// sides; made 16x16.
+const std::string& WideBandPng() {
+  static const std::string png =
+      GrayPngOf(64, 32, [](uint32_t x, uint32_t) { return x >= 16 && x < 48 ? 255 : 0; });
+  return png;
+}
+
+TEST(InputSpecDecodeTest, ResizeScalesTheWholeImage) {
+  const v1::InputSpec spec = Spec(1, 16, 16, v1::InputSpec::RESIZE);
+  absl::StatusOr<std::vector<float>> out = Decode(WideBandPng(), spec);
+  ASSERT_THAT(out, IsOk());
+  // Squeezed 4:1 horizontally: columns 0-1 and 14-15 black, 6-9 white (the
+  // filter blurs the 2 columns next to each edge).
+  for (int y = 0; y < 16; ++y) {
+    for (int x : {0, 1, 14, 15}) EXPECT_NEAR(At(*out, spec, 0, x, y), 0.0f, 1.0f / 255) << x;
+    for (int x : {6, 7, 8, 9}) EXPECT_NEAR(At(*out, spec, 0, x, y), 1.0f, 1.0f / 255) << x;
+  }
+}
+
+TEST(InputSpecDecodeTest, CenterCropScalesTheShorterSideAndKeepsTheCentre) {
+  const v1::InputSpec spec = Spec(1, 16, 16, v1::InputSpec::RESIZE_CENTER_CROP);
+  absl::StatusOr<std::vector<float>> out = Decode(WideBandPng(), spec);
+  ASSERT_THAT(out, IsOk());
+  // Height 32 -> 16 fixes the scale (1/2): the width becomes 32, and its
+  // centre 16 columns are the white band, all of it. Only the outermost
+  // columns see a little of the black beyond the band through the filter.
+  for (int y = 0; y < 16; ++y) {
+    for (int x = 2; x < 14; ++x) EXPECT_NEAR(At(*out, spec, 0, x, y), 1.0f, 1.0f / 255) << x;
+    for (int x : {0, 15}) {
+      EXPECT_GT(At(*out, spec, 0, x, y), 0.5f) << x;
+      EXPECT_LT(At(*out, spec, 0, x, y), 1.0f) << x;
+    }
+  }
+  // The same band across a tall image: crops rows instead.
+  const std::string tall =
+      GrayPngOf(32, 64, [](uint32_t, uint32_t y) { return y >= 16 && y < 48 ? 255 : 0; });
+  out = Decode(tall, spec);
+  ASSERT_THAT(out, IsOk());
+  for (int y = 2; y < 14; ++y) EXPECT_NEAR(At(*out, spec, 0, 5, y), 1.0f, 1.0f / 255) << y;
+}
+
+TEST(InputSpecDecodeTest, CenterCropOfTheTargetsAspectRatioIsAResize) {
+  const std::string png = EncodePng(Png(40, 30, PNG_COLOR_TYPE_RGB));
+  const v1::InputSpec crop = Spec(3, 12, 16, v1::InputSpec::RESIZE_CENTER_CROP);
+  const v1::InputSpec resize = Spec(3, 12, 16, v1::InputSpec::RESIZE);
+  absl::StatusOr<std::vector<float>> cropped = Decode(png, crop);
+  absl::StatusOr<std::vector<float>> resized = Decode(png, resize);
+  ASSERT_THAT(cropped, IsOk());
+  ASSERT_THAT(resized, IsOk());
+  EXPECT_EQ(*cropped, *resized);
+  // At the model's size neither policy touches a pixel.
+  const v1::InputSpec same = Spec(3, 30, 40, v1::InputSpec::RESIZE_CENTER_CROP);
+  cropped = Decode(png, same);
+  ASSERT_THAT(cropped, IsOk());
+  EXPECT_EQ(At(*cropped, same, 2, 7, 5), Sample(7, 5, 2, 8) / 255.0f);
+}
+
+std::string FloatBytes(const std::vector<float>& values) {
+  return std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+}
+
+TEST(InputSpecDecodeTest, ThreeChannelRawTensorsArePlanes) {
+  const v1::InputSpec spec = Spec(3, 4, 5);
+  std::string bytes;
+  for (int c = 0; c < 3; ++c) {
+    for (int i = 0; i < 20; ++i) bytes.push_back(static_cast<char>(c * 80 + i));
+  }
+  v1::Image image;
+  image.set_raw_uint8(bytes);
+  image.set_channels(3);
+  image.set_height(4);
+  image.set_width(5);
+  absl::StatusOr<std::vector<float>> out = DecodeImage(image, spec);
+  ASSERT_THAT(out, IsOk());
+  ASSERT_EQ(out->size(), 60u);
+  for (int c = 0; c < 3; ++c) {
+    for (int i = 0; i < 20; ++i) EXPECT_EQ((*out)[c * 20 + i], (c * 80 + i) / 255.0f);
+  }
+  // float32, height and width left to the model's.
+  std::vector<float> values(60);
+  for (int i = 0; i < 60; ++i) values[i] = i / 60.0f;
+  image.set_raw_float32(FloatBytes(values));
+  image.clear_height();
+  image.clear_width();
+  out = DecodeImage(image, spec);
+  ASSERT_THAT(out, IsOk());
+  EXPECT_EQ(*out, values);
+  // Another size is resized plane by plane, each keeping its own value.
+  image.set_raw_uint8(std::string(64, '\x10') + std::string(64, '\x80') + std::string(64, '\xf0'));
+  image.set_height(8);
+  image.set_width(8);
+  out = DecodeImage(image, spec);
+  ASSERT_THAT(out, IsOk());
+  for (int i = 0; i < 60; ++i)
+    EXPECT_EQ((*out)[i], (i < 20 ? 0x10 : i < 40 ? 0x80 : 0xf0) / 255.0f);
+}
+
+TEST(InputSpecDecodeTest, RawTensorsOfTheWrongShapeAreRefusedNamingBothShapes) {
+  v1::Image image;
+  // One channel (channels unset) for an RGB model.
+  image.set_raw_uint8(std::string(32 * 32, '\x10'));
+  image.set_height(32);
+  image.set_width(32);
+  ExpectRefused(DecodeImage(image, kRgb32), AllOf(HasSubstr("1x32x32"), HasSubstr("3x32x32")));
+  image.set_raw_float32(FloatBytes(std::vector<float>(32 * 32, 0.5f)));
+  ExpectRefused(DecodeImage(image, kRgb32), AllOf(HasSubstr("1x32x32"), HasSubstr("3x32x32")));
+  // Three channels for a grayscale model.
+  image.set_raw_uint8(std::string(3 * 28 * 28, '\x10'));
+  image.set_channels(3);
+  image.set_height(28);
+  image.set_width(28);
+  ExpectRefused(DecodeImage(image, kGray), AllOf(HasSubstr("3x28x28"), HasSubstr("1x28x28")));
+  // Neither 1 nor 3 channels.
+  for (int channels : {2, 4, -1}) {
+    image.set_channels(channels);
+    ExpectRefused(DecodeImage(image, kGray), HasSubstr("must be 1 (grayscale) or 3 (RGB)"));
+  }
+  // Bytes that are not channels x height x width, either type.
+  image.set_channels(3);
+  image.set_height(32);
+  image.set_width(32);
+  image.set_raw_uint8(std::string(3 * 32 * 32 - 1, '\x10'));
+  ExpectRefused(DecodeImage(image, kRgb32), AllOf(HasSubstr("3x32x32"), HasSubstr("3072")));
+  image.set_raw_float32(FloatBytes(std::vector<float>(32 * 32, 0.5f)));
+  ExpectRefused(DecodeImage(image, kRgb32), AllOf(HasSubstr("3x32x32"), HasSubstr("expected")));
 }
 
 }  // namespace

@@ -16,6 +16,9 @@
 #include "absl/synchronization/mutex.h"
 #include "core/fake_model.h"
 #include "core/files.h"
+#include "core/input_spec.h"
+#include "core/model_metadata.h"
+#include "core/status_macros.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rpc/grpc_status.h"
@@ -854,6 +857,104 @@ TEST(BadInputVariantTest, UnknownAndMalformedVariantNames) {
   EXPECT_THAT(LoadVariant(server.stub(), ""), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(LoadVariant(server.stub(), "V1"), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_EQ(Status(server.stub()).variant(), "v1");
+}
+
+// --- Input spec ------------------------------------------------------------
+
+// The fixture's fake model, made to eat 3x32x32 RGB, centre-cropped.
+ModelLoader RgbFakeLoader() {
+  return [](const std::string& model_dir,
+            const ModelOptions&) -> absl::StatusOr<std::shared_ptr<const Model>> {
+    v1::ModelManifest manifest;
+    HAPI_RETURN_IF_ERROR(ReadTextProto(absl::StrCat(model_dir, "/", kManifestFile), &manifest));
+    *manifest.mutable_input() = MakeInputSpec(3, 32, 32, 0.5f, 0.25f);
+    manifest.mutable_input()->set_resize(v1::InputSpec::RESIZE_CENTER_CROP);
+    for (v1::StageInfo& stage : *manifest.mutable_stages()) {
+      *stage.mutable_output() = InputShape(manifest.input());
+    }
+    return MakeFakeModel(manifest);
+  };
+}
+
+class RgbModelTest : public ::testing::Test {
+ protected:
+  static TestServerOptions Options() {
+    TestServerOptions options;
+    options.load_model = RgbFakeLoader();
+    return options;
+  }
+  // What the executor answers for `pixels` (one 3x32x32 sample) under v1.
+  SampleResult Expected(const std::vector<float>& pixels) {
+    absl::StatusOr<std::shared_ptr<const Model>> model =
+        RgbFakeLoader()(absl::StrCat(Fixture().repository, "/models/", kModelName), {});
+    EXPECT_OK(model.status());
+    auto executor = EarlyExitExecutor::Create(*model, DesignOf(Fixture().Variant("v1")));
+    EXPECT_OK(executor.status());
+    absl::StatusOr<std::vector<SampleResult>> results = (*executor)->Run(pixels.data(), 1);
+    EXPECT_OK(results.status());
+    return results->at(0);
+  }
+  TestServer server_{Options()};
+};
+
+TEST_F(RgbModelTest, ServingStatusReportsTheInputSpec) {
+  const v1::InputSpec input = Status(server_.stub()).input();
+  EXPECT_EQ(ShapeString(input), "3x32x32");
+  EXPECT_EQ(input.resize(), v1::InputSpec::RESIZE_CENTER_CROP);
+  EXPECT_EQ(input.layout(), "NCHW");
+  TestServer gray;
+  EXPECT_EQ(ShapeString(Status(gray.stub()).input()), "1x28x28");
+}
+
+TEST_F(RgbModelTest, ClassifiesThreeChannelRawTensorsAndImages) {
+  for (int level : {30, 100, 200}) {
+    SCOPED_TRACE(level);
+    std::string bytes(3 * 32 * 32, static_cast<char>(level));
+    for (int i = 0; i < 1024; ++i) bytes[2048 + i] = static_cast<char>(255 - level);
+    v1::ClassifyRequest req;
+    req.mutable_image()->set_raw_uint8(bytes);
+    req.mutable_image()->set_channels(3);
+    req.mutable_image()->set_height(32);
+    req.mutable_image()->set_width(32);
+    v1::ClassifyResponse r;
+    ASSERT_OK(ToAbsl(Classify(server_.stub(), req, &r)));
+    std::vector<float> pixels(bytes.size());
+    for (size_t i = 0; i < bytes.size(); ++i) pixels[i] = static_cast<uint8_t>(bytes[i]) / 255.0f;
+    ExpectSameAnswer(r, Expected(pixels), "raw");
+    // A grey PNG of another size: resized, cropped, replicated.
+    const std::vector<uint8_t> grey(40 * 20, static_cast<uint8_t>(level));
+    req.mutable_image()->set_encoded(EncodePng(grey.data(), 40, 20, 1));
+    ASSERT_OK(ToAbsl(Classify(server_.stub(), req, &r)));
+    ExpectSameAnswer(r, Expected(std::vector<float>(3 * 32 * 32, level / 255.0f)), "png");
+  }
+}
+
+TEST_F(RgbModelTest, RawTensorsOfTheWrongShapeAreInvalidArguments) {
+  const ServerFixture& f = Fixture();
+  v1::ClassifyResponse r;
+  // The grayscale model's 1x28x28 tensor, its shape given or left to the
+  // model's.
+  v1::ClassifyRequest gray_request = RawRequest(f.image(0));
+  EXPECT_THAT(ToAbsl(Classify(server_.stub(), gray_request, &r)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("1x32x32"), HasSubstr("3x32x32"))));
+  gray_request.mutable_image()->set_height(28);
+  gray_request.mutable_image()->set_width(28);
+  EXPECT_THAT(ToAbsl(Classify(server_.stub(), gray_request, &r)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("1x28x28"), HasSubstr("3x32x32"))));
+  // Three channels declared, one channel's bytes.
+  v1::ClassifyRequest req;
+  req.mutable_image()->set_raw_uint8(std::string(32 * 32, '\x40'));
+  req.mutable_image()->set_channels(3);
+  EXPECT_THAT(ToAbsl(Classify(server_.stub(), req, &r)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected 3x32x32")));
+  // And a 3-channel tensor for the grayscale model.
+  TestServer gray;
+  req.mutable_image()->set_raw_uint8(std::string(3 * 28 * 28, '\x40'));
+  EXPECT_THAT(ToAbsl(Classify(gray.stub(), req, &r)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("3x28x28"), HasSubstr("1x28x28"))));
 }
 
 }  // namespace

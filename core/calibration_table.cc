@@ -2,8 +2,11 @@
 
 #include <zlib.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -20,6 +23,14 @@ void PutU32(std::string* out, uint32_t v) {
 uint32_t GetU32(const char* p) {
   const auto* u = reinterpret_cast<const unsigned char*>(p);
   return uint32_t{u[0]} | (uint32_t{u[1]} << 8) | (uint32_t{u[2]} << 16) | (uint32_t{u[3]} << 24);
+}
+
+// splitmix64's finaliser: a bijection on 64 bits that mixes every input bit.
+uint64_t Mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
 }
 
 }  // namespace
@@ -44,6 +55,39 @@ double CalibrationTable::Accuracy(int exit) const {
   int hits = 0;
   for (int s = 0; s < num_samples_; ++s) hits += correct(exit, s);
   return static_cast<double>(hits) / num_samples_;
+}
+
+CalibrationTable CalibrationTable::Subset(absl::Span<const int> samples) const {
+  CalibrationTable out(static_cast<int>(samples.size()), num_exits_, num_classes_);
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const int s = samples[i];
+    out.true_labels_[i] = true_labels_[s];
+    for (int e = 0; e < num_exits_; ++e) {
+      const size_t from = Index(e, s), to = out.Index(e, static_cast<int>(i));
+      out.predicted_[to] = predicted_[from];
+      for (int p = 0; p < kNumExitPolicies; ++p) out.scores_[p][to] = scores_[p][from];
+    }
+  }
+  return out;
+}
+
+SampleSplit SplitSamples(int num_samples, double second_fraction, uint64_t seed) {
+  SampleSplit split;
+  if (num_samples <= 0) return split;
+  int second = static_cast<int>(std::lround(std::clamp(second_fraction, 0.0, 1.0) * num_samples));
+  if (num_samples >= 2) second = std::clamp(second, 1, num_samples - 1);
+  // Samples ordered by a keyed hash of their index (ties, which a bijection
+  // rules out for distinct indices, would go to the lower index).
+  std::vector<std::pair<uint64_t, int>> keyed(num_samples);
+  const uint64_t key = Mix64(seed);
+  for (int s = 0; s < num_samples; ++s) keyed[s] = {Mix64(key ^ static_cast<uint64_t>(s)), s};
+  std::sort(keyed.begin(), keyed.end());
+  for (int i = 0; i < num_samples; ++i) {
+    (i < second ? split.second : split.first).push_back(keyed[i].second);
+  }
+  std::sort(split.first.begin(), split.first.end());
+  std::sort(split.second.begin(), split.second.end());
+  return split;
 }
 
 std::string CalibrationTable::Serialize() const {

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "core/exit_policy.h"
 
 namespace hapi {
@@ -39,6 +40,9 @@ class CalibrationTable {
   }
   double Accuracy(int exit) const;
 
+  // The table of `samples` (indices into this table, in that order).
+  CalibrationTable Subset(absl::Span<const int> samples) const;
+
   // Binary format, little-endian: "HAPICAL1", u32 samples, exits, classes,
   // true labels[samples], predicted[exits][samples], then for each policy
   // float scores[exits][samples], then a CRC-32 of everything before it.
@@ -59,5 +63,17 @@ class CalibrationTable {
   std::vector<uint8_t> predicted_;               // [exit][sample]
   std::vector<float> scores_[kNumExitPolicies];  // [policy][exit][sample]
 };
+
+// A fixed-seed split of a table's samples into two disjoint parts that
+// together hold every sample: `second_fraction` of them (rounded to the
+// nearest sample, at least one in each part when there are two or more) go
+// to the second part. Each part's indices are ascending. The split depends
+// only on (num_samples, second_fraction, seed): a portable hash orders the
+// samples, so it is the same on every platform and standard library.
+struct SampleSplit {
+  std::vector<int> first;
+  std::vector<int> second;
+};
+SampleSplit SplitSamples(int num_samples, double second_fraction, uint64_t seed);
 
 }  // namespace hapi

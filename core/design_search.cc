@@ -77,7 +77,7 @@ class Tracker {
             "no design meets the SLA (%s); the fastest achievable %s latency on this device is "
             "%.3f ms%s",
             DescribeSla(sla), LatencyStatisticName(sla.statistic), fastest_stat_ * 1e3,
-            IsPercentile(sla.statistic) && sla.latency_confidence > 0.5
+            sla.statistic != LatencyStatistic::kWorst && sla.latency_confidence > 0.5
                 ? absl::StrFormat(" (upper bound at %.0f%% confidence)",
                                   100 * sla.latency_confidence)
                 : ""));

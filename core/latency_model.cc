@@ -85,14 +85,26 @@ absl::StatusOr<LatencyPrediction> LatencyModel::Predict(const Design& design,
 }
 
 double PredictedPercentile(const LatencyPrediction& p, double q) {
+  return PredictedAtRank(p, NearestRank(q, p.num_samples));
+}
+
+double PredictedAtRank(const LatencyPrediction& p, int64_t rank) {
   if (p.paths.empty()) return 0;
-  const int64_t rank = NearestRank(q, p.num_samples);
   int64_t seen = 0;
   for (const auto& [seconds, samples] : p.paths) {
     seen += samples;
     if (seen >= rank) return seconds;
   }
   return p.paths.back().first;
+}
+
+double MeanLatencyStandardError(const LatencyPrediction& p) {
+  if (p.num_samples == 0) return 0;
+  double squares = 0;
+  for (const auto& [seconds, samples] : p.paths) {
+    squares += samples * (seconds - p.mean_s) * (seconds - p.mean_s);
+  }
+  return std::sqrt(squares / p.num_samples / p.num_samples);
 }
 
 LatencyPrediction LatencyModel::FromPathCounts(const Design& design, const std::vector<int>& counts,
@@ -103,6 +115,9 @@ LatencyPrediction LatencyModel::FromPathCounts(const Design& design, const std::
   for (int c : counts) n += c;
   p.num_samples = n;
   if (n == 0) return p;
+  p.correct = correct;
+  p.lost = lost;
+  p.gained = gained;
   p.accuracy = static_cast<double>(correct) / n;
   p.accuracy_se = std::sqrt(p.accuracy * (1 - p.accuracy) / n);
   const double d = static_cast<double>(lost) + gained, diff = static_cast<double>(lost) - gained;

@@ -27,6 +27,10 @@ struct LatencyPrediction {
   // disagree in correctness (McNemar).
   double accuracy_se = 0;
   double accuracy_drop_se = 0;
+  // The counts behind them: samples answered correctly, and the samples the
+  // design gets wrong where the final exit is right (`lost`) and the reverse
+  // (`gained`). Exact bounds (core/certify.h) start from counts.
+  int correct = 0, lost = 0, gained = 0;
   // The latency distribution: (seconds, samples) for each path taken by at
   // least one sample, fastest first. Percentiles at any rank come from it.
   std::vector<std::pair<double, int>> paths;
@@ -37,6 +41,12 @@ struct LatencyPrediction {
 
 // The nearest-rank q-quantile (0 < q <= 1) of the predicted latency.
 double PredictedPercentile(const LatencyPrediction& p, double q);
+// The predicted latency of the `rank`-th fastest sample (1-based; clamped to
+// [1, num_samples]); 0 without samples.
+double PredictedAtRank(const LatencyPrediction& p, int64_t rank);
+// The standard error of the predicted mean latency as an estimate of the
+// mean over new samples: the paths' standard deviation over sqrt(samples).
+double MeanLatencyStandardError(const LatencyPrediction& p);
 
 class LatencyModel {
  public:

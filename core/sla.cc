@@ -63,13 +63,15 @@ double AccuracyFloor(const Sla& sla, double final_accuracy) {
   return sla.min_accuracy;
 }
 
+double NormalCdf(double z) { return 0.5 * std::erfc(-z / std::sqrt(2.0)); }
+
 double NormalQuantile(double p) {
   // Bisection on the CDF 0.5 * erfc(-z / sqrt(2)): exact to double precision
   // in 100 halvings of [-40, 40].
   double lo = -40, hi = 40;
   for (int i = 0; i < 100; ++i) {
     double mid = 0.5 * (lo + hi);
-    (0.5 * std::erfc(-mid / std::sqrt(2.0)) < p ? lo : hi) = mid;
+    (NormalCdf(mid) < p ? lo : hi) = mid;
   }
   return 0.5 * (lo + hi);
 }
@@ -81,9 +83,12 @@ SlaJudge::SlaJudge(const Sla& sla, double final_accuracy)
       latency_z_(sla.latency_confidence > 0.5 ? NormalQuantile(sla.latency_confidence) : 0.0) {}
 
 double SlaJudge::LatencyBound(const LatencyPrediction& p) const {
-  // The mean and the worst case are not read at a rank: no margin.
-  if (!IsPercentile(sla_.statistic) || latency_z_ == 0 || p.num_samples == 0) {
+  // The worst case is exact: no margin.
+  if (sla_.statistic == LatencyStatistic::kWorst || latency_z_ == 0 || p.num_samples == 0) {
     return StatisticOf(p, sla_.statistic);
+  }
+  if (sla_.statistic == LatencyStatistic::kMean) {
+    return p.mean_s + latency_z_ * MeanLatencyStandardError(p);
   }
   const double q = PercentileQuantile(sla_.statistic);
   return PredictedPercentile(
@@ -123,7 +128,7 @@ bool SlaJudge::Better(const LatencyPrediction& a, const LatencyPrediction& b) co
 std::string DescribeSla(const Sla& sla) {
   std::string out;
   const std::string latency_confidence =
-      IsPercentile(sla.statistic) && sla.latency_confidence > 0.5
+      sla.statistic != LatencyStatistic::kWorst && sla.latency_confidence > 0.5
           ? absl::StrFormat(" at %.0f%% confidence", 100 * sla.latency_confidence)
           : "";
   if (sla.objective == SlaObjective::kMaxAccuracy) {

@@ -34,8 +34,10 @@ struct Sla {
   // A p50/p95/p99 budget must hold at this one-sided confidence: the
   // statistic is read at the upper confidence rank q + z sqrt(q (1 - q) / n)
   // of the validation samples instead of at q, so a design whose share of
-  // slow samples sits just under 1 - q is not trusted to stay under it.
-  // [0.5, 1); 0.5 = the point estimate. Mean and worst case are unaffected.
+  // slow samples sits just under 1 - q is not trusted to stay under it. A
+  // mean budget holds for the mean plus z of its standard errors
+  // (MeanLatencyStandardError). [0.5, 1); 0.5 = the point estimate. The
+  // worst case is exact and unaffected.
   double latency_confidence = 0.5;
   double min_throughput_rps = 0;  // 0 = no floor
 };
@@ -55,6 +57,8 @@ inline constexpr double kDefaultSlaConfidence = 0.9;
 
 // The standard normal quantile: NormalQuantile(0.9) = 1.2816.
 double NormalQuantile(double p);
+// The standard normal distribution function: NormalCdf(1.2816) = 0.9.
+double NormalCdf(double z);
 
 // Judges predictions against one SLA.
 class SlaJudge {
@@ -73,7 +77,8 @@ class SlaJudge {
   // errors (of the drop when the floor is relative to the final exit).
   double AccuracyBound(const LatencyPrediction& p) const;
   // The statistic the latency budget is compared with: StatisticOf, or for a
-  // percentile at latency_confidence > 0.5 its upper confidence bound.
+  // percentile or the mean at latency_confidence > 0.5 its upper confidence
+  // bound.
   double LatencyBound(const LatencyPrediction& p) const;
 
  private:

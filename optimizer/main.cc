@@ -4,6 +4,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "core/status_macros.h"
 #include "glog/logging.h"
 #include "optimizer/optimizer_process.h"
 #include "rpc/process.h"
@@ -21,6 +22,13 @@ ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9102",
 ABSL_FLAG(int32_t, workers, 1, "Variant jobs run at the same time");
 ABSL_FLAG(int32_t, max_pending, 16, "Queued jobs beyond which CreateVariant is refused");
 ABSL_FLAG(int32_t, threshold_grid, 64, "Thresholds per exit in the search grid");
+ABSL_FLAG(double, certify_fraction, 0.4,
+          "Share of the validation split held out to certify the chosen design's SLA (0: select "
+          "on all of it, uncertified)");
+ABSL_FLAG(int32_t, certify_candidates, 6,
+          "Candidate designs searched with ever wider margins and certified in turn");
+ABSL_FLAG(std::string, certify_multiplicity, "fixed-sequence",
+          "How certifying several candidates keeps the confidence: fixed-sequence or bonferroni");
 ABSL_FLAG(std::string, admin_token, "", "Token required on mutating RPCs (empty: none)");
 ABSL_FLAG(std::string, admin_token_file, "", "Read the admin token from this file");
 ABSL_FLAG(std::string, gnuplot, "gnuplot", "gnuplot binary for Pareto plots (empty: no plots)");
@@ -30,7 +38,7 @@ ABSL_FLAG(std::string, profiler, "hapi-profile",
 
 namespace {
 
-hapi::OptimizerOptions OptionsFromFlags() {
+absl::StatusOr<hapi::OptimizerOptions> OptionsFromFlags() {
   hapi::OptimizerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
@@ -42,6 +50,13 @@ hapi::OptimizerOptions OptionsFromFlags() {
   options.workers = absl::GetFlag(FLAGS_workers);
   options.max_pending = absl::GetFlag(FLAGS_max_pending);
   options.threshold_grid = absl::GetFlag(FLAGS_threshold_grid);
+  options.certify.certify_fraction = absl::GetFlag(FLAGS_certify_fraction);
+  if (!(options.certify.certify_fraction >= 0 && options.certify.certify_fraction < 1)) {
+    return absl::InvalidArgumentError("--certify_fraction must be in [0, 1)");
+  }
+  options.certify.candidates = absl::GetFlag(FLAGS_certify_candidates);
+  HAPI_ASSIGN_OR_RETURN(options.certify.multiplicity,
+                        hapi::ParseMultiplicity(absl::GetFlag(FLAGS_certify_multiplicity)));
   options.admin_token = absl::GetFlag(FLAGS_admin_token);
   options.admin_token_file = absl::GetFlag(FLAGS_admin_token_file);
   options.gnuplot = absl::GetFlag(FLAGS_gnuplot);
@@ -59,8 +74,13 @@ int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
 
+  absl::StatusOr<hapi::OptimizerOptions> options = OptionsFromFlags();
+  if (!options.ok()) {
+    LOG(ERROR) << options.status();
+    return 1;
+  }
   absl::StatusOr<std::unique_ptr<hapi::OptimizerProcess>> optimizer =
-      hapi::OptimizerProcess::Create(OptionsFromFlags());
+      hapi::OptimizerProcess::Create(*std::move(options));
   if (!optimizer.ok()) {
     LOG(ERROR) << optimizer.status();
     return 1;

@@ -56,6 +56,7 @@ absl::Status OptimizerProcess::OpenState() {
   VariantBuilderOptions builder_options;
   builder_options.repository = options_.repository;
   builder_options.threshold_grid = options_.threshold_grid;
+  builder_options.certify = options_.certify;
   builder_options.gnuplot = options_.gnuplot;
   builder_ = std::make_unique<VariantBuilder>(builder_options);
   if (absl::Status st = RecoverState(store_.get(), builder_->layout()); !st.ok()) {

@@ -37,6 +37,9 @@ struct OptimizerOptions {
   int workers = 1;          // variant jobs run at the same time
   int max_pending = 16;     // queued jobs beyond which CreateVariant is RESOURCE_EXHAUSTED
   int threshold_grid = 64;  // thresholds per exit in the search grid
+  // Selection and certification parts of the validation split, candidates,
+  // multiplicity correction (docs/certified-slas.md).
+  CertifyOptions certify;
   // Operator token for mutating RPCs: `admin_token_file`'s contents when
   // set, else `admin_token`; empty: no token needed.
   std::string admin_token;

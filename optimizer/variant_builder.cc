@@ -62,13 +62,38 @@ void SetSearchStatistics(const SearchProblem& problem, const SearchResult& resul
   stats->set_per_exit_thresholds(problem.space.per_exit_thresholds);
 }
 
-// The manifest of the variant `result` chose, with what it is compared with:
-// the final exit alone, and the chosen design on the test split.
+v1::Certification CertificationToProto(const CertifiedSearchResult& r, const Sla& sla,
+                                       const CertifyOptions& options) {
+  const Certificate& c = r.certificate;
+  v1::Certification out;
+  out.set_certified(r.certified);
+  out.set_confidence(c.confidence);
+  out.set_method(std::string(MultiplicityName(options.multiplicity)));
+  out.set_selection_samples(r.selection_samples);
+  out.set_certification_samples(r.certification_samples);
+  out.set_candidates(r.candidates_searched);
+  out.set_candidate(r.candidate);
+  out.set_accuracy(c.accuracy);
+  out.set_accuracy_lower(c.accuracy_lower);
+  out.set_accuracy_drop(c.accuracy_drop);
+  out.set_accuracy_drop_upper(c.accuracy_drop_upper);
+  out.set_statistic(LatencyStatisticToProto(sla.statistic));
+  out.set_latency_ms(c.latency_s * 1e3);
+  out.set_latency_upper_ms(c.latency_upper_s * 1e3);
+  out.set_throughput_lower_rps(c.throughput_lower_rps);
+  out.set_note(r.note);
+  return out;
+}
+
+// The manifest of the variant `certified` chose, with what it is compared
+// with: the final exit alone, and the chosen design on the test split.
 absl::StatusOr<v1::VariantManifest> DescribeVariant(const VariantSpec& spec,
                                                     const std::string& job_id,
                                                     const ModelMetadata& model,
                                                     const SearchProblem& problem,
-                                                    const SearchResult& result) {
+                                                    const CertifiedSearchResult& certified,
+                                                    const CertifyOptions& options) {
+  const SearchResult& result = certified.result;
   const LatencyModel& latency = *problem.latency;
   HAPI_ASSIGN_OR_RETURN(LatencyPrediction full,
                         latency.Predict(Design::FinalOnly(), model.validation));
@@ -97,6 +122,9 @@ absl::StatusOr<v1::VariantManifest> DescribeVariant(const VariantSpec& spec,
   *v.mutable_full_network_latency() = LatencyToProto(full);
   v.set_test_accuracy(on_test.accuracy);
   v.set_job_id(job_id);
+  if (certified.certification_samples > 0) {
+    *v.mutable_certification() = CertificationToProto(certified, spec.sla, options);
+  }
   return v;
 }
 
@@ -155,19 +183,21 @@ absl::StatusOr<v1::VariantManifest> VariantBuilder::Build(const VariantSpec& spe
   problem.progress = [&](double fraction, int64_t evaluated) {
     return progress("searching", 5 + 85 * fraction, evaluated);
   };
-  HAPI_ASSIGN_OR_RETURN(SearchResult result, spec.search->Search(problem));
-  if (!progress("writing", 90, result.stats.designs_evaluated)) return JobCancelled();
+  HAPI_ASSIGN_OR_RETURN(CertifiedSearchResult result,
+                        SearchAndCertify(*spec.search, problem, options_.certify));
+  const int64_t evaluated = result.result.stats.designs_evaluated;
+  if (!progress("writing", 90, evaluated)) return JobCancelled();
   HAPI_ASSIGN_OR_RETURN(v1::VariantManifest v,
-                        DescribeVariant(spec, job_id, *model, problem, result));
+                        DescribeVariant(spec, job_id, *model, problem, result, options_.certify));
   HAPI_RETURN_IF_ERROR(Publish(spec, v, problem, result));
-  progress("writing", 99, result.stats.designs_evaluated);
+  progress("writing", 99, evaluated);
   return v;
 }
 
 // The variant directory appears in one rename, complete.
 absl::Status VariantBuilder::Publish(const VariantSpec& spec, const v1::VariantManifest& variant,
                                      const SearchProblem& problem,
-                                     const SearchResult& result) const {
+                                     const CertifiedSearchResult& result) const {
   const ParetoDesigns front =
       SharedThresholdFront(*problem.table, *problem.latency, problem.space, spec.sla.statistic);
   const std::string final_dir = layout_.VariantDir(spec.variant_id);
@@ -179,7 +209,8 @@ absl::Status VariantBuilder::Publish(const VariantSpec& spec, const v1::VariantM
     HAPI_RETURN_IF_ERROR(
         WriteTextProtoAtomically(absl::StrCat(staging, "/", kVariantFile), variant));
     WriteParetoFront(
-        staging, front.predictions, front.designs, result.prediction, spec.sla.statistic,
+        staging, front.predictions, front.designs, result.result.prediction,
+        result.certification_samples > 0 ? &result.certificate : nullptr, spec.sla.statistic,
         options_.gnuplot,
         absl::StrFormat("%s on %s: %s", spec.model, spec.device, DescribeSla(spec.sla)));
     return PublishDirectory(staging, final_dir);
@@ -193,8 +224,8 @@ absl::Status VariantBuilder::Publish(const VariantSpec& spec, const v1::VariantM
 
 bool WriteParetoFront(const std::string& dir, const std::vector<LatencyPrediction>& front,
                       const std::vector<Design>& designs, const LatencyPrediction& chosen,
-                      LatencyStatistic statistic, const std::string& gnuplot,
-                      const std::string& title) {
+                      const Certificate* certificate, LatencyStatistic statistic,
+                      const std::string& gnuplot, const std::string& title) {
   std::string csv =
       absl::StrFormat("%s_latency_ms,accuracy,exits,thresholds\n", LatencyStatisticName(statistic));
   for (size_t i = 0; i < front.size(); ++i) {
@@ -204,9 +235,15 @@ bool WriteParetoFront(const std::string& dir, const std::vector<LatencyPredictio
                             absl::StrAppendFormat(o, "%.4f", t);
                           }));
   }
+  const absl::string_view name = LatencyStatisticName(statistic);
   std::string chosen_csv =
-      absl::StrFormat("%s_latency_ms,accuracy\n%.6f,%.6f\n", LatencyStatisticName(statistic),
-                      StatisticOf(chosen, statistic) * 1e3, chosen.accuracy);
+      absl::StrFormat("%s_latency_ms,accuracy", name) +
+      (certificate ? absl::StrFormat(",certified_%s_latency_ms,certified_accuracy\n", name)
+                   : "\n") +
+      absl::StrFormat("%.6f,%.6f", StatisticOf(chosen, statistic) * 1e3, chosen.accuracy) +
+      (certificate ? absl::StrFormat(",%.6f,%.6f\n", certificate->latency_upper_s * 1e3,
+                                     certificate->accuracy_lower)
+                   : "\n");
   if (!WriteFileAtomically(absl::StrCat(dir, "/pareto.csv"), csv).ok() ||
       !WriteFileAtomically(absl::StrCat(dir, "/chosen.csv"), chosen_csv).ok()) {
     return false;
@@ -221,8 +258,12 @@ bool WriteParetoFront(const std::string& dir, const std::vector<LatencyPredictio
       "plot '%s/pareto.csv' every ::1 using 1:($2*100) with linespoints pt 7 ps 0.5 title 'Pareto "
       "front', "
       "'%s/chosen.csv' every ::1 using 1:($2*100) with points pt 9 ps 2 lc rgb 'red' title 'chosen "
-      "design'\n",
-      dir, title, LatencyStatisticName(statistic), dir, dir);
+      "design'%s\n",
+      dir, title, name, dir, dir,
+      certificate ? absl::StrFormat(", '%s/chosen.csv' every ::1 using 3:($4*100) with points pt "
+                                    "8 ps 2 lc rgb 'dark-green' title 'certified bounds'",
+                                    dir)
+                  : "");
   if (!WriteFileAtomically(absl::StrCat(dir, "/pareto.gp"), script).ok()) return false;
   if (gnuplot.empty()) return false;
   std::string cmd = absl::StrCat(gnuplot, " '", dir, "/pareto.gp' 2>/dev/null");

@@ -12,6 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "core/certify.h"
 #include "core/design_search.h"
 #include "core/model_metadata.h"
 #include "core/repository_layout.h"
@@ -27,6 +28,9 @@ struct VariantBuilderOptions {
   std::string repository = "repository";
   int threshold_grid = 64;
   std::string gnuplot = "gnuplot";  // empty: no plot
+  // Select on part of the validation split, certify on the rest
+  // (certify_fraction 0: select on all of it, uncertified).
+  CertifyOptions certify;
 };
 
 class VariantBuilder {
@@ -55,7 +59,7 @@ class VariantBuilder {
   // `name` is a valid model name. Loaded once, then shared by every job.
   absl::StatusOr<std::shared_ptr<const ModelMetadata>> Model(const std::string& name);
   absl::Status Publish(const VariantSpec& spec, const v1::VariantManifest& variant,
-                       const SearchProblem& problem, const SearchResult& result) const;
+                       const SearchProblem& problem, const CertifiedSearchResult& result) const;
 
   const VariantBuilderOptions options_;
   const RepositoryLayout layout_;
@@ -64,10 +68,12 @@ class VariantBuilder {
 };
 
 // Writes `front` to CSV and, when gnuplot is available, an SVG plot with the
-// chosen design marked, into `dir`. Returns whether the plot was made.
+// chosen design marked, into `dir`; with a `certificate`, chosen.csv also
+// holds its certified latency and accuracy bounds and the plot marks them.
+// Returns whether the plot was made.
 bool WriteParetoFront(const std::string& dir, const std::vector<LatencyPrediction>& front,
                       const std::vector<Design>& designs, const LatencyPrediction& chosen,
-                      LatencyStatistic statistic, const std::string& gnuplot,
-                      const std::string& title);
+                      const Certificate* certificate, LatencyStatistic statistic,
+                      const std::string& gnuplot, const std::string& title);
 
 }  // namespace hapi

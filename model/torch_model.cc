@@ -4,7 +4,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/fashion_mnist.h"
+#include "core/files.h"
+#include "core/model_metadata.h"
 #include "core/status_macros.h"
+#include "model/imported_model.h"
 #include "model/inference_network.h"
 
 namespace hapi {
@@ -101,6 +104,11 @@ absl::StatusOr<std::shared_ptr<const Model>> MakeTorchModel(EarlyExitModel& mode
 
 absl::StatusOr<std::shared_ptr<const Model>> LoadTorchModel(const std::string& model_dir,
                                                             const ModelOptions& options) {
+  v1::ModelManifest manifest;
+  if (ReadTextProto(absl::StrCat(model_dir, "/", kManifestFile), &manifest).ok() &&
+      IsImportedManifest(manifest)) {
+    return LoadImportedModel(model_dir, options);
+  }
   HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model, EarlyExitModel::Load(model_dir));
   return MakeTorchModel(*model, options);
 }

@@ -16,7 +16,9 @@ namespace hapi {
 absl::StatusOr<std::shared_ptr<const Model>> MakeTorchModel(EarlyExitModel& model,
                                                             const ModelOptions& options = {});
 
-// A ModelLoader: reads the model directory written by EarlyExitModel::Save.
+// A ModelLoader for every model directory: the implementation follows the
+// manifest (a graph written by hapi-import, model/imported_model.h, or the
+// residual network written by EarlyExitModel::Save).
 absl::StatusOr<std::shared_ptr<const Model>> LoadTorchModel(const std::string& model_dir,
                                                             const ModelOptions& options = {});
 

@@ -88,7 +88,8 @@ absl::StatusOr<std::vector<Candidate>> SearchCandidates(const DesignSearch& sear
 
 // The order of the tests: the full network first when it is the safest
 // design (an accuracy floor and no latency or throughput constraint), then
-// the candidates strictest first, each distinct design once.
+// the candidates strictest first, each distinct design once (labelled with
+// the loosest step that found it).
 std::vector<Candidate> TestOrder(const std::vector<Candidate>& candidates, const Sla& sla) {
   std::vector<Candidate> order;
   if (sla.objective == SlaObjective::kMinLatency && sla.latency_budget_s == 0 &&
@@ -96,9 +97,13 @@ std::vector<Candidate> TestOrder(const std::vector<Candidate>& candidates, const
     order.push_back({Design::FinalOnly(), -1, {}});
   }
   for (auto it = candidates.rbegin(); it != candidates.rend(); ++it) {
-    const bool seen = std::any_of(order.begin(), order.end(),
-                                  [&](const Candidate& c) { return c.design == it->design; });
-    if (!seen) order.push_back(*it);
+    auto seen = std::find_if(order.begin(), order.end(),
+                             [&](const Candidate& c) { return c.design == it->design; });
+    if (seen == order.end()) {
+      order.push_back(*it);
+    } else if (seen->step >= 0) {
+      seen->step = it->step;
+    }
   }
   return order;
 }

@@ -27,7 +27,7 @@ ABSL_FLAG(double, certify_fraction, 0.4,
           "on all of it, uncertified)");
 ABSL_FLAG(int32_t, certify_candidates, 6,
           "Candidate designs searched with ever wider margins and certified in turn");
-ABSL_FLAG(std::string, certify_multiplicity, "fixed-sequence",
+ABSL_FLAG(std::string, certify_multiplicity, "bonferroni",
           "How certifying several candidates keeps the confidence: fixed-sequence or bonferroni");
 ABSL_FLAG(std::string, admin_token, "", "Token required on mutating RPCs (empty: none)");
 ABSL_FLAG(std::string, admin_token_file, "", "Read the admin token from this file");

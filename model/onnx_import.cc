@@ -140,6 +140,7 @@ class Lowering {
   absl::Status SetWindow(const onnx::NodeProto& node, GraphNode& n, const Dims& kernel);
   absl::Status Finish();
   absl::Status SetShapes();
+  absl::Status CheckConvInput(const GraphNode& n) const;
 
   std::string Resolve(const std::string& tensor) const;
   bool IsWeight(const std::string& tensor) const { return weights_.count(Resolve(tensor)) > 0; }
@@ -295,6 +296,9 @@ absl::Status Lowering::LowerNode(const onnx::NodeProto& node, const std::string&
       n.inputs.push_back(Resolve(in));
     }
   }
+  if (n.inputs.empty() && op != "Softmax") {
+    return NodeError(name, op, "no input is an activation (constant subgraphs are not folded)");
+  }
   if (op == "Conv") return LowerConv(node, std::move(n));
   if (op == "BatchNormalization") return LowerBatchNorm(node, std::move(n));
   if (op == "Relu" || op == "Clip" || op == "Sigmoid" || op == "HardSigmoid" || op == "HardSwish") {
@@ -320,6 +324,14 @@ absl::Status Lowering::SetWindow(const onnx::NodeProto& node, GraphNode& n, cons
   if (n.kernel.size() != 2 || n.strides.size() != 2 || n.dilations.size() != 2 ||
       n.pads.size() != 4) {
     return NodeError(n.name, n.op_type, "only 2-D windows are supported");
+  }
+  for (const Dims* v : {&n.kernel, &n.strides, &n.dilations}) {
+    if (*std::min_element(v->begin(), v->end()) < 1) {
+      return NodeError(n.name, n.op_type, "kernel, strides and dilations must be positive");
+    }
+  }
+  if (*std::min_element(n.pads.begin(), n.pads.end()) < 0) {
+    return NodeError(n.name, n.op_type, "negative pads are not supported");
   }
   const std::string auto_pad = StringAttribute(node, "auto_pad");
   if (auto_pad == "VALID") n.pads = {0, 0, 0, 0};
@@ -351,6 +363,9 @@ absl::Status Lowering::LowerConv(const onnx::NodeProto& node, GraphNode n) {
   if (node.input_size() > 2 && !node.input(2).empty()) {
     HAPI_ASSIGN_OR_RETURN(bias, WeightInput(node, n, 2));
   }
+  if (n.group < 1 || w.dims[0] < 1 || w.dims[0] % n.group != 0 || bias.numel() != w.dims[0]) {
+    return NodeError(n.name, n.op_type, "inconsistent group, kernel and bias sizes");
+  }
   n.weights = {std::move(w), std::move(bias)};
   Add(std::move(n));
   return absl::OkStatus();
@@ -365,6 +380,11 @@ absl::Status Lowering::LowerBatchNorm(const onnx::NodeProto& node, GraphNode n) 
     HAPI_ASSIGN_OR_RETURN(p[i], WeightInput(node, n, i + 1));
   }
   const int64_t channels = p[0].numel();
+  for (const Weight& w : p) {
+    if (w.numel() != channels) {
+      return NodeError(n.name, n.op_type, "scale, B, mean and var must have one value per channel");
+    }
+  }
   const float epsilon = FloatAttribute(node, "epsilon", 1e-5f);
   Weight scale{{channels, 1, 1}, std::vector<float>(channels)};
   Weight shift{{channels, 1, 1}, std::vector<float>(channels)};
@@ -539,6 +559,16 @@ absl::Status Lowering::LowerSoftmax(const onnx::NodeProto& node, const GraphNode
   return absl::OkStatus();
 }
 
+absl::Status Lowering::CheckConvInput(const GraphNode& n) const {
+  auto in = graph_->shapes.find(n.inputs[0]);
+  const int64_t wanted = n.weights[0].dims[1] * n.group;
+  if (in == graph_->shapes.end() || in->second.size() != 3 || in->second[0] != wanted) {
+    return NodeError(n.name, n.op_type,
+                     absl::StrCat("the kernel wants a ", wanted, "-channel 2-D input"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Lowering::SetShapes() {
   auto per_sample = [&](const std::string& tensor, const GraphNode* node) -> absl::StatusOr<Dims> {
     auto it = full_shapes_.find(tensor);
@@ -554,6 +584,7 @@ absl::Status Lowering::SetShapes() {
   HAPI_ASSIGN_OR_RETURN(graph_->shapes[graph_->input], per_sample(graph_->input, nullptr));
   for (GraphNode& n : graph_->nodes) {
     HAPI_ASSIGN_OR_RETURN(Dims out, per_sample(n.output, &n));
+    if (n.op == GraphOp::kConv) HAPI_RETURN_IF_ERROR(CheckConvInput(n));
     if (n.op == GraphOp::kConv) {
       n.macs = Product(out) * n.weights[0].numel() / n.weights[0].dims[0];
     } else if (n.op == GraphOp::kLinear) {

@@ -219,8 +219,9 @@ def insert_passthrough(proto, tensor, op_type, node_name):
     proto.graph.node.extend(nodes)
 
 
-def export(model, name, out, opset, dynamic_batch=False, seed=1, passthrough=()):
+def export(make_model, name, out, opset, dynamic_batch=False, seed=1, passthrough=()):
     torch.manual_seed(seed)
+    model = make_model()
     calibrate_batch_norm(model, seed)
     pixels = torch.rand(SAMPLES, 3, 32, 32)
     with torch.no_grad():
@@ -290,13 +291,13 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(1)
-    export(ResNetTiny(), 'resnet_tiny', args.out, 13, dynamic_batch=True, seed=1)
-    export(MobileNetTiny(), 'mobilenet_tiny', args.out, 13, seed=2)
-    export(VggTiny(), 'vgg_tiny', args.out, 13, seed=3, passthrough=[
+    export(ResNetTiny, 'resnet_tiny', args.out, 13, dynamic_batch=True, seed=1)
+    export(MobileNetTiny, 'mobilenet_tiny', args.out, 13, seed=2)
+    export(VggTiny, 'vgg_tiny', args.out, 13, seed=3, passthrough=[
         ('/features/features.2/MaxPool_output_0', 'Identity', 'identity'),
         ('/Flatten_output_0', 'Dropout', 'dropout')])
-    export(OpMix(), 'opmix_op10', args.out, 10, seed=4)
-    export(OpMix(), 'opmix_op14', args.out, 14, seed=4)
+    export(OpMix, 'opmix_op10', args.out, 10, seed=4)
+    export(OpMix, 'opmix_op14', args.out, 14, seed=4)
     error_fixtures(args.out)
 
 

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -367,6 +368,38 @@ TEST(ImportErrorsTest, EveryPrefixOfAFileFailsCleanly) {
     absl::StatusOr<ImportedGraph> graph = ImportOnnx(bytes.substr(0, size), "prefix");
     EXPECT_FALSE(graph.ok()) << size;
   }
+}
+
+// Random byte flips: the import fails with a status, or the graph imports and
+// runs (or fails with a status); it never crashes.
+TEST(ImportErrorsTest, FlippedBytesNeverCrash) {
+  const std::string original = ReadBytes(Fixture("opmix_op14.onnx"));
+  std::mt19937 rng(13);
+  int imported = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    std::string bytes = original;
+    for (int k = 0; k < 3; ++k) {
+      bytes[rng() % bytes.size()] = static_cast<char>(rng() % 256);
+    }
+    absl::StatusOr<ImportedGraph> graph = ImportOnnx(bytes, "flipped");
+    if (!graph.ok()) continue;
+    ++imported;
+    absl::StatusOr<std::vector<CutPoint>> cuts = SelectCutPoints(*graph, {});
+    ASSERT_THAT(cuts, IsOk());
+    absl::StatusOr<v1::ModelManifest> manifest =
+        MakeImportedManifest(*graph, *cuts, FixtureInfo("flipped"));
+    if (!manifest.ok()) continue;
+    absl::StatusOr<std::unique_ptr<ImportedModel>> model =
+        ImportedModel::Create(*std::move(graph), *std::move(manifest));
+    if (!model.ok()) continue;
+    std::vector<float> pixels((*model)->input_size(), 0.5f), p;
+    absl::StatusOr<std::unique_ptr<Activations>> x = (*model)->Input(pixels.data(), 1);
+    ASSERT_THAT(x, IsOk());
+    absl::Status st;
+    for (int s = 0; s < (*model)->num_stages() && st.ok(); ++s) st = (*model)->RunStage(s, **x);
+    if (st.ok()) st = (*model)->RunHead((*model)->final_exit(), **x, &p);
+  }
+  EXPECT_GT(imported, 0);  // most flips land in weights
 }
 
 TEST(ImportErrorsTest, FewerThanTwoCutPoints) {

@@ -49,23 +49,25 @@ struct BatchOneTimes {
   int correct = 0;  // answers equal to `labels`
 };
 
-// Runs images [0, samples) of `pixels` one request each, after `warmup`
+// Runs images [0, samples) of `pixels` (each the executor's model's input
+// size) one request each, after `warmup`
 // untimed requests (cycling over the images) so that first-call allocations
 // and cold caches stay out of the numbers.
 inline absl::StatusOr<BatchOneTimes> TimeBatchOne(const EarlyExitExecutor& executor,
                                                   const std::vector<float>& pixels,
                                                   const std::vector<uint8_t>& labels, int samples,
                                                   int warmup) {
-  const size_t images = pixels.size() / kImagePixels;
+  const size_t sample_size = executor.model().input_size();
+  const size_t images = pixels.size() / sample_size;
   for (int i = 0; i < warmup; ++i) {
-    (void)executor.Run(pixels.data() + (i % images) * kImagePixels, 1);
+    (void)executor.Run(pixels.data() + (i % images) * sample_size, 1);
   }
   std::vector<double> times;
   times.reserve(samples);
   BatchOneTimes out;
   for (int s = 0; s < samples; ++s) {
     double t0 = Now();
-    auto r = executor.Run(pixels.data() + static_cast<size_t>(s) * kImagePixels, 1);
+    auto r = executor.Run(pixels.data() + s * sample_size, 1);
     times.push_back(Now() - t0);
     if (!r.ok()) return r.status();
     out.correct += (*r)[0].label == labels[s];

@@ -112,7 +112,8 @@ absl::StatusOr<double> BatchedThroughput(const hapi::EarlyExitExecutor& executor
                                          const std::vector<float>& pixels, int n, int batch) {
   double t0 = hapi::bench::Now();
   for (int begin = 0; begin + batch <= n; begin += batch) {
-    auto r = executor.Run(pixels.data() + static_cast<size_t>(begin) * hapi::kImagePixels, batch);
+    auto r = executor.Run(
+        pixels.data() + static_cast<size_t>(begin) * executor.model().input_size(), batch);
     if (!r.ok()) return r.status();
   }
   return (n / batch) * batch / (hapi::bench::Now() - t0);

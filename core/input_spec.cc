@@ -65,9 +65,9 @@ absl::StatusOr<v1::InputSpec> EffectiveInputSpec(const v1::ModelManifest& manife
   if (manifest.has_input()) {
     spec = manifest.input();
   } else {
-    const float std = manifest.input_std() == 0 ? 1.0f : manifest.input_std();
-    spec = MakeInputSpec(kLegacyInputChannels, kLegacyInputSide, kLegacyInputSide,
-                         manifest.input_mean(), std);
+    spec = LegacyInputSpec();
+    spec.set_mean(0, manifest.input_mean());
+    if (manifest.input_std() != 0) spec.set_std(0, manifest.input_std());
   }
   if (absl::Status st = ValidateInputSpec(spec); !st.ok()) {
     return absl::InvalidArgumentError(
@@ -75,6 +75,10 @@ absl::StatusOr<v1::InputSpec> EffectiveInputSpec(const v1::ModelManifest& manife
   }
   spec.set_layout(kInputLayoutNchw);
   return spec;
+}
+
+v1::InputSpec LegacyInputSpec() {
+  return MakeInputSpec(kLegacyInputChannels, kLegacyInputSide, kLegacyInputSide, 0.0f, 1.0f);
 }
 
 v1::InputSpec MakeInputSpec(int channels, int height, int width, float mean, float std) {

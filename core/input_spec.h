@@ -38,6 +38,10 @@ absl::StatusOr<v1::InputSpec> EffectiveInputSpec(const v1::ModelManifest& manife
 // (meaning NCHW). INVALID_ARGUMENT saying what is wrong otherwise.
 absl::Status ValidateInputSpec(const v1::InputSpec& spec);
 
+// The shape of a manifest written before `input` existed, with no
+// normalisation (mean 0, std 1): 1x28x28, resized with RESIZE.
+v1::InputSpec LegacyInputSpec();
+
 // A spec of the given shape with one mean and one std for every channel,
 // resized with RESIZE, layout NCHW.
 v1::InputSpec MakeInputSpec(int channels, int height, int width, float mean, float std);

@@ -32,8 +32,9 @@ torch::Tensor InferenceNetwork::Conv::operator()(const torch::Tensor& x) const {
   return y;
 }
 
-InferenceNetwork::InferenceNetwork(EarlyExitModel& model, const InferenceOptions& options)
-    : options_(options), mean_(model.manifest().input_mean()), std_(model.manifest().input_std()) {
+InferenceNetwork::InferenceNetwork(EarlyExitModel& model, const v1::InputSpec& input,
+                                   const InferenceOptions& options)
+    : options_(options), input_(input), normalize_(input) {
   torch::NoGradGuard no_grad;
   EarlyExitNetwork& net = model.network();
   const TensorMap backbone = NamedTensors(*net.backbone());
@@ -66,7 +67,7 @@ InferenceNetwork::Conv InferenceNetwork::MakeConv(const TensorMap& t, const std:
 }
 
 void InferenceNetwork::BuildStages(const v1::ModelManifest& manifest, const TensorMap& backbone) {
-  int in_size = 28;
+  int in_size = input_.height();
   for (int s = 0; s < manifest.stages_size(); ++s) {
     const auto& info = manifest.stages(s);
     std::string p = absl::StrCat("stages.", s, ".0.");
@@ -114,8 +115,10 @@ void InferenceNetwork::BuildHeads(const v1::ModelManifest& manifest, const Tenso
 }
 
 torch::Tensor InferenceNetwork::Input(const float* pixels, int n) const {
-  torch::Tensor x = torch::from_blob(const_cast<float*>(pixels), {n, 1, 28, 28}, torch::kFloat32);
-  x = (x - mean_) / std_;
+  torch::Tensor x =
+      torch::from_blob(const_cast<float*>(pixels),
+                       {n, input_.channels(), input_.height(), input_.width()}, torch::kFloat32);
+  x = normalize_(x);
   if (options_.channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
   return x;
 }

@@ -22,15 +22,18 @@ struct InferenceOptions {
 
 class InferenceNetwork {
  public:
-  // Copies (and folds) the weights of `model`; later changes to the model's
-  // modules do not affect this network.
-  InferenceNetwork(EarlyExitModel& model, const InferenceOptions& options);
+  // Copies (and folds) the weights of `model`, which eats `input` (its
+  // manifest's effective input spec); later changes to the model's modules do
+  // not affect this network.
+  InferenceNetwork(EarlyExitModel& model, const v1::InputSpec& input,
+                   const InferenceOptions& options);
 
   int num_stages() const { return static_cast<int>(stages_.size()); }
   int num_exits() const { return num_stages(); }
   const InferenceOptions& options() const { return options_; }
 
-  // Float pixels in [0,1], n x 28 x 28 -> normalised n x 1 x 28 x 28 input.
+  // Float pixels in [0,1], n samples of channels x height x width ->
+  // normalised n x channels x height x width input.
   torch::Tensor Input(const float* pixels, int n) const;
   torch::Tensor Stage(int stage, const torch::Tensor& x) const;
   torch::Tensor ExitLogits(int exit, const torch::Tensor& features) const;
@@ -65,7 +68,8 @@ class InferenceNetwork {
   InferenceOptions options_;
   std::vector<StageOps> stages_;
   std::vector<HeadOps> heads_;  // per exit; the final one has pool 0 (global mean)
-  float mean_, std_;
+  v1::InputSpec input_;
+  InputNormalization normalize_;
 };
 
 }  // namespace hapi

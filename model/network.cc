@@ -1,5 +1,7 @@
 #include "model/network.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "model/trainer.h"
 
@@ -17,25 +19,27 @@ int ConvOut(int size, int kernel, int stride) {
   return (size + 2 * (kernel / 2) - kernel) / stride + 1;
 }
 
-int64_t ConvMacs(int in, int out, int kernel, int out_size) {
-  return int64_t{out} * out_size * out_size * in * kernel * kernel;
+int64_t ConvMacs(int in, int out, int kernel, int out_height, int out_width) {
+  return int64_t{out} * out_height * out_width * in * kernel * kernel;
 }
 
-// Head geometry shared by construction and MAC accounting.
+// Head geometry shared by construction and MAC accounting, for a stage
+// output of channels x height x width; its smaller side decides.
 struct HeadShape {
   bool conv = false;
-  int conv_out = 0;
+  int conv_out_height = 0, conv_out_width = 0;
   int pooled_channels = 0;
   int pool = 1;
 };
-HeadShape ExitHeadShape(const v1::BackboneConfig& c, int channels, int spatial) {
+HeadShape ExitHeadShape(const v1::BackboneConfig& c, const v1::TensorShape& stage) {
   HeadShape h;
-  h.conv = c.exit_conv_channels() > 0 && spatial > c.exit_conv_min_size();
-  int size = spatial;
-  h.pooled_channels = channels;
+  int size = std::min(stage.height(), stage.width());
+  h.conv = c.exit_conv_channels() > 0 && size > c.exit_conv_min_size();
+  h.pooled_channels = stage.channels();
   if (h.conv) {
-    size = ConvOut(spatial, 3, 2);
-    h.conv_out = size;
+    size = ConvOut(size, 3, 2);
+    h.conv_out_height = ConvOut(stage.height(), 3, 2);
+    h.conv_out_width = ConvOut(stage.width(), 3, 2);
     h.pooled_channels = c.exit_conv_channels();
   }
   h.pool = size >= 8 ? 4 : 2;
@@ -96,9 +100,9 @@ torch::Tensor ExitHeadImpl::forward(torch::Tensor x) {
   return fc_(pool_(x).flatten(1));
 }
 
-BackboneImpl::BackboneImpl(const v1::BackboneConfig& c) {
+BackboneImpl::BackboneImpl(const v1::BackboneConfig& c, int input_channels) {
   stages = register_module("stages", nn::ModuleList());
-  stage_list.push_back(nn::Sequential(Conv(1, c.stem_channels(), 3, 1),
+  stage_list.push_back(nn::Sequential(Conv(input_channels, c.stem_channels(), 3, 1),
                                       nn::BatchNorm2d(c.stem_channels()), nn::ReLU()));
   int channels = c.stem_channels();
   for (int g = 0; g < c.widths_size(); ++g) {
@@ -112,40 +116,43 @@ BackboneImpl::BackboneImpl(const v1::BackboneConfig& c) {
   classifier = register_module("classifier", nn::Linear(channels, c.num_classes()));
 }
 
-EarlyExitNetwork::EarlyExitNetwork(const v1::BackboneConfig& c)
-    : backbone_(c), exit_heads_(nn::ModuleList()) {
-  DescribeStages(c);
+EarlyExitNetwork::EarlyExitNetwork(const v1::BackboneConfig& c, const v1::InputSpec& input)
+    : backbone_(c, input.channels()), exit_heads_(nn::ModuleList()) {
+  DescribeStages(c, input);
   AddExits(c);
 }
 
 // Walks the stages once, recording shapes and MACs (BN folds into the conv at
 // inference, ReLU/add/pool are not multiply-accumulates).
-void EarlyExitNetwork::DescribeStages(const v1::BackboneConfig& c) {
-  int channels = c.stem_channels(), size = 28;
+void EarlyExitNetwork::DescribeStages(const v1::BackboneConfig& c, const v1::InputSpec& input) {
+  int channels = c.stem_channels(), height = input.height(), width = input.width();
   auto add_stage = [&](const std::string& name, int64_t macs, int64_t params, int layers) {
     v1::StageInfo s;
     s.set_index(static_cast<int>(stage_infos_.size()));
     s.set_name(name);
     s.mutable_output()->set_channels(channels);
-    s.mutable_output()->set_height(size);
-    s.mutable_output()->set_width(size);
+    s.mutable_output()->set_height(height);
+    s.mutable_output()->set_width(width);
     s.set_macs(macs);
     s.set_params(params);
     s.set_layers(layers);
     stage_infos_.push_back(s);
   };
-  add_stage("stem", ConvMacs(1, channels, 3, size), ParameterCount(*backbone_->stage_list[0]), 1);
+  add_stage("stem", ConvMacs(input.channels(), channels, 3, height, width),
+            ParameterCount(*backbone_->stage_list[0]), 1);
   int stage = 1;
   for (int g = 0; g < c.widths_size(); ++g) {
     for (int b = 0; b < c.blocks_per_group(g); ++b, ++stage) {
       int stride = (g > 0 && b == 0) ? 2 : 1;
       int out = c.widths(g);
-      int out_size = ConvOut(size, 3, stride);
-      int64_t macs = ConvMacs(channels, out, 3, out_size) + ConvMacs(out, out, 3, out_size);
+      int out_height = ConvOut(height, 3, stride), out_width = ConvOut(width, 3, stride);
+      int64_t macs = ConvMacs(channels, out, 3, out_height, out_width) +
+                     ConvMacs(out, out, 3, out_height, out_width);
       bool projection = stride != 1 || channels != out;
-      if (projection) macs += ConvMacs(channels, out, 1, out_size);
+      if (projection) macs += ConvMacs(channels, out, 1, out_height, out_width);
       channels = out;
-      size = out_size;
+      height = out_height;
+      width = out_width;
       add_stage(absl::StrCat("group", g, ".block", b), macs,
                 ParameterCount(*backbone_->stage_list[stage]), projection ? 3 : 2);
     }
@@ -186,11 +193,14 @@ void EarlyExitNetwork::AddExits(const v1::BackboneConfig& c) {
 // and layers into `info`.
 void EarlyExitNetwork::AddExitHead(const v1::BackboneConfig& c, const v1::StageInfo& stage,
                                    v1::ExitInfo* info) {
-  const int channels = stage.output().channels(), spatial = stage.output().height();
-  HeadShape h = ExitHeadShape(c, channels, spatial);
-  ExitHead head(channels, spatial, h.conv ? c.exit_conv_channels() : 0, h.pool, c.num_classes());
+  const int channels = stage.output().channels();
+  HeadShape h = ExitHeadShape(c, stage.output());
+  ExitHead head(channels, std::min(stage.output().height(), stage.output().width()),
+                h.conv ? c.exit_conv_channels() : 0, h.pool, c.num_classes());
   int64_t head_macs = int64_t{h.pooled_channels} * h.pool * h.pool * c.num_classes();
-  if (h.conv) head_macs += ConvMacs(channels, c.exit_conv_channels(), 3, h.conv_out);
+  if (h.conv) {
+    head_macs += ConvMacs(channels, c.exit_conv_channels(), 3, h.conv_out_height, h.conv_out_width);
+  }
   info->set_macs(head_macs);
   info->set_params(ParameterCount(*head));
   info->set_layers(h.conv ? 2 : 1);
@@ -245,10 +255,16 @@ int64_t EarlyExitNetwork::NumParameters() {
   return ParameterCount(*backbone_) + ParameterCount(*exit_heads_);
 }
 
-torch::Tensor ImagesToTensor(const uint8_t* pixels, int n, float mean, float std) {
-  torch::Tensor t = torch::from_blob(const_cast<uint8_t*>(pixels), {n, 1, 28, 28}, torch::kUInt8)
-                        .to(torch::kFloat32);
-  return t.div_(255.0f).sub_(mean).div_(std);
+InputNormalization::InputNormalization(const v1::InputSpec& input)
+    : mean_(torch::tensor(ChannelMeans(input)).view({1, -1, 1, 1})),
+      std_(torch::tensor(ChannelStds(input)).view({1, -1, 1, 1})) {}
+
+torch::Tensor ImagesToTensor(const uint8_t* pixels, int n, const v1::InputSpec& input) {
+  torch::Tensor t =
+      torch::from_blob(const_cast<uint8_t*>(pixels),
+                       {n, input.channels(), input.height(), input.width()}, torch::kUInt8)
+          .to(torch::kFloat32);
+  return InputNormalization(input)(t.div_(255.0f));
 }
 
 }  // namespace hapi

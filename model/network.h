@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "core/input_spec.h"
 #include "hapi/v1/model.pb.h"
 
 namespace hapi {
@@ -36,10 +37,11 @@ class ExitHeadImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ExitHead);
 
-// Stages and final classifier. Saved as backbone.pt.
+// Stages and final classifier, for inputs of `input_channels`. Saved as
+// backbone.pt.
 class BackboneImpl : public torch::nn::Module {
  public:
-  explicit BackboneImpl(const v1::BackboneConfig& config);
+  BackboneImpl(const v1::BackboneConfig& config, int input_channels);
   torch::nn::ModuleList stages{nullptr};          // each a Sequential
   torch::nn::Linear classifier{nullptr};          // after global average pooling
   std::vector<torch::nn::Sequential> stage_list;  // the same modules, typed
@@ -50,7 +52,10 @@ TORCH_MODULE(Backbone);
 // exit after the last stage is the backbone's own final classifier.
 class EarlyExitNetwork {
  public:
-  explicit EarlyExitNetwork(const v1::BackboneConfig& config);
+  // For inputs of `input`'s shape; by default a manifest's without an input
+  // spec (1x28x28).
+  explicit EarlyExitNetwork(const v1::BackboneConfig& config,
+                            const v1::InputSpec& input = LegacyInputSpec());
 
   int num_stages() const { return static_cast<int>(stage_infos_.size()); }
   int num_exits() const { return num_stages(); }
@@ -81,7 +86,7 @@ class EarlyExitNetwork {
  private:
   // Construction steps, in this order: stage infos and backbone MACs first,
   // since the exits' MAC fractions need the full network's MACs.
-  void DescribeStages(const v1::BackboneConfig& config);
+  void DescribeStages(const v1::BackboneConfig& config, const v1::InputSpec& input);
   void AddExits(const v1::BackboneConfig& config);
   void AddExitHead(const v1::BackboneConfig& config, const v1::StageInfo& stage,
                    v1::ExitInfo* info);
@@ -95,7 +100,19 @@ class EarlyExitNetwork {
   int64_t full_network_macs_ = 0;
 };
 
-// Pixels (uint8, n x 28 x 28) -> normalised float tensor n x 1 x 28 x 28.
-torch::Tensor ImagesToTensor(const uint8_t* pixels, int n, float mean, float std);
+// An input spec's per-channel normalisation, (x - mean[c]) / std[c], of
+// n x channels x height x width floats in [0,1].
+class InputNormalization {
+ public:
+  explicit InputNormalization(const v1::InputSpec& input);
+  torch::Tensor operator()(const torch::Tensor& x) const { return (x - mean_) / std_; }
+
+ private:
+  torch::Tensor mean_, std_;  // 1 x channels x 1 x 1
+};
+
+// Pixels (uint8, n samples of `input`'s channels x height x width) ->
+// normalised float tensor n x channels x height x width.
+torch::Tensor ImagesToTensor(const uint8_t* pixels, int n, const v1::InputSpec& input);
 
 }  // namespace hapi

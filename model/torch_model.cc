@@ -3,8 +3,8 @@
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
-#include "core/fashion_mnist.h"
 #include "core/files.h"
+#include "core/input_spec.h"
 #include "core/model_metadata.h"
 #include "core/status_macros.h"
 #include "model/imported_model.h"
@@ -28,14 +28,8 @@ class TorchModel : public Model {
   TorchModel(v1::ModelManifest manifest, std::unique_ptr<InferenceNetwork> network)
       : manifest_(std::move(manifest)), network_(std::move(network)) {}
 
+  // input_shape(): the manifest's input spec, which InferenceNetwork eats.
   const v1::ModelManifest& manifest() const override { return manifest_; }
-  v1::TensorShape input_shape() const override {
-    v1::TensorShape shape;
-    shape.set_channels(1);
-    shape.set_height(kImageSide);
-    shape.set_width(kImageSide);
-    return shape;
-  }
 
   // LibTorch throws; the seam returns a Status naming the model and the step.
   // The message is built only on failure: these run on every request.
@@ -86,13 +80,14 @@ class TorchModel : public Model {
 
 absl::StatusOr<std::shared_ptr<const Model>> MakeTorchModel(EarlyExitModel& model,
                                                             const ModelOptions& options) {
+  HAPI_ASSIGN_OR_RETURN(const v1::InputSpec input, EffectiveInputSpec(model.manifest()));
   try {
     InferenceOptions io;
     io.fuse_batch_norm = options.fuse_batch_norm;
     io.channels_last = options.channels_last;
     io.onednn = options.onednn;
     return std::make_shared<TorchModel>(model.manifest(),
-                                        std::make_unique<InferenceNetwork>(model, io));
+                                        std::make_unique<InferenceNetwork>(model, input, io));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("preparing model ", model.manifest().name(),
                                             " for inference: ", e.what_without_backtrace()));

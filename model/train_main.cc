@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/fashion_mnist.h"
 #include "core/files.h"
+#include "core/input_spec.h"
 #include "core/model_report.h"
 #include "core/repository_layout.h"
 #include "core/status_macros.h"
@@ -112,6 +113,9 @@ absl::Status SaveAndReport(hapi::EarlyExitModel& model, const std::string& model
 absl::Status UpdateStoredModel(const std::string& model_dir, const hapi::v1::TrainingConfig& config,
                                const hapi::TrainerOptions& options) {
   HAPI_ASSIGN_OR_RETURN(auto model, hapi::EarlyExitModel::Load(model_dir));
+  // A manifest written before the input spec existed gains it.
+  HAPI_ASSIGN_OR_RETURN(*model->mutable_manifest()->mutable_input(),
+                        hapi::EffectiveInputSpec(model->manifest()));
   HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist data,
                         hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir)));
   const bool retrain_exits = absl::GetFlag(FLAGS_retrain_exits);

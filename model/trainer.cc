@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_format.h"
 #include "core/exit_policy.h"
+#include "core/input_spec.h"
 #include "core/model_report.h"
 #include "core/progress_bar.h"
 #include "core/status_macros.h"
@@ -80,13 +81,24 @@ absl::Status CheckTrainingConfig(const v1::TrainingConfig& c) {
   return absl::OkStatus();
 }
 
+// The spec of a model trained here: Fashion-MNIST images, 1 x 28 x 28.
+absl::StatusOr<v1::InputSpec> FashionMnistInput(const EarlyExitModel& model) {
+  HAPI_ASSIGN_OR_RETURN(v1::InputSpec input, EffectiveInputSpec(model.manifest()));
+  if (input.channels() != 1 || input.height() != kImageSide || input.width() != kImageSide) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("model %s eats %s; Fashion-MNIST images are %s", model.manifest().name(),
+                        ShapeString(input), ShapeString(1, kImageSide, kImageSide)));
+  }
+  return input;
+}
+
 // Final-classifier accuracy on `set`, eval mode.
-double FinalAccuracy(EarlyExitNetwork& net, const ImageSet& set, float mean, float std) {
+double FinalAccuracy(EarlyExitNetwork& net, const ImageSet& set, const v1::InputSpec& input) {
   torch::InferenceMode guard;
   int hits = 0;
   for (int begin = 0; begin < set.size(); begin += 1000) {
     int n = std::min(1000, set.size() - begin);
-    torch::Tensor pred = net.ForwardFinal(ImagesToTensor(set.image(begin), n, mean, std)).argmax(1);
+    torch::Tensor pred = net.ForwardFinal(ImagesToTensor(set.image(begin), n, input)).argmax(1);
     auto acc = pred.accessor<int64_t, 1>();
     for (int i = 0; i < n; ++i) hits += acc[i] == set.labels[begin + i];
   }
@@ -141,8 +153,8 @@ struct Batch {
 // (augmented when `config` says so) and normalised.
 template <typename Step>
 void ForEachBatch(const ImageSet& train, const std::vector<int>& order,
-                  const v1::TrainingConfig& config, float mean, float std, std::mt19937_64* rng,
-                  Step&& step) {
+                  const v1::TrainingConfig& config, const v1::InputSpec& input,
+                  std::mt19937_64* rng, Step&& step) {
   std::vector<uint8_t> pixels;
   std::vector<int64_t> labels;
   for (int begin = 0; begin < train.size(); begin += config.batch_size()) {
@@ -150,7 +162,7 @@ void ForEachBatch(const ImageSet& train, const std::vector<int>& order,
     GatherBatch(train, order, begin, end, config.augment(), rng, &pixels, &labels);
     Batch b;
     b.size = end - begin;
-    b.x = ImagesToTensor(pixels.data(), b.size, mean, std);
+    b.x = ImagesToTensor(pixels.data(), b.size, input);
     b.y = torch::from_blob(labels.data(), {b.size}, torch::kInt64);
     step(b);
   }
@@ -229,7 +241,7 @@ absl::Status TrainBackbone(const v1::TrainingConfig& config, const ImageSet& tra
   HAPI_RETURN_IF_ERROR(CheckTrainingConfig(config));
   if (train.size() == 0) return absl::InvalidArgumentError("empty training set");
   EarlyExitNetwork& net = model->network();
-  const float mean = model->manifest().input_mean(), std = model->manifest().input_std();
+  HAPI_ASSIGN_OR_RETURN(const v1::InputSpec input, FashionMnistInput(*model));
   v1::TrainingReport* report = model->mutable_manifest()->mutable_report();
   torch::manual_seed(config.seed());
   std::mt19937_64 rng(config.seed());
@@ -247,7 +259,7 @@ absl::Status TrainBackbone(const v1::TrainingConfig& config, const ImageSet& tra
     std::unique_ptr<ProgressBar> bar =
         EpochBar(options, "backbone", epoch, config.backbone_epochs(), schedule.steps_per_epoch);
     EpochTotals totals(1);
-    ForEachBatch(train, order, config, mean, std, &rng, [&](const Batch& b) {
+    ForEachBatch(train, order, config, input, &rng, [&](const Batch& b) {
       SetRate(optimizer, schedule.Rate());
       optimizer.zero_grad();
       torch::Tensor logits = net.ForwardFinal(b.x);
@@ -267,7 +279,7 @@ absl::Status TrainBackbone(const v1::TrainingConfig& config, const ImageSet& tra
     // Eval mode: batch-norm uses (and keeps) its running statistics, so the
     // validation images neither change the backbone nor see batch statistics.
     net.SetTraining(false, false);
-    double val_acc = FinalAccuracy(net, validation, mean, std);
+    double val_acc = FinalAccuracy(net, validation, input);
     double seconds = ElapsedSince(start);
     report->add_backbone_epoch_seconds(seconds);
     report->add_backbone_epoch_train_loss(totals.MeanLoss());
@@ -286,7 +298,7 @@ absl::Status TrainExits(const v1::TrainingConfig& config, const ImageSet& train,
   HAPI_RETURN_IF_ERROR(CheckTrainingConfig(config));
   if (train.size() == 0) return absl::InvalidArgumentError("empty training set");
   EarlyExitNetwork& net = model->network();
-  const float mean = model->manifest().input_mean(), std = model->manifest().input_std();
+  HAPI_ASSIGN_OR_RETURN(const v1::InputSpec input, FashionMnistInput(*model));
   v1::TrainingReport* report = model->mutable_manifest()->mutable_report();
   net.FreezeBackbone();
   torch::manual_seed(config.seed() + 1);
@@ -305,7 +317,7 @@ absl::Status TrainExits(const v1::TrainingConfig& config, const ImageSet& train,
     std::unique_ptr<ProgressBar> bar =
         EpochBar(options, "exits", epoch, config.exit_epochs(), schedule.steps_per_epoch);
     EpochTotals totals(num_heads);
-    ForEachBatch(train, order, config, mean, std, &rng, [&](const Batch& b) {
+    ForEachBatch(train, order, config, input, &rng, [&](const Batch& b) {
       const FrozenFeatures frozen = RunFrozenBackbone(net, b.x, distillation);
       SetRate(optimizer, schedule.Rate());
       optimizer.zero_grad();
@@ -330,13 +342,14 @@ absl::Status TrainExits(const v1::TrainingConfig& config, const ImageSet& train,
 }
 
 absl::StatusOr<CalibrationTable> Calibrate(EarlyExitModel& model, const ImageSet& set) {
+  HAPI_ASSIGN_OR_RETURN(const v1::InputSpec input, FashionMnistInput(model));
   model.network().SetTraining(false, false);
   const int num_classes = model.manifest().backbone().num_classes();
   CalibrationTable table(set.size(), model.manifest().exits_size(), num_classes);
   try {
     // The same inference network (folded batch norm) the executor serves
     // with, so the table predicts the served answers.
-    InferenceNetwork net(model, InferenceOptions{});
+    InferenceNetwork net(model, input, InferenceOptions{});
     torch::InferenceMode guard;
     constexpr int kBatch = 500;
     std::vector<float> pixels;
@@ -385,6 +398,7 @@ absl::StatusOr<std::unique_ptr<EarlyExitModel>> TrainEarlyExitModel(
   HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model,
                         EarlyExitModel::Create(name, backbone));
   v1::ModelManifest* m = model->mutable_manifest();
+  *m->mutable_input() = MakeInputSpec(1, kImageSide, kImageSide, m->input_mean(), m->input_std());
   *m->mutable_training() = config;
   m->mutable_training()->set_threads(torch::get_num_threads());
   m->mutable_split()->set_train(train.size());

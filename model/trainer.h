@@ -53,6 +53,9 @@ absl::Status RetrainExits(const v1::TrainingConfig& config, const FashionMnist& 
 
 // The whole pipeline: create, train both stages, calibrate on validation and
 // test, fill the report. `data.train` may be truncated by config.train_limit.
+// The manifest's input spec is Fashion-MNIST's: 1x28x28, its mean and std.
+// (Training and calibration here refuse, INVALID_ARGUMENT, a model that eats
+// anything else.)
 absl::StatusOr<std::unique_ptr<EarlyExitModel>> TrainEarlyExitModel(
     const std::string& name, const v1::BackboneConfig& backbone, const v1::TrainingConfig& config,
     const FashionMnist& data, const TrainerOptions& options);

@@ -61,11 +61,12 @@ TEST(InputSpecTest, LegacyManifestEats1x28x28WithItsMeanAndStd) {
   EXPECT_THAT(spec->std(), ElementsAre(0.353f));
   EXPECT_EQ(spec->resize(), v1::InputSpec::RESIZE);
   EXPECT_EQ(spec->layout(), "NCHW");
-  // Neither set: no normalisation.
+  // Neither set: no normalisation, LegacyInputSpec().
   spec = EffectiveInputSpec(v1::ModelManifest());
   ASSERT_THAT(spec, IsOk());
   EXPECT_THAT(spec->mean(), ElementsAre(0.0f));
   EXPECT_THAT(spec->std(), ElementsAre(1.0f));
+  EXPECT_EQ(spec->SerializeAsString(), LegacyInputSpec().SerializeAsString());
 }
 
 TEST(InputSpecTest, InvalidSpecInAManifestNamesTheModel) {

@@ -17,11 +17,13 @@
 #include "core/exit_policy.h"
 #include "core/fashion_mnist.h"
 #include "core/files.h"
+#include "core/input_spec.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "model/early_exit_model.h"
 #include "model/network.h"
+#include "model/torch_model.h"
 #include "model/trainer.h"
 #include "tests/status_matchers.h"
 #include "tests/test_util.h"
@@ -97,8 +99,9 @@ FashionMnist SyntheticData() {
 }
 
 torch::Tensor Batch(const EarlyExitModel& model, const ImageSet& set, int n) {
-  return ImagesToTensor(set.image(0), n, model.manifest().input_mean(),
-                        model.manifest().input_std());
+  absl::StatusOr<v1::InputSpec> input = EffectiveInputSpec(model.manifest());
+  EXPECT_THAT(input, IsOk());
+  return ImagesToTensor(set.image(0), n, *input);
 }
 
 std::unique_ptr<EarlyExitModel> CreateTiny(uint64_t init_seed = 1) {
@@ -314,13 +317,107 @@ TEST_F(NetworkTest, ImagesToTensorNormalises) {
   std::vector<uint8_t> pixels(2 * kImagePixels, 0);
   pixels[0] = 255;
   pixels[kImagePixels + 28 * 3 + 5] = 51;  // image 1, row 3, column 5
-  torch::Tensor t = ImagesToTensor(pixels.data(), 2, 0.5f, 0.25f);
+  torch::Tensor t = ImagesToTensor(pixels.data(), 2, MakeInputSpec(1, 28, 28, 0.5f, 0.25f));
   EXPECT_THAT(t.sizes().vec(), ElementsAre(2, 1, 28, 28));
   EXPECT_EQ(t.scalar_type(), torch::kFloat32);
   EXPECT_NEAR(t[0][0][0][0].item<float>(), (1.0f - 0.5f) / 0.25f, 1e-6);
   EXPECT_NEAR(t[0][0][0][1].item<float>(), (0.0f - 0.5f) / 0.25f, 1e-6);
   EXPECT_NEAR(t[1][0][3][5].item<float>(), (0.2f - 0.5f) / 0.25f, 1e-5);
   EXPECT_EQ(pixels[0], 255);  // the input is not modified
+}
+
+// Each channel with its own mean and std; the same for one value given for
+// every channel.
+TEST_F(NetworkTest, ImagesToTensorNormalisesPerChannel) {
+  v1::InputSpec input = MakeInputSpec(3, 2, 3, 0, 1);
+  input.clear_mean();
+  input.clear_std();
+  const float mean[3] = {0.1f, 0.5f, 0.9f}, std[3] = {0.2f, 0.25f, 0.5f};
+  for (int c = 0; c < 3; ++c) {
+    input.add_mean(mean[c]);
+    input.add_std(std[c]);
+  }
+  std::vector<uint8_t> pixels(2 * 3 * 2 * 3);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 7);
+  torch::Tensor t = ImagesToTensor(pixels.data(), 2, input);
+  ASSERT_THAT(t.sizes().vec(), ElementsAre(2, 3, 2, 3));
+  auto a = t.accessor<float, 4>();
+  for (int n = 0; n < 2; ++n) {
+    for (int c = 0; c < 3; ++c) {
+      for (int y = 0; y < 2; ++y) {
+        for (int x = 0; x < 3; ++x) {
+          const float p = pixels[((n * 3 + c) * 2 + y) * 3 + x] / 255.0f;
+          EXPECT_NEAR(a[n][c][y][x], (p - mean[c]) / std[c], 1e-5) << n << c << y << x;
+        }
+      }
+    }
+  }
+  // InputNormalization on floats, one mean and std for all three channels.
+  const torch::Tensor ones = torch::ones({1, 3, 2, 2});
+  torch::Tensor same = InputNormalization(MakeInputSpec(3, 2, 2, 0.5f, 0.25f))(ones);
+  EXPECT_TRUE(torch::allclose(same, torch::full({1, 3, 2, 2}, 2.0f)));
+  EXPECT_TRUE(torch::equal(ones, torch::ones({1, 3, 2, 2})));  // not modified
+}
+
+// The network takes its input's channels and size from the spec: stem, stage
+// shapes and MACs, square or not.
+TEST_F(NetworkTest, ShapeAndMacsFollowTheInputSpec) {
+  for (auto [height, width] : {std::pair{32, 32}, {32, 24}}) {
+    SCOPED_TRACE(::testing::Message() << height << "x" << width);
+    const v1::InputSpec input = MakeInputSpec(3, height, width, 0.5f, 0.25f);
+    EarlyExitNetwork net(TinyBackbone(), input);
+    net.SetTraining(false, false);
+    torch::NoGradGuard no_grad;
+    EXPECT_EQ(net.stage_infos()[0].macs(), int64_t{4} * height * width * 3 * 9);
+    EXPECT_EQ(net.stage_infos()[2].output().height(), height / 2);
+    EXPECT_EQ(net.stage_infos()[2].output().width(), width / 2);
+    std::vector<uint8_t> pixels(2 * InputSize(input), 100);
+    torch::Tensor x = ImagesToTensor(pixels.data(), 2, input);
+    for (int s = 0; s < net.num_stages(); ++s) {
+      const v1::StageInfo& info = net.stage_infos()[s];
+      x = net.ForwardStage(s, x);
+      EXPECT_THAT(x.sizes().vec(), ElementsAre(2, info.output().channels(), info.output().height(),
+                                               info.output().width()))
+          << info.name();
+      EXPECT_THAT(net.ExitLogits(s, x).sizes().vec(), ElementsAre(2, 10)) << "exit " << s;
+    }
+  }
+  // The default input is a manifest's without a spec: 1x28x28.
+  EXPECT_EQ(EarlyExitNetwork(TinyBackbone()).stage_infos()[0].macs(), int64_t{4} * 28 * 28 * 9);
+}
+
+// The served model normalises with its manifest's input spec (here not the
+// legacy input_mean/input_std beside it), and its input shape is the spec's.
+TEST_F(NetworkTest, ServedModelNormalisesWithTheInputSpec) {
+  std::unique_ptr<EarlyExitModel> model = CreateTiny();
+  ASSERT_NE(model, nullptr);
+  const v1::InputSpec input = MakeInputSpec(1, 28, 28, 0.7f, 0.1f);
+  *model->mutable_manifest()->mutable_input() = input;
+  absl::StatusOr<std::shared_ptr<const Model>> served = MakeTorchModel(*model);
+  ASSERT_THAT(served, IsOk());
+  EXPECT_EQ((*served)->input_spec().SerializeAsString(), input.SerializeAsString());
+  EXPECT_EQ((*served)->input_size(), 28 * 28);
+  const int n = 3;
+  const ImageSet set = SyntheticSet(n, 5);
+  std::vector<float> pixels(set.pixels.begin(), set.pixels.begin() + n * 28 * 28);
+  for (float& p : pixels) p /= 255.0f;
+  absl::StatusOr<std::unique_ptr<Activations>> x = (*served)->Input(pixels.data(), n);
+  ASSERT_THAT(x, IsOk());
+  for (int s = 0; s < (*served)->num_stages(); ++s)
+    ASSERT_THAT((*served)->RunStage(s, **x), IsOk());
+  std::vector<float> probabilities;
+  ASSERT_THAT((*served)->RunHead((*served)->final_exit(), **x, &probabilities), IsOk());
+  torch::InferenceMode guard;
+  model->network().SetTraining(false, false);
+  torch::Tensor want =
+      torch::softmax(model->network().ForwardFinal(ImagesToTensor(set.image(0), n, input)), 1);
+  ASSERT_EQ(probabilities.size(), static_cast<size_t>(want.numel()));
+  for (int i = 0; i < want.numel(); ++i) {
+    EXPECT_NEAR(probabilities[i], want.view({-1})[i].item<float>(), 1e-4) << i;
+  }
+  // An invalid spec is refused at load.
+  model->mutable_manifest()->mutable_input()->set_channels(2);
+  EXPECT_THAT(MakeTorchModel(*model), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 // --- EarlyExitModel::Create ---------------------------------------------------------
@@ -597,6 +694,13 @@ TEST_F(TrainerTest, PipelineFillsManifestAndTables) {
   EXPECT_EQ(m.report().num_parameters(), (*model)->network().NumParameters());
   EXPECT_EQ(m.report().backbone_epoch_seconds_size(), 1);
   EXPECT_EQ(m.report().exit_epoch_seconds_size(), 1);
+  // The input spec: Fashion-MNIST's shape, the mean and std as before.
+  ASSERT_TRUE(m.has_input());
+  EXPECT_EQ(ShapeString(m.input()), "1x28x28");
+  EXPECT_THAT(m.input().mean(), ElementsAre(m.input_mean()));
+  EXPECT_THAT(m.input().std(), ElementsAre(m.input_std()));
+  EXPECT_EQ(m.input().resize(), v1::InputSpec::RESIZE);
+  EXPECT_EQ(m.input().layout(), "NCHW");
 
   const CalibrationTable& val = (*model)->validation_table();
   const CalibrationTable& test = (*model)->test_table();
@@ -624,6 +728,21 @@ TEST_F(TrainerTest, RecordedValidationAccuracyIsTheEvalModeAccuracy) {
   ASSERT_EQ(r.backbone_epoch_val_accuracy_size(), 1);
   const CalibrationTable& val = (*model)->validation_table();
   EXPECT_DOUBLE_EQ(r.backbone_epoch_val_accuracy(0), val.Accuracy(val.num_exits() - 1));
+}
+
+// The trainer feeds Fashion-MNIST: a model that eats anything else is refused.
+TEST_F(TrainerTest, RefusesAModelThatDoesNotEatFashionMnist) {
+  std::unique_ptr<EarlyExitModel> model = CreateTiny();
+  ASSERT_NE(model, nullptr);
+  *model->mutable_manifest()->mutable_input() = MakeInputSpec(3, 32, 32, 0.5f, 0.25f);
+  const ImageSet set = SyntheticSet(16, 1);
+  EXPECT_THAT(TrainBackbone(TinyTraining(), set, set, Quiet(), model.get()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("3x32x32"), HasSubstr("1x28x28"))));
+  EXPECT_THAT(TrainExits(TinyTraining(), set, Quiet(), model.get()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("3x32x32")));
+  EXPECT_THAT(Calibrate(*model, set),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("3x32x32")));
 }
 
 // --- Calibration ------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 #include "core/certify.h"
 
+#include <math.h>
+
 #include <algorithm>
 #include <cmath>
 #include <utility>
@@ -12,9 +14,16 @@
 namespace hapi {
 namespace {
 
+// log Gamma(x) for x > 0. lgamma_r, not std::lgamma: std::lgamma writes the
+// sign to the global `signgam`, a data race between jobs certifying at once.
+double LogGamma(double x) {
+  int sign;
+  return lgamma_r(x, &sign);
+}
+
 // log P(X = i) for X ~ Binomial(n, p), 0 < p < 1.
 double LogBinomialPmf(int64_t i, int64_t n, double p) {
-  return std::lgamma(n + 1.0) - std::lgamma(i + 1.0) - std::lgamma(n - i + 1.0) + i * std::log(p) +
+  return LogGamma(n + 1.0) - LogGamma(i + 1.0) - LogGamma(n - i + 1.0) + i * std::log(p) +
          (n - i) * std::log1p(-p);
 }
 

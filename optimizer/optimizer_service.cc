@@ -19,6 +19,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "optimizer/variant_spec.h"
 #include "rpc/grpc_status.h"
+#include "rpc/tsan_handoff.h"
 
 namespace hapi {
 namespace {
@@ -49,6 +50,7 @@ class JobWatchReactor : public grpc::ServerWriteReactor<v1::Job> {
   }
 
   void OnWriteDone(bool ok) override {
+    TakeOverReactor(this);
     absl::MutexLock lock(&shared_->mu);
     shared_->writing = false;
     if (!ok) {
@@ -58,11 +60,13 @@ class JobWatchReactor : public grpc::ServerWriteReactor<v1::Job> {
     shared_->WriteNext();
   }
   void OnCancel() override {
+    TakeOverReactor(this);
     absl::MutexLock lock(&shared_->mu);
     if (!shared_->writing) shared_->Close(grpc::Status::CANCELLED);
     shared_->cancelled = true;
   }
   void OnDone() override {
+    TakeOverReactor(this);
     {
       absl::MutexLock lock(&shared_->mu);
       shared_->reactor = nullptr;
@@ -113,11 +117,13 @@ class JobWatchReactor : public grpc::ServerWriteReactor<v1::Job> {
       has_pending = false;
       final_sent = final_sent || IsFinished(current);
       writing = true;
+      HandOffReactor(reactor);
       reactor->StartWrite(&current);
     }
     void Close(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
       if (closed || reactor == nullptr) return;
       closed = true;
+      HandOffReactor(reactor);
       reactor->Finish(status);
     }
   };
@@ -319,8 +325,14 @@ grpc::ServerWriteReactor<v1::Job>* OptimizerService::WatchJob(grpc::CallbackServ
   if (!st.ok()) {
     class Failed : public grpc::ServerWriteReactor<v1::Job> {
      public:
-      explicit Failed(const absl::Status& st) { Finish(ToGrpcStatus(st)); }
-      void OnDone() override { delete this; }
+      explicit Failed(const absl::Status& st) {
+        HandOffReactor(this);
+        Finish(ToGrpcStatus(st));
+      }
+      void OnDone() override {
+        TakeOverReactor(this);
+        delete this;
+      }
     };
     return new Failed(st);
   }

@@ -9,7 +9,8 @@
 #               checked while compiling. Runs every torch-free test and the
 #               libFuzzer targets' short runs over their seed corpora.
 #   build-tsan  ThreadSanitizer. Runs the concurrency tests: the batcher,
-#               servables and hot swap, the streams (server_test), and the
+#               servables and hot swap, the streams (server_test), the Open
+#               Inference Protocol's batched calls (oip_test), and the
 #               optimizer's job manager (optimizer_service_test,
 #               optimizer_state_test). Debian's libraries are not instrumented:
 #               tests/sanitizers/ says what that takes (an LD_PRELOADed shim that
@@ -50,13 +51,14 @@ run_asan() {
 run_tsan() {
   local dir=${TSAN_BUILD_DIR:-build-tsan}
   configure "$dir" thread
-  ninja -C "$dir" -j "$JOBS" server_test optimizer_service_test optimizer_state_test hapi_tsan_absl
+  ninja -C "$dir" -j "$JOBS" server_test oip_test optimizer_service_test optimizer_state_test \
+    hapi_tsan_absl
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$SUPP/tsan.supp"
   # Debian's Abseil is not instrumented: this shows its Mutex and CondVar to
   # TSan (tests/sanitizers/absl_mutex_tsan.cc).
   export LD_PRELOAD="$PWD/$dir/libhapi_tsan_absl.so"
   local t
-  for t in tests/server/server_test tests/optimizer/optimizer_service_test \
+  for t in tests/server/server_test tests/server/oip_test tests/optimizer/optimizer_service_test \
     tests/optimizer/optimizer_state_test; do
     echo "tsan: $t"
     (cd "$dir/$(dirname "$t")" && "./$(basename "$t")" --gtest_brief=1)

@@ -9,6 +9,7 @@
 #include "core/input_spec.h"
 #include "glog/logging.h"
 #include "rpc/grpc_status.h"
+#include "rpc/tsan_handoff.h"
 #include "server/image_decoder.h"
 
 namespace hapi {
@@ -70,11 +71,13 @@ struct StreamState {
       current = std::move(queue.front());
       queue.pop_front();
       writing = true;
+      HandOffReactor(reactor);
       reactor->StartWrite(&current);
       return;
     }
     if (closing) {
       finished = true;
+      HandOffReactor(reactor);
       reactor->Finish(status);
     }
   }
@@ -179,9 +182,16 @@ class ProgressiveReactor : public grpc::ServerWriteReactor<v1::ClassifyResponse>
       return;
     }
   }
-  void OnWriteDone(bool ok) override { state_->WriteDone(ok); }
-  void OnCancel() override { cancelled_->store(true); }
+  void OnWriteDone(bool ok) override {
+    TakeOverReactor(this);
+    state_->WriteDone(ok);
+  }
+  void OnCancel() override {
+    TakeOverReactor(this);
+    cancelled_->store(true);
+  }
   void OnDone() override {
+    TakeOverReactor(this);
     if (timer_.has_value()) service_->deadlines().Cancel(*timer_);
     {
       absl::MutexLock lock(&state_->mu);
@@ -218,9 +228,11 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
       absl::MutexLock lock(&state_->mu);
       state_->reactor = this;
     }
+    HandOffReactor(this);
     StartRead(&request_);
   }
   void OnReadDone(bool ok) override {
+    TakeOverReactor(this);
     auto state = state_;
     if (!ok) {
       absl::MutexLock lock(&state->mu);
@@ -248,10 +260,15 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::Cl
     };
     absl::Status st = service_->Submit(request_, DeadlineOf(*ctx_), nullptr, answered, nullptr);
     if (!st.ok()) answered(st, v1::ClassifyResponse());
+    HandOffReactor(this);
     StartRead(&request_);
   }
-  void OnWriteDone(bool ok) override { state_->WriteDone(ok); }
+  void OnWriteDone(bool ok) override {
+    TakeOverReactor(this);
+    state_->WriteDone(ok);
+  }
   void OnDone() override {
+    TakeOverReactor(this);
     {
       absl::MutexLock lock(&state_->mu);
       state_->reactor = nullptr;

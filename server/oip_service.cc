@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
 #include "rpc/grpc_status.h"
+#include "rpc/tsan_handoff.h"
 #include "server/inference_service.h"
 #include "server/metrics.h"
 
@@ -505,6 +506,7 @@ class InferCall {
         response_(response),
         reactor_(reactor),
         cancelled_(std::move(cancelled)),
+        num_samples_(n),
         results_(n),
         remaining_(n) {}
 
@@ -522,7 +524,7 @@ class InferCall {
   // their next exit boundary. The call fails with `status`.
   void Refused(int from, const absl::Status& status) {
     if (VariantMetrics* m = servable_->metrics()) m->RequestDone(status.code(), 0);
-    Arrive(static_cast<int>(results_.size()) - from, status, nullptr, from);
+    Arrive(num_samples_ - from, status, nullptr, from);
     cancelled_->store(true);  // after the status is recorded: it wins over CANCELLED
   }
 
@@ -539,22 +541,26 @@ class InferCall {
     if (last) Finish();
   }
 
+  // Once: by the last sample to arrive, which takes the results.
   void Finish() {
     absl::Status status;
+    std::vector<SampleResult> results;
     {
       absl::MutexLock lock(&mu_);
       status = status_;
+      results.swap(results_);
     }
-    if (status.ok()) status = WriteResponse();
+    if (status.ok()) status = WriteResponse(results);
+    HandOffReactor(reactor_);
     reactor_->Finish(ToGrpcStatus(status));
   }
 
-  absl::Status WriteResponse() {
+  absl::Status WriteResponse(const std::vector<SampleResult>& results) {
     std::vector<float> probabilities;
     const Model& model = servable_->executor().model();
     if (std::count(outputs_.begin(), outputs_.end(), OipOutput::kProbabilities) > 0) {
       std::vector<int> exits;
-      for (const SampleResult& r : results_) exits.push_back(r.exit_index);
+      for (const SampleResult& r : results) exits.push_back(r.exit_index);
       absl::StatusOr<std::vector<float>> p = AnsweringExitProbabilities(model, pixels_, exits);
       if (!p.ok()) {
         return absl::InternalError(absl::StrCat("model '", servable_->variant().model(),
@@ -562,9 +568,9 @@ class InferCall {
       }
       probabilities = *std::move(p);
     }
-    FillOutputs(outputs_, results_, probabilities, model.num_classes(), response_);
+    FillOutputs(outputs_, results, probabilities, model.num_classes(), response_);
     int64_t cut = 0;
-    for (const SampleResult& r : results_) cut += r.cut_short;
+    for (const SampleResult& r : results) cut += r.cut_short;
     auto& parameters = *response_->mutable_parameters();
     parameters[kOipVariantParameter] = StringParameter(servable_->variant().id());
     parameters[kOipDeviceParameter] = StringParameter(servable_->variant().device());
@@ -580,9 +586,10 @@ class InferCall {
   inference::ModelInferResponse* const response_;  // written once, by Finish
   grpc::ServerUnaryReactor* const reactor_;
   const std::shared_ptr<std::atomic<bool>> cancelled_;
+  const int num_samples_;
 
   absl::Mutex mu_;
-  // Slot i is written once, by sample i's answer; read by Finish after all.
+  // Slot i is written once, by sample i's answer; taken by Finish after all.
   std::vector<SampleResult> results_ ABSL_GUARDED_BY(mu_);
   int remaining_ ABSL_GUARDED_BY(mu_);
   absl::Status status_ ABSL_GUARDED_BY(mu_);  // the first error
@@ -614,8 +621,14 @@ void SubmitSamples(Batcher* batcher, const std::shared_ptr<const Servable>& serv
 class InferReactor : public grpc::ServerUnaryReactor {
  public:
   const std::shared_ptr<std::atomic<bool>>& cancelled() const { return cancelled_; }
-  void OnCancel() override { cancelled_->store(true); }
-  void OnDone() override { delete this; }
+  void OnCancel() override {
+    TakeOverReactor(this);
+    cancelled_->store(true);
+  }
+  void OnDone() override {
+    TakeOverReactor(this);
+    delete this;
+  }
 
  private:
   const std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "glog/logging.h"
 #include "server/metrics.h"
 
 namespace hapi {
@@ -18,8 +19,12 @@ BatcherOptions Clamped(BatcherOptions o) {
 }  // namespace
 
 Batcher::Batcher(BatcherOptions options) : options_(Clamped(options)) {
-  for (int i = 0; i < std::max(1, options_.workers); ++i) {
-    workers_.emplace_back([this] { WorkerLoop(); });
+  {
+    absl::MutexLock lock(&mu_);
+    warm_up_pending_.assign(options_.workers, false);
+  }
+  for (int i = 0; i < options_.workers; ++i) {
+    workers_.emplace_back([this, i] { WorkerLoop(i); });
   }
 }
 
@@ -47,18 +52,29 @@ int Batcher::queued() const {
 absl::Status Batcher::Submit(std::unique_ptr<InferenceRequest> request) {
   request->enqueued = absl::Now();
   VariantMetrics* metrics = request->servable->metrics();
+  bool run_here = false, warm_here = false;
   {
-    absl::MutexLock lock(&mu_);
+    absl::ReleasableMutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("server shutting down");
-    const bool run_here = options_.run_inline && options_.max_batch == 1 && queue_.empty() &&
-                          executing_ < options_.workers && !request->on_step;
+    run_here = options_.run_inline && options_.max_batch == 1 && queue_.empty() &&
+               executing_ < options_.workers && !request->on_step;
+    // A cold thread hands its first request to a (warm) worker instead.
+    warm_here = run_here && !request->servable->WarmOnThisThread();
+    run_here = run_here && !warm_here;
     if (!run_here && static_cast<int>(queue_.size()) >= options_.queue_capacity) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "server queue is full (", options_.queue_capacity, " requests); retry later"));
     }
     if (metrics) metrics->PendingAdd(1);  // before a worker can take it
     if (!run_here) {
+      std::shared_ptr<const Servable> servable = warm_here ? request->servable : nullptr;
       queue_.push_back(std::move(request));
+      if (!warm_here) return absl::OkStatus();
+      lock.Release();
+      // Off the request's path: a worker answers it meanwhile.
+      if (absl::Status st = servable->WarmUpThisThread(); !st.ok()) {
+        LOG(WARNING) << "warm-up of variant " << servable->variant().id() << " failed: " << st;
+      }
       return absl::OkStatus();
     }
     ++executing_;
@@ -71,17 +87,56 @@ absl::Status Batcher::Submit(std::unique_ptr<InferenceRequest> request) {
   return absl::OkStatus();
 }
 
-void Batcher::WorkerLoop() {
+absl::Status Batcher::WarmUpWorkers(const Servable& servable) {
+  absl::MutexLock lock(&mu_);
+  // One warm-up at a time.
+  mu_.Await(absl::Condition(
+      +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) { return b->warm_up_ == nullptr; },
+      this));
+  if (stopping_) return absl::UnavailableError("server shutting down");
+  warm_up_ = &servable;
+  warm_up_status_ = absl::OkStatus();
+  warm_up_pending_.assign(options_.workers, true);
+  warm_ups_left_ = options_.workers;
+  mu_.Await(absl::Condition(
+      +[](Batcher* b)
+           ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) { return b->stopping_ || b->warm_ups_left_ == 0; },
+      this));
+  absl::Status st = stopping_ && warm_ups_left_ > 0 ? absl::UnavailableError("server shutting down")
+                                                    : warm_up_status_;
+  warm_up_ = nullptr;
+  return st;
+}
+
+// Called with mu_ held by a worker whose warm-up is pending; runs it unlocked.
+void Batcher::RunWarmUp(int worker) {
+  warm_up_pending_[worker] = false;
+  const Servable* servable = warm_up_;
+  mu_.Unlock();
+  absl::Status st = servable->WarmUpThisThread(options_.max_batch);
+  mu_.Lock();
+  if (!st.ok() && warm_up_status_.ok()) {
+    warm_up_status_ =
+        absl::Status(st.code(), absl::StrCat("warm-up on worker ", worker, ": ", st.message()));
+  }
+  --warm_ups_left_;
+}
+
+void Batcher::WorkerLoop(int worker) {
   while (true) {
     std::vector<std::unique_ptr<InferenceRequest>> batch;
     {
       absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
-            return b->stopping_ || (!b->queue_.empty() && b->executing_ < b->options_.workers);
-          },
-          this));
+      auto ready = [this, worker]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || warm_up_pending_[worker] ||
+               (!queue_.empty() && executing_ < options_.workers);
+      };
+      mu_.Await(absl::Condition(&ready));
       if (stopping_) return;
+      if (warm_up_pending_[worker]) {
+        RunWarmUp(worker);
+        continue;
+      }
       if (options_.max_batch > 1) {
         // Wait (bounded by max_wait from the oldest request's arrival) for
         // the batch to fill.

@@ -9,8 +9,14 @@
 // idle execution slot and nobody queued ahead of it runs on the submitting
 // thread instead: no hand-off to a worker and back, which at batch 1 is a
 // large share of a request's time outside the network (not for progressive
-// requests, see on_step). At most `workers`
-// requests execute at once either way.
+// requests, see on_step). At most `workers` requests execute at once either
+// way.
+//
+// Warm threads only: a servable is warmed up (every stage and head of its
+// design run once) on every worker before it serves (WarmUpWorkers), and a
+// submitting thread runs a request inline only once it has warmed that
+// servable itself. A thread's first request for a servable goes to a worker;
+// the thread then warms up, off that request's path, for the next ones.
 #pragma once
 
 #include <atomic>
@@ -71,18 +77,29 @@ class Batcher {
   // returns when it ran inline.
   absl::Status Submit(std::unique_ptr<InferenceRequest> request);
   int queued() const;
+
+  // Runs `servable`'s warm-up on every worker thread, at batch 1 and at
+  // max_batch, and returns once all are done (the first error, if any).
+  // Requests keep flowing meanwhile; a worker warms up between batches.
+  absl::Status WarmUpWorkers(const Servable& servable);
   const BatcherOptions& options() const { return options_; }
 
  private:
-  void WorkerLoop();
+  void WorkerLoop(int worker);
   void RunBatch(std::vector<std::unique_ptr<InferenceRequest>> batch);
+  void RunWarmUp(int worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const BatcherOptions options_;
   mutable absl::Mutex mu_;
   std::deque<std::unique_ptr<InferenceRequest>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int executing_ ABSL_GUARDED_BY(mu_) = 0;  // batches running, inline or on workers
-  std::vector<std::thread> workers_;        // constant after construction
+  // The warm-up in progress (WarmUpWorkers), and the workers yet to run it.
+  const Servable* warm_up_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::vector<bool> warm_up_pending_ ABSL_GUARDED_BY(mu_);
+  int warm_ups_left_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status warm_up_status_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> workers_;  // constant after construction
 };
 
 }  // namespace hapi

@@ -25,8 +25,12 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
   s->registry_ = std::make_shared<prometheus::Registry>();
   s->metrics_ = std::make_unique<ServerMetrics>(*s->registry_);
   HAPI_ASSIGN_OR_RETURN(s->exposer_, StartMetrics(s->options_.metrics_address, s->registry_));
-  s->servables_ = std::make_unique<ServableManager>(s->options_.servables, s->metrics_.get());
   s->batcher_ = std::make_unique<Batcher>(s->options_.batcher);
+  // Readiness means warm: a variant serves (initially, or after a swap) only
+  // once every worker has run it.
+  ServableOptions servables = s->options_.servables;
+  servables.prepare = [b = s->batcher_.get()](const Servable& v) { return b->WarmUpWorkers(v); };
+  s->servables_ = std::make_unique<ServableManager>(std::move(servables), s->metrics_.get());
   s->service_ = std::make_unique<InferenceService>(s->servables_.get(), s->batcher_.get(),
                                                    s->options_.service);
   OipServiceOptions oip;

@@ -1,5 +1,6 @@
 #include "server/servable.h"
 
+#include <atomic>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +17,11 @@ namespace hapi {
 Servable::~Servable() = default;
 
 namespace {
+
+std::atomic<uint64_t> next_serial{1};
+// The servable this thread last warmed up (0: none). One is enough: a thread
+// executes the current servable, and a swap retires the previous one.
+thread_local uint64_t warm_serial = 0;
 
 // The variant manifest at its place in the repository, checked against it.
 absl::StatusOr<v1::VariantManifest> ReadVariant(const RepositoryLayout& layout,
@@ -79,7 +85,8 @@ absl::StatusOr<std::shared_ptr<const Servable>> Servable::Load(const ServableOpt
                                                                ": ", executor.status().message()));
   }
   s->executor_ = *std::move(executor);
-  HAPI_RETURN_IF_ERROR(s->executor_->WarmUp());
+  s->serial_ = next_serial.fetch_add(1);
+  HAPI_RETURN_IF_ERROR(s->WarmUpThisThread());
   v1::DeviceProfile profile;
   HAPI_RETURN_IF_ERROR(ReadTextProto(layout.DeviceProfile(v.device()), &profile));
   HAPI_ASSIGN_OR_RETURN(LatencyModel latency, LatencyModel::Create(profile, (*model)->manifest()));
@@ -88,6 +95,16 @@ absl::StatusOr<std::shared_ptr<const Servable>> Servable::Load(const ServableOpt
   if (metrics != nullptr) s->metrics_ = metrics->ForVariant(*s);
   return std::shared_ptr<const Servable>(std::move(s));
 }
+
+absl::Status Servable::WarmUpThisThread(int batch_size) const {
+  if (WarmOnThisThread()) return absl::OkStatus();
+  HAPI_RETURN_IF_ERROR(executor_->WarmUp(1));
+  if (batch_size > 1) HAPI_RETURN_IF_ERROR(executor_->WarmUp(batch_size));
+  warm_serial = serial_;
+  return absl::OkStatus();
+}
+
+bool Servable::WarmOnThisThread() const { return warm_serial == serial_; }
 
 const std::string& Servable::ClassName(int label) const {
   static const std::string kUnknown = "unknown";
@@ -108,6 +125,9 @@ absl::StatusOr<std::shared_ptr<const Servable>> ServableManager::Load(
     const std::string& variant_id) {
   absl::MutexLock load_lock(&load_mu_);
   auto loaded = Servable::Load(options_, variant_id, metrics_);
+  if (loaded.ok() && options_.prepare) {
+    if (absl::Status st = options_.prepare(**loaded); !st.ok()) loaded = st;
+  }
   if (!loaded.ok()) {
     LOG(WARNING) << "variant " << variant_id << " failed to load, still serving "
                  << (current() ? current()->variant().id() : std::string("nothing")) << ": "

@@ -4,6 +4,8 @@
 // disturbs them.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -18,6 +20,7 @@
 
 namespace hapi {
 
+class Servable;
 class VariantMetrics;
 class ServerMetrics;
 
@@ -26,6 +29,9 @@ struct ServableOptions {
   std::string repository = "repository";
   ModelLoader load_model;  // required: the model implementation the process links
   ModelOptions model;      // passed to load_model
+  // Runs on a loaded servable before it is swapped in, e.g. to warm it up on
+  // the threads that will execute it. An error fails the load.
+  std::function<absl::Status(const Servable&)> prepare;
   // The variant's model without early exits (a baseline to measure a variant
   // against); its id gets the suffix ".full".
   bool full_network = false;
@@ -48,6 +54,17 @@ class Servable {
   VariantMetrics* metrics() const { return metrics_.get(); }
   const std::string& ClassName(int label) const;
   absl::Time loaded_at() const { return loaded_at_; }
+  // Unique within the process (a new servable never reuses an old one's).
+  uint64_t serial() const { return serial_; }
+
+  // Runs every stage and head of the design once on the calling thread, at
+  // batch 1 (and at `batch_size` too when it is larger), unless this thread
+  // has done so already for this servable: kernels are created, caches and
+  // per-thread allocator arenas filled, before a request pays for them.
+  // Load does it on the loading thread.
+  absl::Status WarmUpThisThread(int batch_size = 1) const;
+  // Whether WarmUpThisThread has succeeded on the calling thread.
+  bool WarmOnThisThread() const;
   int num_depths() const { return static_cast<int>(variant_.enabled_exits_size()) + 1; }
   int ExitAtDepth(int depth) const;  // 1-based depth -> model exit
 
@@ -64,6 +81,7 @@ class Servable {
   std::unique_ptr<LatencyModel> latency_;
   std::shared_ptr<VariantMetrics> metrics_;
   absl::Time loaded_at_;
+  uint64_t serial_ = 0;
 };
 
 // Holds the servable being served. Loading happens beside the current one;

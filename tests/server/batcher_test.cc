@@ -224,11 +224,12 @@ TEST(BatcherTest, BusySlotsSendRequestsToTheBoundedQueue) {
   options.workers = 1;
   options.queue_capacity = 1;
   Batcher batcher(options);
-  // Another thread takes the only execution slot, inline.
+  // Another (warm) thread takes the only execution slot, inline.
   absl::Notification started, release;
   std::thread::id holder_id;
   std::thread holder([&] {
     holder_id = std::this_thread::get_id();
+    ASSERT_OK(servable->WarmUpThisThread());
     ASSERT_OK(batcher.Submit(Blocker(servable, &started, &release)));
   });
   started.WaitForNotification();
@@ -251,6 +252,69 @@ TEST(BatcherTest, BusySlotsSendRequestsToTheBoundedQueue) {
   EXPECT_NE(ran_on, std::this_thread::get_id());  // a worker answered it
   EXPECT_NE(ran_on, holder_id);
   EXPECT_GT(rec.outcome(1).queue_s, 0);
+}
+
+TEST(BatcherTest, WarmUpWorkersRunsTheServableOnEveryWorker) {
+  auto servable = LoadServable("v1");
+  ASSERT_NE(servable, nullptr);
+  constexpr int kWorkers = 3;
+  BatcherOptions options;
+  options.workers = kWorkers;
+  options.run_inline = false;
+  Batcher batcher(options);
+  // Holds all workers at once (so each request is on its own worker), and
+  // records whether each one was warm.
+  auto on_all_workers = [&](std::vector<bool>* warm) {
+    absl::Mutex mu;
+    int arrived = 0;
+    Recorder rec;
+    for (int i = 0; i < kWorkers; ++i) {
+      ASSERT_OK(batcher.Submit(Request(servable, i, [&, i](const InferenceOutcome& out) {
+        {
+          absl::MutexLock lock(&mu);
+          (*warm)[i] = servable->WarmOnThisThread();
+          ++arrived;
+          mu.Await(absl::Condition(
+              +[](int* a) { return *a == kWorkers; }, &arrived));
+        }
+        rec.OnDone(i)(out);  // last: `mu` and `rec` end with on_all_workers
+      })));
+    }
+    ASSERT_TRUE(rec.WaitFor(kWorkers));
+  };
+  std::vector<bool> before(kWorkers), after(kWorkers);
+  on_all_workers(&before);
+  EXPECT_THAT(before, ::testing::Each(false)) << "loading warms only the loading thread";
+  ASSERT_OK(batcher.WarmUpWorkers(*servable));
+  on_all_workers(&after);
+  EXPECT_THAT(after, ::testing::Each(true));
+}
+
+TEST(BatcherTest, AColdThreadHandsItsFirstRequestToAWorkerAndWarmsUp) {
+  auto servable = LoadServable("v1");
+  ASSERT_NE(servable, nullptr);
+  Batcher batcher(BatcherOptions{});  // run_inline on
+  ASSERT_OK(batcher.WarmUpWorkers(*servable));
+  std::thread cold([&] {
+    for (int i = 0; i < 2; ++i) {
+      Recorder rec;
+      std::thread::id ran_on;
+      bool warm_when_run = false;
+      ASSERT_OK(batcher.Submit(Request(servable, i, [&](const InferenceOutcome& out) {
+        ran_on = std::this_thread::get_id();
+        warm_when_run = servable->WarmOnThisThread();
+        rec.OnDone(i)(out);
+      })));
+      ASSERT_TRUE(rec.WaitFor(1));
+      ASSERT_OK(rec.outcome(i).status);
+      EXPECT_EQ(rec.outcome(i).result.label, Expected("v1", i).label);
+      EXPECT_TRUE(warm_when_run) << "request " << i << " ran on a cold thread";
+      // First on a worker, then (warm now) inline.
+      EXPECT_EQ(ran_on == std::this_thread::get_id(), i == 1) << "request " << i;
+      EXPECT_TRUE(servable->WarmOnThisThread());
+    }
+  });
+  cold.join();
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/commands.h"
+#include "client/input_packing.h"
 #include "client/load_generator.h"
 #include "core/fashion_mnist.h"
 #include "core/files.h"
@@ -97,14 +98,34 @@ std::vector<Input> FileInputs(const std::vector<std::string>& paths) {
   return out;
 }
 
-std::vector<Input> IdxInputs(const std::string& data_dir, int count, int offset) {
+// The served model's input spec (ServingStatus.input), asked once per
+// command: what raw tensors are shaped to. Servers that speak only OIP give no
+// hapi.v1 status; without it the default model's 1x28x28 is assumed.
+v1::InputSpec ServedSpec(const Connection& conn, bool oip) {
+  Rpc<v1::Inference> rpc(conn, 5);
+  v1::ServingStatus st;
+  grpc::Status status = rpc.stub->GetServingStatus(&rpc.context, v1::ServingStatusRequest(), &st);
+  if (!status.ok() && oip && status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+    return ServedInputSpec(v1::ServingStatus());
+  }
+  Check(status, "server status (the model's input spec)");
+  return ServedInputSpec(st);
+}
+
+// Test images (grey 28x28) as the model of `spec` takes them (GrayImageFor:
+// the grey replicated into each channel when the size is the model's, else a
+// PNG the server converts).
+std::vector<Input> IdxInputs(const std::string& data_dir, int count, int offset,
+                             const v1::InputSpec& spec) {
   ImageSet test = TestSet(data_dir);
   std::vector<Input> out;
   for (int i = offset; i < test.size() && (count <= 0 || static_cast<int>(out.size()) < count);
        ++i) {
     Input in;
     in.name = absl::StrCat("test[", i, "]");
-    in.image.set_raw_uint8(std::string(reinterpret_cast<const char*>(test.image(i)), kImagePixels));
+    absl::StatusOr<v1::Image> image = GrayImageFor(test.image(i), kImageSide, kImageSide, spec);
+    if (!image.ok()) Die(std::string(image.status().message()));
+    in.image = *std::move(image);
     in.truth = test.labels[i];
     out.push_back(std::move(in));
   }
@@ -190,8 +211,9 @@ v1::ClassifyResponse ClassifyOne(v1::Inference::Stub& stub, const Connection& co
   return resp;
 }
 
-// One image as a ModelInfer request: a UINT8 tensor [1, 1, H, W] for a raw
-// image, BYTES [1] for an encoded one, both in raw_input_contents.
+// One image as a ModelInfer request: a UINT8 tensor [1, C, H, W] for a raw
+// image (its Image.channels/height/width), BYTES [1] for an encoded one, both
+// in raw_input_contents.
 inference::ModelInferRequest OipRequest(const std::string& model, const Input& in) {
   inference::ModelInferRequest r;
   r.set_model_name(model);
@@ -207,7 +229,9 @@ inference::ModelInferRequest OipRequest(const std::string& model, const Input& i
     *raw += in.image.encoded();
   } else {
     input->set_datatype("UINT8");
-    for (int64_t d : {1, 1, kImageSide, kImageSide}) input->add_shape(d);
+    for (int64_t d : {1, in.image.channels(), in.image.height(), in.image.width()}) {
+      input->add_shape(d);
+    }
     *raw = in.image.raw_uint8();
   }
   return r;
@@ -260,8 +284,10 @@ void Classify(const ClassifyOptions& o, const Connection& conn, const std::strin
   if (protocol == Protocol::kOip && o.progressive) {
     Die("--progressive needs --protocol=hapi (OIP has no streaming call)", 2);
   }
-  std::vector<Input> inputs =
-      o.idx_count > 0 ? IdxInputs(data_dir, o.idx_count, o.idx_offset) : FileInputs(o.files);
+  std::vector<Input> inputs = o.idx_count > 0
+                                  ? IdxInputs(data_dir, o.idx_count, o.idx_offset,
+                                              ServedSpec(conn, protocol == Protocol::kOip))
+                                  : FileInputs(o.files);
   if (inputs.empty()) Die("nothing to classify: give image files, a directory, or --idx N");
   auto channel = conn.Channel();
   auto stub = v1::Inference::NewStub(channel);
@@ -294,14 +320,6 @@ struct BenchOptions {
 };
 
 void Bench(const BenchOptions& o, const Connection& conn, const std::string& data_dir) {
-  ImageSet test = TestSet(data_dir);
-  test.Truncate(o.images);
-  std::vector<std::string> images;
-  std::vector<int> labels;
-  for (int i = 0; i < test.size(); ++i) {
-    images.emplace_back(reinterpret_cast<const char*>(test.image(i)), kImagePixels);
-    labels.push_back(test.labels[i]);
-  }
   LoadOptions load = o.load;
   load.progress = !o.no_progress;
   if (load.batch < 1) Die("--batch must be at least 1", 2);
@@ -310,15 +328,33 @@ void Bench(const BenchOptions& o, const Connection& conn, const std::string& dat
   target.channel = conn.Channel();
   target.token = conn.Token();
   target.deadline_ms = o.deadline_ms;
-  // Fail fast and clearly when the server is not there.
-  if (target.protocol == Protocol::kOip) {
-    target.model = OipModel(conn, o.protocol.model);
-  } else {
-    Rpc<v1::Inference> rpc(conn, 5);
-    v1::ServingStatus st;
-    Check(rpc.stub->GetServingStatus(&rpc.context, v1::ServingStatusRequest(), &st),
-          "server status");
+  // Fails fast and clearly when the server is not there.
+  const v1::InputSpec spec = ServedSpec(conn, target.protocol == Protocol::kOip);
+  if (target.protocol == Protocol::kOip) target.model = OipModel(conn, o.protocol.model);
+  ImageSet test = TestSet(data_dir);
+  test.Truncate(o.images);
+  std::vector<std::string> images;
+  std::vector<int> labels;
+  for (int i = 0; i < test.size(); ++i) {
+    absl::StatusOr<v1::Image> image = GrayImageFor(test.image(i), kImageSide, kImageSide, spec);
+    if (!image.ok()) Die(std::string(image.status().message()));
+    target.encoded = image->has_encoded();
+    if (target.encoded) {
+      images.push_back(image->encoded());
+    } else {
+      target.channels = image->channels();
+      target.height = image->height();
+      target.width = image->width();
+      images.push_back(image->raw_uint8());
+    }
+    labels.push_back(test.labels[i]);
   }
+  if (images.empty()) Die(absl::StrCat(data_dir, ": no test images"));
+  std::cerr << "model input " << DescribeInputSpec(spec) << ": sending "
+            << (target.encoded ? "PNG images (the server converts them)"
+                               : absl::StrFormat("raw %dx%dx%d uint8 tensors", target.channels,
+                                                 target.height, target.width))
+            << "\n";
   std::unique_ptr<LoadClient> client = MakeLoadClient(target, images);
   LoadReport report = RunLoad(client.get(), static_cast<int>(images.size()), labels, load);
   std::cout << SummariseLoad(report);
@@ -357,7 +393,9 @@ void AddClassifyCommand(CLI::App& app, const Connection& conn, const std::string
       app.add_subcommand("classify", "Classify PNG/JPEG files, a directory, or test images");
   auto o = std::make_shared<ClassifyOptions>();
   cmd->add_option("files", o->files, "Image files or directories");
-  cmd->add_option("--idx", o->idx_count, "Send this many Fashion-MNIST test images instead");
+  cmd->add_option("--idx", o->idx_count,
+                  "Send this many Fashion-MNIST test images instead (raw tensors shaped to the "
+                  "model's input spec; a PNG when its size is not 28x28)");
   cmd->add_option("--offset", o->idx_offset, "First test image for --idx");
   cmd->add_flag("--progressive", o->progressive, "Show each exit's answer as it arrives");
   cmd->add_flag("--json", o->json, "One JSON object per image");

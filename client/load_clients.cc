@@ -1,5 +1,6 @@
 // The load generator's two protocols: hapi.v1.Inference and the Open
-// Inference Protocol, each sending the same raw uint8 images.
+// Inference Protocol, each sending the same images (raw uint8 tensors of the
+// target's shape, or encoded files).
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -34,6 +35,18 @@ grpc::Status CallBySending(LoadClient* client, const std::vector<int64_t>& image
   return status;
 }
 
+// Image `bytes` as the target sends them.
+void SetImage(const LoadTarget& t, const std::string& bytes, v1::Image* image) {
+  if (t.encoded) {
+    image->set_encoded(bytes);
+    return;
+  }
+  image->set_raw_uint8(bytes);
+  image->set_channels(t.channels);
+  image->set_height(t.height);
+  image->set_width(t.width);
+}
+
 LoadClient::Answer FromClassify(const v1::ClassifyResponse& r) {
   LoadClient::Answer a;
   a.label = r.label();
@@ -56,7 +69,7 @@ class HapiLoadClient : public LoadClient {
     grpc::ClientContext ctx;
     Prepare(target_, &ctx);
     v1::ClassifyRequest request;
-    request.mutable_image()->set_raw_uint8(images_[images[0]]);
+    SetImage(target_, images_[images[0]], request.mutable_image());
     v1::ClassifyResponse response;
     grpc::Status status = stub_->Classify(&ctx, request, &response);
     answers->assign(1, FromClassify(response));
@@ -81,7 +94,7 @@ class HapiLoadClient : public LoadClient {
     for (size_t k = 0; k < images.size(); ++k) {
       One& one = batch->calls[k];
       Prepare(target_, &one.ctx);
-      one.request.mutable_image()->set_raw_uint8(images_[images[k]]);
+      SetImage(target_, images_[images[k]], one.request.mutable_image());
     }
     for (One& one : batch->calls) {
       stub_->async()->Classify(&one.ctx, &one.request, &one.response,
@@ -145,7 +158,8 @@ grpc::Status OipAnswers(const inference::ModelInferResponse& r, size_t n,
 }
 
 // The Open Inference Protocol: a request of N images is one ModelInfer of a
-// UINT8 tensor [N, C, H, W] in raw_input_contents.
+// UINT8 tensor [N, C, H, W], or of a BYTES tensor [N] of encoded images (each
+// a 4-byte little-endian length and its bytes), in raw_input_contents.
 class OipLoadClient : public LoadClient {
  public:
   OipLoadClient(const LoadTarget& target, const std::vector<std::string>& images)
@@ -189,12 +203,22 @@ class OipLoadClient : public LoadClient {
     r.set_model_name(target_.model);
     auto* input = r.add_inputs();
     input->set_name("image");
+    std::string* raw = r.add_raw_input_contents();
+    if (target_.encoded) {
+      input->set_datatype("BYTES");
+      input->add_shape(static_cast<int64_t>(images.size()));
+      for (int64_t i : images) {
+        const uint32_t size = static_cast<uint32_t>(images_[i].size());
+        raw->append(reinterpret_cast<const char*>(&size), sizeof(size));  // little-endian host
+        *raw += images_[i];
+      }
+      return r;
+    }
     input->set_datatype("UINT8");
     for (int64_t d : {static_cast<int64_t>(images.size()), int64_t{target_.channels},
                       int64_t{target_.height}, int64_t{target_.width}}) {
       input->add_shape(d);
     }
-    std::string* raw = r.add_raw_input_contents();
     for (int64_t i : images) *raw += images_[i];
     return r;
   }

@@ -69,8 +69,10 @@ class LoadClient {
 };
 
 // Who to call and how: the channel, the deadline and token of every call;
-// `model` names the OIP model. MakeLoadClient's `images` are raw uint8
-// images of channels x height x width.
+// `model` names the OIP model. MakeLoadClient's `images` are raw uint8 CHW
+// tensors of channels x height x width (sent with that shape: Image.channels,
+// height and width, or the OIP tensor [N, C, H, W]), or with `encoded` PNG or
+// JPEG files (Image.encoded, or an OIP BYTES tensor [N]).
 struct LoadTarget {
   Protocol protocol = Protocol::kHapi;
   std::shared_ptr<grpc::Channel> channel;
@@ -78,6 +80,7 @@ struct LoadTarget {
   double deadline_ms = 0;  // per-call gRPC deadline (0: none)
   std::string model;       // OIP only
   int channels = 1, height = 28, width = 28;
+  bool encoded = false;
 };
 std::unique_ptr<LoadClient> MakeLoadClient(const LoadTarget& target,
                                            const std::vector<std::string>& images);

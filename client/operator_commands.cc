@@ -9,8 +9,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "client/commands.h"
+#include "client/input_packing.h"
+#include "client/variant_summary.h"
 #include "core/files.h"
 #include "core/latency_statistic.h"
 #include "core/progress_bar.h"
@@ -57,7 +58,8 @@ void ShowStatus(const Connection& conn) {
   Rpc<v1::Inference> rpc(conn);
   v1::ServingStatus st;
   Check(rpc.stub->GetServingStatus(&rpc.context, v1::ServingStatusRequest(), &st), "status");
-  std::cout << ToText(st);
+  // What the model eats first, then every field.
+  std::cout << "input " << DescribeInputSpec(ServedInputSpec(st)) << "\n" << ToText(st);
 }
 
 void LoadVariant(const Connection& conn, const std::string& id) {
@@ -67,7 +69,8 @@ void LoadVariant(const Connection& conn, const std::string& id) {
   req.set_variant(id);
   v1::LoadVariantResponse resp;
   Check(rpc.stub->LoadVariant(&rpc.context, req, &resp), "load variant");
-  std::cout << ToText(resp.status());
+  std::cout << "input " << DescribeInputSpec(ServedInputSpec(resp.status())) << "\n"
+            << ToText(resp.status());
 }
 
 // --- devices -------------------------------------------------------------
@@ -289,11 +292,7 @@ void ListVariants(const Connection& conn, const std::string& device) {
   req.set_device(device);
   v1::ListVariantsResponse resp;
   Check(rpc.stub->ListVariants(&rpc.context, req, &resp), "list variants");
-  for (const auto& v : resp.variants()) {
-    std::cout << absl::StrFormat("%-40s device %-16s exits [%s] acc %.2f%% mean %.3f ms\n", v.id(),
-                                 v.device(), absl::StrJoin(v.enabled_exits(), ","),
-                                 100 * v.predicted_accuracy(), v.predicted_latency().mean_ms());
-  }
+  for (const auto& v : resp.variants()) std::cout << VariantLine(v) << "\n";
 }
 
 void GetVariant(const Connection& conn, const std::string& id) {
@@ -329,8 +328,8 @@ void AddCreateVariantCommand(CLI::App& variants, const Connection& conn) {
   cmd->add_option("--min-throughput,--min_throughput", o->min_throughput,
                   "Requests/s floor at batch 1");
   cmd->add_option("--latency-confidence,--latency_confidence", o->latency_confidence,
-                  "p50/p95/p99 budgets: one-sided confidence the budget holds at, in "
-                  "[0.5, 1) (default 0.9; 0.5 = the plain percentile)");
+                  "mean/p50/p95/p99 budgets: one-sided confidence the budget holds at, in "
+                  "[0.5, 1) (default 0.9; 0.5 = the point estimate)");
   cmd->add_option("--confidence", o->confidence,
                   "min-latency: one-sided confidence the accuracy floor holds at, in [0.5, 1) "
                   "(default 0.9; 0.5 = the validation estimate alone)");

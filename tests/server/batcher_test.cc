@@ -257,7 +257,7 @@ TEST(BatcherTest, BusySlotsSendRequestsToTheBoundedQueue) {
 TEST(BatcherTest, WarmUpWorkersRunsTheServableOnEveryWorker) {
   auto servable = LoadServable("v1");
   ASSERT_NE(servable, nullptr);
-  constexpr int kWorkers = 3;
+  static constexpr int kWorkers = 3;
   BatcherOptions options;
   options.workers = kWorkers;
   options.run_inline = false;

@@ -1,6 +1,7 @@
 #include "server/inference_server.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/files.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -10,35 +11,64 @@
 
 namespace hapi {
 
+namespace {
+
+absl::Status CheckSources(const InferenceServerOptions& o) {
+  if (!o.variant.empty() && !o.device.empty()) {
+    return absl::InvalidArgumentError("serve a variant or a device's newest variant, not both");
+  }
+  if (!o.variants.empty() && (!o.variant.empty() || !o.device.empty() || !o.models.empty())) {
+    return absl::InvalidArgumentError("variants name their models: pass them alone");
+  }
+  if (!o.models.empty() && !o.variant.empty()) {
+    return absl::InvalidArgumentError("models serve their newest variants, not --variant");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDistinct(const std::vector<std::pair<std::string, std::string>>& initial) {
+  for (size_t i = 0; i < initial.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (initial[i].first == initial[j].first) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("model '", initial[i].first, "' is named twice (", initial[j].second, ", ",
+                         initial[i].second, "): one variant per model"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
     InferenceServerOptions options) {
   if (!options.servables.load_model) {
     return absl::InvalidArgumentError("the server needs a model loader");
   }
-  if (!options.variant.empty() && !options.device.empty()) {
-    return absl::InvalidArgumentError("serve a variant or a device's newest variant, not both");
-  }
+  HAPI_RETURN_IF_ERROR(CheckSources(options));
   // Read before anything is created or bound, so bad TLS files fail first.
   HAPI_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                         MakeServerCredentials(options.tls));
   std::unique_ptr<InferenceServer> s(new InferenceServer(std::move(options)));
+  HAPI_ASSIGN_OR_RETURN(auto initial, s->InitialVariants());
+  std::vector<std::string> names;
+  for (const auto& [model, variant] : initial) {
+    if (!model.empty()) names.push_back(model);
+  }
   s->registry_ = std::make_shared<prometheus::Registry>();
   s->metrics_ = std::make_unique<ServerMetrics>(*s->registry_);
   HAPI_ASSIGN_OR_RETURN(s->exposer_, StartMetrics(s->options_.metrics_address, s->registry_));
-  s->batcher_ = std::make_unique<Batcher>(s->options_.batcher);
-  // Readiness means warm: a variant serves (initially, or after a swap) only
-  // once every worker has run it.
-  ServableOptions servables = s->options_.servables;
-  servables.prepare = [b = s->batcher_.get()](const Servable& v) { return b->WarmUpWorkers(v); };
-  s->servables_ = std::make_unique<ServableManager>(std::move(servables), s->metrics_.get());
-  s->service_ = std::make_unique<InferenceService>(s->servables_.get(), s->batcher_.get(),
-                                                   s->options_.service);
+  s->models_ = std::make_unique<ModelRegistry>(names, s->options_.batcher, s->options_.servables,
+                                               s->metrics_.get());
+  s->service_ = std::make_unique<InferenceService>(s->models_.get(), s->options_.service);
   OipServiceOptions oip;
   oip.response_margin = s->options_.service.response_margin;
-  s->oip_service_ = std::make_unique<OipService>(s->servables_.get(), s->batcher_.get(), oip);
+  s->oip_service_ = std::make_unique<OipService>(s->models_.get(), oip);
   HAPI_RETURN_IF_ERROR(s->StartGrpc(std::move(credentials)));
-  HAPI_RETURN_IF_ERROR(s->LoadInitialVariant());
-  if (!s->options_.device.empty()) s->watcher_ = std::thread([p = s.get()] { p->WatchDevice(); });
+  HAPI_RETURN_IF_ERROR(s->LoadInitialVariants(initial));
+  if (!s->options_.device.empty() || !s->options_.models.empty())
+    s->watcher_ = std::thread([p = s.get()] { p->WatchDevice(); });
   return s;
 }
 
@@ -61,25 +91,58 @@ absl::Status InferenceServer::StartGrpc(std::shared_ptr<grpc::ServerCredentials>
   return absl::OkStatus();
 }
 
-absl::Status InferenceServer::LoadInitialVariant() {
-  std::string variant = options_.variant;
-  if (!options_.device.empty()) {
-    HAPI_ASSIGN_OR_RETURN(variant,
-                          NewestVariantForDevice(options_.servables.repository, options_.device));
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> InferenceServer::InitialVariants()
+    const {
+  const std::string& repository = options_.servables.repository;
+  std::vector<std::pair<std::string, std::string>> initial;
+  if (!options_.variants.empty()) {
+    for (const std::string& variant : options_.variants) {
+      HAPI_ASSIGN_OR_RETURN(std::string model, ModelOfVariant(repository, variant));
+      initial.emplace_back(model, variant);
+    }
+  } else if (!options_.models.empty()) {
+    std::vector<std::string> models = options_.models;
+    if (models == std::vector<std::string>{"*"}) {
+      HAPI_ASSIGN_OR_RETURN(models, ModelsWithVariantsForDevice(repository, options_.device));
+    }
+    for (const std::string& model : models) {
+      HAPI_RETURN_IF_ERROR(ValidateName(model, "model name"));
+      HAPI_ASSIGN_OR_RETURN(std::string variant,
+                            NewestVariantForDevice(repository, options_.device, model));
+      initial.emplace_back(model, variant);
+    }
+  } else {
+    std::string variant = options_.variant;
+    if (!options_.device.empty()) {
+      HAPI_ASSIGN_OR_RETURN(variant, NewestVariantForDevice(repository, options_.device));
+    }
+    initial.emplace_back("", variant);
   }
-  if (variant.empty()) return absl::OkStatus();
-  HAPI_RETURN_IF_ERROR(servables_->Load(variant).status());
-  SetServing(true);
+  HAPI_RETURN_IF_ERROR(CheckDistinct(initial));
+  return initial;
+}
+
+absl::Status InferenceServer::LoadInitialVariants(
+    const std::vector<std::pair<std::string, std::string>>& initial) {
+  for (size_t i = 0; i < initial.size(); ++i) {
+    if (initial[i].second.empty()) continue;
+    HAPI_RETURN_IF_ERROR(models_->models()[i]->servables().Load(initial[i].second).status());
+  }
+  SetServing(models_->AllLoaded());  // ready only once every model is
   return absl::OkStatus();
 }
 
 void InferenceServer::WatchDevice() {
   while (!shutdown_.WaitForNotificationWithTimeout(options_.poll_interval)) {
-    auto newest = NewestVariantForDevice(options_.servables.repository, options_.device);
-    auto current = servables_->current();
-    if (newest.ok() && current && *newest != current->variant().id()) {
-      LOG(INFO) << "newer variant " << *newest << " for device " << options_.device;
-      servables_->Load(*newest).IgnoreError();  // failure logged; the old one keeps serving
+    for (const auto& model : models_->models()) {
+      auto newest =
+          NewestVariantForDevice(options_.servables.repository, options_.device, model->name());
+      auto current = model->servables().current();
+      if (newest.ok() && current && *newest != current->variant().id()) {
+        LOG(INFO) << "newer variant " << *newest << " for device " << options_.device;
+        // Failure logged; the old one keeps serving.
+        model->servables().Load(*newest).IgnoreError();
+      }
     }
   }
 }
@@ -99,7 +162,7 @@ InferenceServer::~InferenceServer() {
     server_->Wait();
   }
   if (watcher_.joinable()) watcher_.join();
-  batcher_.reset();  // joins the workers before the service and servables go
+  models_.reset();  // joins the workers before the services go
 }
 
 }  // namespace hapi

@@ -7,6 +7,8 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
@@ -18,6 +20,7 @@
 #include "server/batcher.h"
 #include "server/inference_service.h"
 #include "server/metrics.h"
+#include "server/model_registry.h"
 #include "server/oip_service.h"
 #include "server/servable.h"
 
@@ -32,6 +35,15 @@ struct InferenceServerOptions {
   // poll_interval). Neither: start NOT_SERVING until LoadVariant.
   std::string variant;
   std::string device;
+  // Several models side by side (server/model_registry.h), each with its own
+  // variant, hot swap, queue and workers; the server is SERVING once all are
+  // loaded. Either variants to serve (one per model), or models whose newest
+  // variant serves, of `device` when set (each watched for newer ones; "*":
+  // every model with a variant, for the device when set). A device profile
+  // is one model's, so models on one device are the exception. Neither: one
+  // model, as above.
+  std::vector<std::string> variants;
+  std::vector<std::string> models;
   absl::Duration poll_interval = absl::Seconds(5);
   BatcherOptions batcher;
   InferenceServiceOptions service;  // admin token
@@ -41,7 +53,7 @@ struct InferenceServerOptions {
 
 class InferenceServer {
  public:
-  // Listens, loads the initial variant and reports SERVING; an initial
+  // Listens, loads the initial variants and reports SERVING; an initial
   // variant that fails to load is an error (the status says why), as are TLS
   // files that cannot be read (the status names the file).
   static absl::StatusOr<std::unique_ptr<InferenceServer>> Start(InferenceServerOptions options);
@@ -49,13 +61,18 @@ class InferenceServer {
   ~InferenceServer();
 
   int port() const { return port_; }
-  ServableManager& servables() { return *servables_; }
+  // The first model's (the only one's, without configured models).
+  ServableManager& servables() { return models_->models().front()->servables(); }
+  ModelRegistry& models() { return *models_; }
   prometheus::Registry& registry() { return *registry_; }
 
  private:
   explicit InferenceServer(InferenceServerOptions options) : options_(std::move(options)) {}
   absl::Status StartGrpc(std::shared_ptr<grpc::ServerCredentials> credentials);
-  absl::Status LoadInitialVariant();
+  // The configured models (empty: unnamed) and the variant each starts with
+  // (empty: none yet).
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> InitialVariants() const;
+  absl::Status LoadInitialVariants(const std::vector<std::pair<std::string, std::string>>& initial);
   void WatchDevice();
   void SetServing(bool serving);
 
@@ -64,8 +81,7 @@ class InferenceServer {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<prometheus::Exposer> exposer_;
-  std::unique_ptr<ServableManager> servables_;
-  std::unique_ptr<Batcher> batcher_;
+  std::unique_ptr<ModelRegistry> models_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<OipService> oip_service_;  // inference.GRPCInferenceService, same port
   std::unique_ptr<grpc::Server> server_;

@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "core/files.h"
 #include "core/input_spec.h"
+#include "core/status_macros.h"
 #include "glog/logging.h"
 #include "rpc/grpc_status.h"
 #include "rpc/tsan_handoff.h"
@@ -313,12 +314,8 @@ absl::StatusOr<std::vector<float>> RequestInput(const v1::ClassifyRequest& reque
   return pixels;
 }
 
-InferenceService::InferenceService(ServableManager* servables, Batcher* batcher,
-                                   InferenceServiceOptions options)
-    : servables_(servables),
-      batcher_(batcher),
-      options_(std::move(options)),
-      started_(absl::Now()) {}
+InferenceService::InferenceService(ModelRegistry* models, InferenceServiceOptions options)
+    : models_(models), options_(std::move(options)), started_(absl::Now()) {}
 
 absl::Status InferenceService::Submit(
     const v1::ClassifyRequest& request, absl::Time deadline,
@@ -326,7 +323,8 @@ absl::Status InferenceService::Submit(
     std::function<void(const absl::Status&, const v1::ClassifyResponse&)> on_done,
     std::shared_ptr<std::atomic<bool>> cancelled) {
   const absl::Time start = absl::Now();
-  std::shared_ptr<const Servable> servable = servables_->current();
+  HAPI_ASSIGN_OR_RETURN(ServedModel * model, models_->Find(request.model()));
+  std::shared_ptr<const Servable> servable = model->servables().current();
   if (!servable) return absl::UnavailableError("no variant is loaded yet");
   ++requests_;
   VariantMetrics* metrics = servable->metrics();
@@ -357,7 +355,7 @@ absl::Status InferenceService::Submit(
     if (servable->metrics()) servable->metrics()->RequestDone(out.status.code(), seconds);
     on_done(out.status, response);
   };
-  absl::Status st = batcher_->Submit(std::move(r));
+  absl::Status st = model->batcher().Submit(std::move(r));
   if (!st.ok() && metrics) metrics->RequestDone(st.code(), 0);
   return st;
 }
@@ -392,11 +390,25 @@ absl::Time InferenceService::ComputeDeadline(absl::Time call_deadline) const {
   return call_deadline - options_.response_margin;
 }
 
-void InferenceService::FillStatus(v1::ServingStatus* status) const {
-  std::shared_ptr<const Servable> s = servables_->current();
+absl::Status InferenceService::FillStatusFor(absl::string_view model,
+                                             v1::ServingStatus* status) const {
+  if (model.empty() && models_->models().size() > 1) {
+    status->set_uptime_s(absl::ToDoubleSeconds(absl::Now() - started_));
+    status->set_requests(requests_.load());
+    for (const auto& m : models_->models()) FillStatus(*m, status->add_models());
+    return absl::OkStatus();
+  }
+  HAPI_ASSIGN_OR_RETURN(ServedModel * found, models_->Find(model));
+  FillStatus(*found, status);
+  return absl::OkStatus();
+}
+
+void InferenceService::FillStatus(const ServedModel& model, v1::ServingStatus* status) const {
+  std::shared_ptr<const Servable> s = model.servables().current();
   status->set_uptime_s(absl::ToDoubleSeconds(absl::Now() - started_));
   status->set_requests(requests_.load());
-  status->set_variant_swaps(servables_->swaps());
+  status->set_variant_swaps(model.servables().swaps());
+  status->set_model(model.name());
   if (!s) return;
   const v1::VariantManifest& v = s->variant();
   status->set_variant(v.id());
@@ -415,12 +427,12 @@ void InferenceService::FillStatus(v1::ServingStatus* status) const {
   status->set_loaded_at(absl::FormatTime(absl::RFC3339_sec, s->loaded_at(), absl::UTCTimeZone()));
 }
 
-grpc::ServerUnaryReactor* InferenceService::GetServingStatus(grpc::CallbackServerContext* ctx,
-                                                             const v1::ServingStatusRequest*,
-                                                             v1::ServingStatus* response) {
-  FillStatus(response);
+grpc::ServerUnaryReactor* InferenceService::GetServingStatus(
+    grpc::CallbackServerContext* ctx, const v1::ServingStatusRequest* request,
+    v1::ServingStatus* response) {
+  absl::Status st = FillStatusFor(request->model(), response);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
+  reactor->Finish(ToGrpcStatus(st));
   return reactor;
 }
 
@@ -430,12 +442,23 @@ grpc::ServerUnaryReactor* InferenceService::LoadVariant(grpc::CallbackServerCont
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::Status st = CheckToken(*ctx, options_.admin_token);
   if (st.ok()) st = ValidateName(request->variant(), "variant id");
-  // Loading takes a moment (weights, BN folding); it runs on this callback
-  // thread, which gRPC allows for the rare admin call.
-  if (st.ok()) st = servables_->Load(request->variant()).status();
-  if (st.ok()) FillStatus(response->mutable_status());
+  if (st.ok()) st = Load(*request, response);
   reactor->Finish(ToGrpcStatus(st));
   return reactor;
+}
+
+// Loading takes a moment (weights, BN folding); it runs on the callback
+// thread, which gRPC allows for the rare admin call.
+absl::Status InferenceService::Load(const v1::LoadVariantRequest& request,
+                                    v1::LoadVariantResponse* response) {
+  ServedModel* model = models_->models().front().get();
+  // Unnamed, the one slot takes any variant (its manifest is read by the load).
+  if (models_->named() || !request.model().empty()) {
+    HAPI_ASSIGN_OR_RETURN(model, models_->ForVariant(request.variant(), request.model()));
+  }
+  HAPI_RETURN_IF_ERROR(model->servables().Load(request.variant()).status());
+  FillStatus(*model, response->mutable_status());
+  return absl::OkStatus();
 }
 
 }  // namespace hapi

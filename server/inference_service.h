@@ -16,6 +16,7 @@
 #include "hapi/v1/inference.grpc.pb.h"
 #include "server/batcher.h"
 #include "server/metrics.h"
+#include "server/model_registry.h"
 #include "server/servable.h"
 
 namespace hapi {
@@ -31,7 +32,7 @@ struct InferenceServiceOptions {
 
 class InferenceService final : public v1::Inference::CallbackService {
  public:
-  InferenceService(ServableManager* servables, Batcher* batcher, InferenceServiceOptions options);
+  explicit InferenceService(ModelRegistry* models, InferenceServiceOptions options);
 
   grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* ctx,
                                      const v1::ClassifyRequest* request,
@@ -60,10 +61,13 @@ class InferenceService final : public v1::Inference::CallbackService {
                       std::shared_ptr<std::atomic<bool>> cancelled);
 
  private:
-  void FillStatus(v1::ServingStatus* status) const;
+  // One model's status (uptime and requests are the server's).
+  void FillStatus(const ServedModel& model, v1::ServingStatus* status) const;
+  // The status a request asks for: one model's, or every model's.
+  absl::Status FillStatusFor(absl::string_view model, v1::ServingStatus* status) const;
+  absl::Status Load(const v1::LoadVariantRequest& request, v1::LoadVariantResponse* response);
 
-  ServableManager* const servables_;
-  Batcher* const batcher_;
+  ModelRegistry* const models_;
   const InferenceServiceOptions options_;
   const absl::Time started_;
   std::atomic<int64_t> requests_{0};

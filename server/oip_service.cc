@@ -658,15 +658,17 @@ inference::ModelMetadataResponse::TensorMetadata Tensor(absl::string_view name,
 
 }  // namespace
 
-OipService::OipService(ServableManager* servables, Batcher* batcher, OipServiceOptions options)
-    : servables_(servables), batcher_(batcher), options_(std::move(options)) {}
+OipService::OipService(ModelRegistry* models, OipServiceOptions options)
+    : models_(models), options_(std::move(options)) {}
 
-absl::StatusOr<std::shared_ptr<const Servable>> OipService::FindModel(
-    absl::string_view name, absl::string_view version) const {
-  std::shared_ptr<const Servable> servable = servables_->current();
+absl::StatusOr<std::shared_ptr<const Servable>> OipService::FindModel(absl::string_view name,
+                                                                      absl::string_view version,
+                                                                      ServedModel** served) const {
+  HAPI_ASSIGN_OR_RETURN(ServedModel * model, models_->FindExact(name));
+  std::shared_ptr<const Servable> servable = model->servables().current();
   if (!servable) return absl::UnavailableError("no variant is loaded yet");
   const v1::VariantManifest& v = servable->variant();
-  if (name != v.model()) {
+  if (name != v.model()) {  // unnamed: the model was swapped meanwhile
     return absl::NotFoundError(absl::StrCat("unknown model ", Quoted(name),
                                             "; this server serves model '", v.model(), "'"));
   }
@@ -675,6 +677,7 @@ absl::StatusOr<std::shared_ptr<const Servable>> OipService::FindModel(
                                             Quoted(version), "; its version is the variant '",
                                             v.id(), "' (or empty)"));
   }
+  if (served != nullptr) *served = model;
   return servable;
 }
 
@@ -688,7 +691,7 @@ grpc::ServerUnaryReactor* OipService::ServerLive(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* OipService::ServerReady(grpc::CallbackServerContext* ctx,
                                                   const inference::ServerReadyRequest*,
                                                   inference::ServerReadyResponse* response) {
-  response->set_ready(servables_->current() != nullptr);
+  response->set_ready(models_->AllLoaded());  // every model the server holds
   return Answer(ctx, absl::OkStatus());
 }
 
@@ -748,11 +751,12 @@ absl::Status OipService::StartInfer(const grpc::CallbackServerContext& ctx,
                                     grpc::ServerUnaryReactor* reactor,
                                     std::shared_ptr<std::atomic<bool>> cancelled) {
   const absl::Time start = absl::Now();
+  ServedModel* model = nullptr;
   HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const Servable> servable,
-                        FindModel(request.model_name(), request.model_version()));
+                        FindModel(request.model_name(), request.model_version(), &model));
   absl::StatusOr<OipInferRequest> parsed =
       ParseOipInferRequest(request, servable->executor().model(), servable->variant().model(),
-                           batcher_->options().queue_capacity);
+                           model->batcher().options().queue_capacity);
   if (!parsed.ok()) {
     if (VariantMetrics* m = servable->metrics()) m->RequestDone(parsed.status().code(), 0);
     return parsed.status();
@@ -773,7 +777,7 @@ absl::Status OipService::StartInfer(const grpc::CallbackServerContext& ctx,
   const int n = static_cast<int>(parsed->samples.size());
   auto call = std::make_shared<InferCall>(servable, std::move(parsed->outputs), n,
                                           std::move(pixels), start, response, reactor, cancelled);
-  SubmitSamples(batcher_, servable, std::move(parsed->samples), deadline, cancelled, call);
+  SubmitSamples(&model->batcher(), servable, std::move(parsed->samples), deadline, cancelled, call);
   return absl::OkStatus();
 }
 

@@ -2,7 +2,8 @@
 // proto/inference/grpc_service.proto) beside hapi.v1.Inference, on the same
 // port and over the same servables, batcher and metrics (docs/oip.md).
 //
-// The model is the served variant's model; its OIP version is the variant id.
+// A model is a served variant's model (one per model the server holds,
+// chosen by model_name); its OIP version is the variant id.
 // ModelInfer takes one input, "image": a tensor [N, C, H, W] of FP32 (0..1)
 // or UINT8 (0..255), [N, H, W, C] with the request parameter
 // hapi_layout=NHWC, or BYTES [N] of encoded PNG/JPEG images. Each of the N
@@ -24,6 +25,7 @@
 #include "core/model.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/batcher.h"
+#include "server/model_registry.h"
 #include "server/servable.h"
 
 namespace hapi {
@@ -78,7 +80,7 @@ absl::StatusOr<std::vector<float>> AnsweringExitProbabilities(const Model& model
 
 class OipService final : public inference::GRPCInferenceService::CallbackService {
  public:
-  OipService(ServableManager* servables, Batcher* batcher, OipServiceOptions options);
+  OipService(ModelRegistry* models, OipServiceOptions options);
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* ctx,
                                        const inference::ServerLiveRequest* request,
@@ -100,10 +102,12 @@ class OipService final : public inference::GRPCInferenceService::CallbackService
                                        inference::ModelInferResponse* response) override;
 
   // The one place an OIP model name and version become a servable:
-  // UNAVAILABLE while no variant is loaded, NOT_FOUND for another model, or
-  // a version that is neither empty nor the served variant's id.
+  // UNAVAILABLE while no variant is loaded, NOT_FOUND for a model not served
+  // (the name is required), or a version that is neither empty nor the
+  // variant that model serves. `served`, when given, gets the model's slot.
   absl::StatusOr<std::shared_ptr<const Servable>> FindModel(absl::string_view name,
-                                                            absl::string_view version) const;
+                                                            absl::string_view version,
+                                                            ServedModel** served = nullptr) const;
 
  private:
   // Parses the request and queues its samples; the call finishes once every
@@ -114,8 +118,7 @@ class OipService final : public inference::GRPCInferenceService::CallbackService
                           grpc::ServerUnaryReactor* reactor,
                           std::shared_ptr<std::atomic<bool>> cancelled);
 
-  ServableManager* const servables_;
-  Batcher* const batcher_;
+  ModelRegistry* const models_;
   const OipServiceOptions options_;
 };
 

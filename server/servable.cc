@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -164,9 +165,11 @@ int64_t ServableManager::swaps() const {
   return swaps_;
 }
 
-absl::StatusOr<std::string> NewestVariantForDevice(const std::string& repository,
-                                                   const std::string& device) {
-  std::string best_id, best_created;
+namespace {
+
+// Calls `fn` with the id and manifest of every readable variant.
+void ForEachVariant(const std::string& repository,
+                    const std::function<void(const std::string&, const v1::VariantManifest&)>& fn) {
   std::error_code ec;
   for (const auto& entry :
        std::filesystem::directory_iterator(RepositoryLayout(repository).VariantsDir(), ec)) {
@@ -174,18 +177,52 @@ absl::StatusOr<std::string> NewestVariantForDevice(const std::string& repository
     if (IsStagingName(name)) continue;
     v1::VariantManifest v;
     if (!ReadTextProto(absl::StrCat(entry.path().string(), "/", kVariantFile), &v).ok()) continue;
-    if (v.device() != device) continue;
+    fn(name, v);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> NewestVariantForDevice(const std::string& repository,
+                                                   const std::string& device,
+                                                   const std::string& model) {
+  std::string best_id, best_created;
+  ForEachVariant(repository, [&](const std::string& name, const v1::VariantManifest& v) {
+    if ((!device.empty() && v.device() != device) || (!model.empty() && v.model() != model)) {
+      return;
+    }
     if (best_id.empty() || v.created_at() > best_created ||
         (v.created_at() == best_created && name > best_id)) {
       best_id = name;
       best_created = v.created_at();
     }
-  }
+  });
   if (best_id.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no variant for device '", device, "'",
+        model.empty() ? "" : absl::StrCat(" of model '", model, "'"), " in ", repository));
+  }
+  return best_id;
+}
+
+absl::StatusOr<std::vector<std::string>> ModelsWithVariantsForDevice(const std::string& repository,
+                                                                     const std::string& device) {
+  std::set<std::string> models;
+  ForEachVariant(repository, [&](const std::string&, const v1::VariantManifest& v) {
+    if (device.empty() || v.device() == device) models.insert(v.model());
+  });
+  if (models.empty()) {
     return absl::NotFoundError(
         absl::StrCat("no variant for device '", device, "' in ", repository));
   }
-  return best_id;
+  return std::vector<std::string>(models.begin(), models.end());
+}
+
+absl::StatusOr<std::string> ModelOfVariant(const std::string& repository,
+                                           const std::string& variant_id) {
+  HAPI_ASSIGN_OR_RETURN(v1::VariantManifest v,
+                        ReadVariant(RepositoryLayout(repository), variant_id));
+  return v.model();
 }
 
 }  // namespace hapi

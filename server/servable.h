@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -108,8 +109,18 @@ class ServableManager {
   int64_t swaps_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// The newest variant (by created_at) built for `device`, or NOT_FOUND.
+// The newest variant (by created_at) built for `device` (any device when
+// empty; callers serving one model always name one), of `model` when it is
+// not empty, or NOT_FOUND.
 absl::StatusOr<std::string> NewestVariantForDevice(const std::string& repository,
-                                                   const std::string& device);
+                                                   const std::string& device,
+                                                   const std::string& model = "");
+// The models that have a variant built for `device` (any when empty),
+// sorted; NOT_FOUND when none has.
+absl::StatusOr<std::vector<std::string>> ModelsWithVariantsForDevice(const std::string& repository,
+                                                                     const std::string& device);
+// The model a variant's manifest names; NOT_FOUND for an unknown variant.
+absl::StatusOr<std::string> ModelOfVariant(const std::string& repository,
+                                           const std::string& variant_id);
 
 }  // namespace hapi

@@ -14,14 +14,18 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
+#include "core/device_profile.h"
 #include "core/fake_model.h"
 #include "core/files.h"
 #include "core/input_spec.h"
 #include "core/model_metadata.h"
+#include "core/repository_layout.h"
 #include "core/status_macros.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "inference/grpc_service.grpc.pb.h"
 #include "rpc/grpc_status.h"
+#include "server/model_registry.h"
 #include "tests/server/server_fixture.h"
 #include "tests/status_matchers.h"
 
@@ -955,6 +959,315 @@ TEST_F(RgbModelTest, RawTensorsOfTheWrongShapeAreInvalidArguments) {
   EXPECT_THAT(ToAbsl(Classify(gray.stub(), req, &r)),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("3x28x28"), HasSubstr("1x28x28"))));
+}
+
+// Several models side by side (docs/multi-model.md): the fixture's "tiny"
+// (1x28x28, 10 classes, variants v1 v2 on device dev) and a second fake,
+// "pair" (3x16x16, 4 classes, variants w1 w2 on its own device pair-dev: a
+// device profile is one model's), written into the fixture's repository.
+constexpr char kPairModel[] = "pair";
+
+void WriteOrDie(const std::string& dir, const std::string& file,
+                const google::protobuf::Message& m) {
+  absl::Status st = MakeDirectories(dir);
+  if (st.ok()) st = WriteTextProtoAtomically(absl::StrCat(dir, "/", file), m);
+  ASSERT_OK(st);
+}
+
+// Writes "pair", its device and its variants once; "tiny-late" is tiny's
+// newest variant (any device).
+void AddPairModel() {
+  static absl::Mutex mu;
+  static bool done = false;
+  absl::MutexLock lock(&mu);
+  if (done) return;
+  const RepositoryLayout layout(Fixture().repository);
+  FakeModelSpec spec;
+  spec.name = kPairModel;
+  spec.num_classes = 4;
+  spec.channels = 3;
+  spec.height = spec.width = 16;
+  const v1::ModelManifest manifest = FakeModelManifest(spec);
+  WriteOrDie(layout.ModelDir(kPairModel), kManifestFile, manifest);
+  absl::StatusOr<v1::DeviceProfile> profile = MakeAnalyticProfile("pair-dev", manifest, 1e9, 1e-6);
+  ASSERT_OK(profile.status());
+  WriteOrDie(layout.DeviceDir("pair-dev"), kProfileFile, *profile);
+  for (const auto& [id, exits] :
+       std::vector<std::pair<std::string, std::vector<int>>>{{"w1", {0, 2}}, {"w2", {1, 3}}}) {
+    v1::VariantManifest v = Fixture().Variant("v1");
+    v.set_id(id);
+    v.set_model(kPairModel);
+    v.set_device("pair-dev");
+    v.clear_enabled_exits();
+    v.clear_thresholds();
+    for (int e : exits) {
+      v.add_enabled_exits(e);
+      v.add_thresholds(0.5f);
+    }
+    v.set_created_at(id == "w2" ? "2024-02-01T00:00:00Z" : "2024-01-01T00:00:00Z");
+    WriteOrDie(layout.VariantDir(id), kVariantFile, v);
+  }
+  v1::VariantManifest late = Fixture().Variant("v1");
+  late.set_id("tiny-late");
+  late.set_created_at("2025-01-01T00:00:00Z");
+  WriteOrDie(layout.VariantDir("tiny-late"), kVariantFile, late);
+  done = true;
+}
+
+std::unique_ptr<InferenceServer> StartServer(InferenceServerOptions o) {
+  AddPairModel();
+  o.listen = "127.0.0.1:0";
+  o.servables = Fixture().Servables();
+  o.metrics_address = "";
+  auto server = InferenceServer::Start(std::move(o));
+  EXPECT_OK(server.status());
+  return server.ok() ? *std::move(server) : nullptr;
+}
+
+std::unique_ptr<InferenceServer> StartTwoModels() {
+  InferenceServerOptions o;
+  o.variants = {"v1", "w1"};
+  return StartServer(std::move(o));
+}
+
+v1::ClassifyRequest PairRequest(int level, const std::string& model = kPairModel) {
+  v1::ClassifyRequest r;
+  r.mutable_image()->set_raw_uint8(std::string(3 * 16 * 16, static_cast<char>(level)));
+  r.mutable_image()->set_channels(3);
+  r.mutable_image()->set_height(16);
+  r.mutable_image()->set_width(16);
+  r.set_model(model);
+  return r;
+}
+
+v1::ClassifyRequest TinyRequest(int i, const std::string& model = kModelName) {
+  v1::ClassifyRequest r = RawRequest(Fixture().image(i));
+  r.set_model(model);
+  return r;
+}
+
+std::unique_ptr<v1::Inference::Stub> StubFor(const InferenceServer& server) {
+  return v1::Inference::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", server.port()),
+                                                    grpc::InsecureChannelCredentials()));
+}
+
+absl::StatusOr<v1::ServingStatus> StatusOf(v1::Inference::Stub& stub, const std::string& model) {
+  grpc::ClientContext ctx;
+  v1::ServingStatusRequest req;
+  req.set_model(model);
+  v1::ServingStatus status;
+  HAPI_RETURN_IF_ERROR(ToAbsl(stub.GetServingStatus(&ctx, req, &status)));
+  return status;
+}
+
+TEST(MultiModelTest, RequestsGoToTheModelTheyName) {
+  auto server = StartTwoModels();
+  ASSERT_NE(server, nullptr);
+  auto stub = StubFor(*server);
+  for (int i = 0; i < 5; ++i) {
+    v1::ClassifyResponse r;
+    ASSERT_OK(ToAbsl(Classify(*stub, TinyRequest(i), &r)));
+    EXPECT_EQ(r.variant(), "v1");
+    ExpectSameAnswer(r, Expected("v1", i), "tiny");
+  }
+  for (int level : {10, 120, 250}) {
+    v1::ClassifyResponse r;
+    ASSERT_OK(ToAbsl(Classify(*stub, PairRequest(level), &r)));
+    EXPECT_EQ(r.variant(), "w1");
+    EXPECT_GE(r.label(), 0);
+    EXPECT_LT(r.label(), 4);
+  }
+  // Each model takes its own input only.
+  v1::ClassifyResponse r;
+  EXPECT_THAT(ToAbsl(Classify(*stub, TinyRequest(0, kPairModel), &r)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("3x16x16")));
+  EXPECT_THAT(ToAbsl(Classify(*stub, PairRequest(10, kModelName), &r)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("1x28x28")));
+}
+
+TEST(MultiModelTest, EmptyNameOnlyWithOneModelAndUnknownIsNotFound) {
+  auto server = StartTwoModels();
+  ASSERT_NE(server, nullptr);
+  auto stub = StubFor(*server);
+  v1::ClassifyResponse r;
+  EXPECT_THAT(ToAbsl(Classify(*stub, TinyRequest(0, ""), &r)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("'tiny'"), HasSubstr("'pair'"))));
+  EXPECT_THAT(ToAbsl(Classify(*stub, TinyRequest(0, "nope"), &r)),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+  EXPECT_THAT(StatusOf(*stub, "nope"), StatusIs(absl::StatusCode::kNotFound));
+  // One model: the name may be left out, or given.
+  TestServer single;
+  ASSERT_OK(ToAbsl(Classify(single.stub(), TinyRequest(0, ""), &r)));
+  ASSERT_OK(ToAbsl(Classify(single.stub(), TinyRequest(0), &r)));
+  EXPECT_THAT(ToAbsl(Classify(single.stub(), TinyRequest(0, kPairModel), &r)),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("'tiny'")));
+  InferenceServerOptions o;
+  o.variants = {"w1"};
+  auto pair_only = StartServer(std::move(o));
+  ASSERT_NE(pair_only, nullptr);
+  ASSERT_OK(ToAbsl(Classify(*StubFor(*pair_only), PairRequest(30, ""), &r)));
+  EXPECT_EQ(r.variant(), "w1");
+}
+
+TEST(MultiModelTest, ServingStatusPerModelOrAll) {
+  auto server = StartTwoModels();
+  ASSERT_NE(server, nullptr);
+  auto stub = StubFor(*server);
+  absl::StatusOr<v1::ServingStatus> all = StatusOf(*stub, "");
+  ASSERT_OK(all.status());
+  ASSERT_EQ(all->models_size(), 2);
+  EXPECT_EQ(all->models(0).model(), kModelName);
+  EXPECT_EQ(all->models(0).variant(), "v1");
+  EXPECT_EQ(all->models(1).model(), kPairModel);
+  EXPECT_EQ(all->models(1).variant(), "w1");
+  absl::StatusOr<v1::ServingStatus> pair = StatusOf(*stub, kPairModel);
+  ASSERT_OK(pair.status());
+  EXPECT_EQ(pair->variant(), "w1");
+  EXPECT_EQ(ShapeString(pair->input()), "3x16x16");
+  EXPECT_EQ(pair->models_size(), 0);
+}
+
+TEST(MultiModelTest, LoadVariantSwapsOnlyItsModel) {
+  auto server = StartTwoModels();
+  ASSERT_NE(server, nullptr);
+  auto stub = StubFor(*server);
+  v1::LoadVariantResponse response;
+  ASSERT_OK(LoadVariant(*stub, "w2", &response));
+  EXPECT_EQ(response.status().variant(), "w2");
+  EXPECT_EQ(response.status().model(), kPairModel);
+  EXPECT_EQ(StatusOf(*stub, kModelName)->variant(), "v1");
+  EXPECT_EQ(StatusOf(*stub, kModelName)->variant_swaps(), 1);
+  EXPECT_EQ(StatusOf(*stub, kPairModel)->variant_swaps(), 2);
+  grpc::ClientContext ctx;
+  v1::LoadVariantRequest req;
+  req.set_variant("v2");
+  req.set_model(kPairModel);
+  EXPECT_THAT(ToAbsl(stub->LoadVariant(&ctx, req, &response)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'tiny'")));
+  EXPECT_THAT(LoadVariant(*stub, "no-such-variant"), StatusIs(absl::StatusCode::kNotFound));
+  // A model the server was not started with is not added.
+  InferenceServerOptions o;
+  o.variants = {"w1"};
+  auto pair_only = StartServer(std::move(o));
+  ASSERT_NE(pair_only, nullptr);
+  EXPECT_THAT(LoadVariant(*StubFor(*pair_only), "v1"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("'tiny'")));
+}
+
+TEST(MultiModelTest, SwappingOneModelUnderLoadNeverDisturbsEither) {
+  auto server = StartTwoModels();
+  ASSERT_NE(server, nullptr);
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0}, tiny_answers{0}, pair_answers{0};
+  auto load = [&](bool tiny) {
+    auto stub = StubFor(*server);
+    for (int i = 0; !stop.load(); ++i) {
+      v1::ClassifyResponse r;
+      const grpc::Status st =
+          Classify(*stub, tiny ? TinyRequest(i % 20) : PairRequest(i % 256), &r);
+      if (!st.ok() || (tiny && r.variant() != "v1")) ++failures;
+      ++(tiny ? tiny_answers : pair_answers);
+    }
+  };
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 2; ++t) clients.emplace_back(load, t == 0);
+  for (int swap = 0; swap < 50; ++swap) {
+    ASSERT_OK(server->models()
+                  .FindExact(kPairModel)
+                  .value()
+                  ->servables()
+                  .Load(swap % 2 == 0 ? "w2" : "w1")
+                  .status());
+  }
+  stop = true;
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_GT(tiny_answers.load(), 0);
+  EXPECT_GT(pair_answers.load(), 0);
+  EXPECT_EQ(server->models().FindExact(kModelName).value()->servables().swaps(), 1);
+}
+
+TEST(MultiModelTest, ReadyOnlyOnceEveryModelIsLoaded) {
+  AddPairModel();
+  ModelRegistry registry({kModelName, kPairModel}, BatcherOptions(), Fixture().Servables(),
+                         nullptr);
+  EXPECT_FALSE(registry.AllLoaded());
+  ASSERT_OK(registry.FindExact(kModelName).value()->servables().Load("v1").status());
+  EXPECT_FALSE(registry.AllLoaded());
+  ASSERT_OK(registry.ForVariant("w2", "").value()->servables().Load("w2").status());
+  EXPECT_TRUE(registry.AllLoaded());
+  // One model that cannot load: the server does not start.
+  InferenceServerOptions o;
+  o.models = {kModelName, "nope"};
+  EXPECT_THAT(InferenceServer::Start([&] {
+                o.servables = Fixture().Servables();
+                o.listen = "127.0.0.1:0";
+                o.metrics_address = "";
+                return o;
+              }()),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+}
+
+TEST(MultiModelTest, ModelsServeTheirNewestVariantsAndNeedOneVariantEach) {
+  InferenceServerOptions o;
+  o.models = {kModelName, kPairModel};
+  auto server = StartServer(std::move(o));
+  ASSERT_NE(server, nullptr);
+  auto stub = StubFor(*server);
+  EXPECT_EQ(StatusOf(*stub, kModelName)->variant(), "tiny-late");
+  EXPECT_EQ(StatusOf(*stub, kPairModel)->variant(), "w2");
+  // "*": the models with a variant (for the device when given).
+  absl::StatusOr<std::vector<std::string>> on_pair_dev =
+      ModelsWithVariantsForDevice(Fixture().repository, "pair-dev");
+  ASSERT_OK(on_pair_dev.status());
+  EXPECT_EQ(*on_pair_dev, std::vector<std::string>{kPairModel});
+  InferenceServerOptions twice;
+  twice.variants = {"v1", "v2"};
+  twice.listen = "127.0.0.1:0";
+  twice.servables = Fixture().Servables();
+  twice.metrics_address = "";
+  EXPECT_THAT(InferenceServer::Start(std::move(twice)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("one variant per model")));
+}
+
+TEST(MultiModelTest, OipModelNameSelectsTheModel) {
+  auto server = StartTwoModels();
+  ASSERT_NE(server, nullptr);
+  auto oip = inference::GRPCInferenceService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", server->port()), grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext ctx;
+    inference::ServerReadyResponse ready;
+    ASSERT_TRUE(oip->ServerReady(&ctx, inference::ServerReadyRequest(), &ready).ok());
+    EXPECT_TRUE(ready.ready());
+  }
+  for (const char* name : {kModelName, kPairModel, "nope"}) {
+    grpc::ClientContext ctx;
+    inference::ModelReadyRequest req;
+    req.set_name(name);
+    inference::ModelReadyResponse ready;
+    ASSERT_TRUE(oip->ModelReady(&ctx, req, &ready).ok());
+    EXPECT_EQ(ready.ready(), std::string(name) != "nope") << name;
+  }
+  inference::ModelInferRequest req;
+  req.set_model_name(kPairModel);
+  auto* input = req.add_inputs();
+  input->set_name("image");
+  input->set_datatype("UINT8");
+  for (int64_t d : {1, 3, 16, 16}) input->add_shape(d);
+  req.add_raw_input_contents(std::string(3 * 16 * 16, '\x40'));
+  inference::ModelInferResponse response;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_OK(ToAbsl(oip->ModelInfer(&ctx, req, &response)));
+    EXPECT_EQ(response.model_name(), kPairModel);
+    EXPECT_EQ(response.model_version(), "w1");
+  }
+  req.set_model_name("nope");
+  grpc::ClientContext ctx;
+  EXPECT_THAT(ToAbsl(oip->ModelInfer(&ctx, req, &response)),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
 }
 
 }  // namespace

@@ -27,8 +27,64 @@ constexpr char kSupportedOps[] =
     "MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Gemm, MatMul, Softmax (last), "
     "Identity, Dropout, Constant";
 
-int64_t Product(const Dims& dims) {
-  return std::accumulate(dims.begin(), dims.end(), int64_t{1}, std::multiplies<int64_t>());
+// Limits on what a file may declare, far above any image classifier the
+// inference path runs, so that counts, sizes and MACs fit in int64_t.
+constexpr int64_t kMaxElements = int64_t{1} << 40;  // one tensor (one sample for activations)
+constexpr int64_t kMaxMacs = int64_t{1} << 50;      // one node and the whole graph, one sample
+constexpr int64_t kMaxWindow = int64_t{1} << 16;    // kernel, stride, dilation, pad
+
+// The product of `dims`, or -1 when a dimension is negative or the product
+// exceeds `limit`.
+int64_t CheckedProduct(const Dims& dims, int64_t limit) {
+  int64_t product = 1;
+  for (int64_t d : dims) {
+    if (d < 0) return -1;
+    if (d == 0) product = 0;
+  }
+  if (product == 0) return 0;
+  for (int64_t d : dims) {
+    if (product > limit / d) return -1;
+    product *= d;
+  }
+  return product;
+}
+
+int64_t Product(const Dims& dims) { return CheckedProduct(dims, kMaxElements); }
+
+// `message` with every byte that is not part of well-formed UTF-8 shown as
+// \xNN: names in an ONNX file are bytes (proto2 strings), and messages end
+// up in proto string fields and in clients that decode them.
+std::string Utf8Safe(absl::string_view message) {
+  std::string out;
+  out.reserve(message.size());
+  size_t i = 0;
+  while (i < message.size()) {
+    const unsigned char c = message[i];
+    int extra = c < 0x80             ? 0
+                : (c & 0xe0) == 0xc0 ? 1
+                : (c & 0xf0) == 0xe0 ? 2
+                : (c & 0xf8) == 0xf0 ? 3
+                                     : -1;
+    bool ok = extra >= 0 && message.size() - i > static_cast<size_t>(extra);
+    if (ok && extra > 0) {
+      static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+      uint32_t cp = c & (0x3f >> extra);
+      for (int k = 1; ok && k <= extra; ++k) {
+        const unsigned char d = message[i + k];
+        ok = (d & 0xc0) == 0x80;
+        cp = (cp << 6) | (d & 0x3f);
+      }
+      ok = ok && cp >= kMin[extra] && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff);
+    }
+    if (ok) {
+      out.append(message.data() + i, extra + 1);
+      i += extra + 1;
+    } else {
+      absl::StrAppend(&out, "\\x", absl::Hex(c, absl::kZeroPad2));
+      ++i;
+    }
+  }
+  return out;
 }
 
 std::string DimsString(const Dims& dims) {
@@ -42,6 +98,8 @@ std::string NodeName(const onnx::NodeProto& node, int index) {
 absl::Status NodeError(const std::string& name, const std::string& op, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("node '", name, "' (op ", op, "): ", what));
 }
+
+absl::Status CheckWindow(const GraphNode& n);
 
 // --- Attributes and constant tensors ------------------------------------------
 
@@ -84,9 +142,15 @@ absl::StatusOr<std::vector<T>> TensorValues(const onnx::TensorProto& t, int expe
         absl::StrCat("tensor '", t.name(), "' is stored outside the file (external data)"));
   }
   const int64_t count = Product(Dims(t.dims().begin(), t.dims().end()));
+  if (count < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", t.name(), "' has dims ", DimsString(Dims(t.dims().begin(), t.dims().end())),
+        " (negative, or more than 2^40 values)"));
+  }
   std::vector<T> values;
   if (t.has_raw_data()) {
-    if (t.raw_data().size() != count * sizeof(T)) {
+    if (t.raw_data().size() % sizeof(T) != 0 ||
+        t.raw_data().size() / sizeof(T) != static_cast<uint64_t>(count)) {
       return absl::DataLossError(absl::StrCat("tensor '", t.name(), "' has ", t.raw_data().size(),
                                               " bytes of data for ", count, " values"));
     }
@@ -123,6 +187,8 @@ class Lowering {
       : model_(model), g_(model.graph()), graph_(graph) {}
 
   absl::Status Run();
+  // What must hold before ONNX's shape inference runs (see the definition).
+  absl::Status CheckBeforeShapeInference();
 
  private:
   absl::Status ReadShapesAndInputs();
@@ -208,6 +274,111 @@ absl::Status Lowering::ReadShapesAndInputs() {
   return absl::OkStatus();
 }
 
+bool IsSupportedOp(const onnx::NodeProto& node) {
+  static const std::set<std::string> kOps = {"Conv",
+                                             "BatchNormalization",
+                                             "Relu",
+                                             "Clip",
+                                             "Sigmoid",
+                                             "HardSigmoid",
+                                             "HardSwish",
+                                             "Mul",
+                                             "Add",
+                                             "Concat",
+                                             "MaxPool",
+                                             "AveragePool",
+                                             "GlobalAveragePool",
+                                             "Flatten",
+                                             "Reshape",
+                                             "Gemm",
+                                             "MatMul",
+                                             "Softmax",
+                                             "Identity",
+                                             "Dropout",
+                                             "Constant"};
+  return (node.domain().empty() || node.domain() == "ai.onnx") && kOps.count(node.op_type()) > 0;
+}
+
+// libonnx 1.12's shape inference for Conv and the pools indexes its dilations
+// (one per spatial axis of the input) by the kernel's axes: an input of rank
+// below the kernel's is a read through a null pointer inside libonnx (found by
+// fuzz_onnx_import). So before shape inference runs: the graph input is
+// checked (as lowering checks it), every op must be one the importer lowers
+// (the message lowering gives), and tensor ranks are followed through those
+// ops so that a Conv or pool whose input is not 4-D, or whose kernel is not,
+// is refused first. Ranks come from the nodes and constants only, never from
+// the file's value_info.
+absl::Status Lowering::CheckBeforeShapeInference() {
+  HAPI_RETURN_IF_ERROR(ReadShapesAndInputs());
+  std::map<std::string, int> rank;        // known ranks
+  std::map<std::string, int64_t> length;  // 1-D int64 constants: their length
+  auto constant = [&](const onnx::TensorProto& t, const std::string& name) {
+    rank[name] = t.dims_size();
+    if (t.dims_size() == 1 && t.data_type() == onnx::TensorProto::INT64) length[name] = t.dims(0);
+  };
+  for (const auto& t : g_.initializer()) constant(t, t.name());
+  rank[graph_->input] = 4;
+  auto rank_of = [&](const std::string& tensor) {
+    auto it = rank.find(tensor);
+    return it == rank.end() ? -1 : it->second;
+  };
+  for (int i = 0; i < g_.node_size(); ++i) {
+    const onnx::NodeProto& node = g_.node(i);
+    const std::string& op = node.op_type();
+    if (!IsSupportedOp(node)) {
+      const std::string name = NodeName(node, i);
+      if (!node.domain().empty() && node.domain() != "ai.onnx") {
+        return NodeError(name, op, absl::StrCat("unsupported op (domain ", node.domain(), ")"));
+      }
+      return NodeError(name, op, absl::StrCat("unsupported op; supported: ", kSupportedOps));
+    }
+    if (node.output_size() == 0) continue;
+    const int in0 = node.input_size() > 0 ? rank_of(node.input(0)) : -1;
+    int out = in0;
+    if (op == "Conv" || op == "MaxPool" || op == "AveragePool") {
+      const int kernel = op == "Conv"
+                             ? (node.input_size() > 1 ? rank_of(node.input(1)) : -1)
+                             : static_cast<int>(IntsAttribute(node, "kernel_shape", {}).size()) + 2;
+      // libonnx's shape inference divides by the strides (by zero for a zero
+      // stride, found by fuzz_onnx_import): the window is checked here as
+      // lowering checks it.
+      GraphNode window;
+      window.name = NodeName(node, i);
+      window.op_type = op;
+      window.kernel = IntsAttribute(node, "kernel_shape", op == "Conv" ? Dims{1, 1} : Dims{});
+      window.strides = IntsAttribute(node, "strides", {1, 1});
+      window.dilations = IntsAttribute(node, "dilations", {1, 1});
+      window.pads = IntsAttribute(node, "pads", {0, 0, 0, 0});
+      HAPI_RETURN_IF_ERROR(CheckWindow(window));
+      if (op == "Conv" && IntAttribute(node, "group", 1) < 1) {
+        return NodeError(window.name, op, "inconsistent group, kernel and bias sizes");
+      }
+      if (in0 != 4 || kernel != 4) {
+        return NodeError(
+            NodeName(node, i), op,
+            absl::StrCat("only 2-D windows over a 4-D input are supported (input of rank ",
+                         in0 < 0 ? "unknown" : absl::StrCat(in0), ")"));
+      }
+    } else if (op == "Constant") {
+      const onnx::AttributeProto* value = FindAttribute(node, "value");
+      if (value != nullptr && value->has_t()) constant(value->t(), node.output(0));
+      continue;
+    } else if (op == "Flatten" || op == "Gemm") {
+      out = 2;
+    } else if (op == "Reshape") {
+      auto it = node.input_size() > 1 ? length.find(node.input(1)) : length.end();
+      out = it == length.end() || it->second > 64 ? -1 : static_cast<int>(it->second);
+    } else if (op == "Add" || op == "Mul" || op == "MatMul" || op == "Concat") {
+      for (const auto& in : node.input()) out = std::max(out, rank_of(in));
+      for (const auto& in : node.input()) {
+        if (rank_of(in) < 0) out = -1;
+      }
+    }
+    if (out >= 0) rank[node.output(0)] = out;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Lowering::ReadConstants() {
   auto add = [&](const onnx::TensorProto& t, const std::string& name) -> absl::Status {
     Dims dims(t.dims().begin(), t.dims().end());
@@ -264,6 +435,12 @@ absl::StatusOr<Weight> Lowering::WeightInput(const onnx::NodeProto& node, const 
     return NodeError(n.name, n.op_type,
                      absl::StrCat("input ", i, " must be a float constant (an initializer)"));
   }
+  // Every dimension at least 1, so that each is at most the number of values.
+  if (it->second.values.empty()) {
+    return NodeError(
+        n.name, n.op_type,
+        absl::StrCat("input ", i, " is an empty constant, dims ", DimsString(it->second.dims)));
+  }
   return it->second;
 }
 
@@ -299,6 +476,14 @@ absl::Status Lowering::LowerNode(const onnx::NodeProto& node, const std::string&
   if (n.inputs.empty() && op != "Softmax") {
     return NodeError(name, op, "no input is an activation (constant subgraphs are not folded)");
   }
+  for (const std::string& in : n.inputs) {
+    if (in != graph_->input && producer_.count(in) == 0) {
+      return NodeError(name, op,
+                       absl::StrCat("input '", in,
+                                    "' is neither the graph input nor computed by an earlier "
+                                    "supported node (constants must be float or int64)"));
+    }
+  }
   if (op == "Conv") return LowerConv(node, std::move(n));
   if (op == "BatchNormalization") return LowerBatchNorm(node, std::move(n));
   if (op == "Relu" || op == "Clip" || op == "Sigmoid" || op == "HardSigmoid" || op == "HardSwish") {
@@ -316,11 +501,7 @@ absl::Status Lowering::LowerNode(const onnx::NodeProto& node, const std::string&
 
 // Kernel, strides, dilations and pads (explicit or from auto_pad) of a Conv or
 // pooling node, 2-D only.
-absl::Status Lowering::SetWindow(const onnx::NodeProto& node, GraphNode& n, const Dims& kernel) {
-  n.kernel = kernel;
-  n.strides = IntsAttribute(node, "strides", {1, 1});
-  n.dilations = IntsAttribute(node, "dilations", {1, 1});
-  n.pads = IntsAttribute(node, "pads", {0, 0, 0, 0});
+absl::Status CheckWindow(const GraphNode& n) {
   if (n.kernel.size() != 2 || n.strides.size() != 2 || n.dilations.size() != 2 ||
       n.pads.size() != 4) {
     return NodeError(n.name, n.op_type, "only 2-D windows are supported");
@@ -333,12 +514,28 @@ absl::Status Lowering::SetWindow(const onnx::NodeProto& node, GraphNode& n, cons
   if (*std::min_element(n.pads.begin(), n.pads.end()) < 0) {
     return NodeError(n.name, n.op_type, "negative pads are not supported");
   }
+  for (const Dims* v : {&n.kernel, &n.strides, &n.dilations, &n.pads}) {
+    if (*std::max_element(v->begin(), v->end()) > kMaxWindow) {
+      return NodeError(
+          n.name, n.op_type,
+          absl::StrCat("kernel, strides, dilations and pads must be at most ", kMaxWindow));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Lowering::SetWindow(const onnx::NodeProto& node, GraphNode& n, const Dims& kernel) {
+  n.kernel = kernel;
+  n.strides = IntsAttribute(node, "strides", {1, 1});
+  n.dilations = IntsAttribute(node, "dilations", {1, 1});
+  n.pads = IntsAttribute(node, "pads", {0, 0, 0, 0});
+  HAPI_RETURN_IF_ERROR(CheckWindow(n));
   const std::string auto_pad = StringAttribute(node, "auto_pad");
   if (auto_pad == "VALID") n.pads = {0, 0, 0, 0};
   if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
     const Dims& in = full_shapes_[n.inputs[0]];
     for (int d = 0; d < 2; ++d) {
-      const int64_t size = in.size() == 4 ? in[2 + d] : -1;
+      const int64_t size = in.size() == 4 && in[2 + d] <= kMaxElements ? in[2 + d] : -1;
       const int64_t out = (size + n.strides[d] - 1) / n.strides[d];
       const int64_t total = std::max<int64_t>(
           0, (out - 1) * n.strides[d] + (n.kernel[d] - 1) * n.dilations[d] + 1 - size);
@@ -573,22 +770,42 @@ absl::Status Lowering::SetShapes() {
   auto per_sample = [&](const std::string& tensor, const GraphNode* node) -> absl::StatusOr<Dims> {
     auto it = full_shapes_.find(tensor);
     bool known = it != full_shapes_.end() && !it->second.empty();
-    for (size_t d = 1; known && d < it->second.size(); ++d) known = it->second[d] > 0;
-    if (!known) {
-      const std::string what = absl::StrCat("the shape of tensor '", tensor, "' is not static");
-      if (node == nullptr) return absl::InvalidArgumentError(what);
-      return NodeError(node->name, node->op_type, what);
+    int64_t elements = 1;  // kMaxElements + 1 for more
+    for (size_t d = 1; known && d < it->second.size(); ++d) {
+      const int64_t size = it->second[d];
+      known = size > 0;
+      if (known) elements = elements > kMaxElements / size ? kMaxElements + 1 : elements * size;
     }
-    return Dims(it->second.begin() + 1, it->second.end());
+    std::string what;
+    if (!known) {
+      what = absl::StrCat("the shape of tensor '", tensor, "' is not static");
+    } else if (elements > kMaxElements) {
+      what = absl::StrCat("tensor '", tensor, "' has shape ", DimsString(it->second),
+                          ": more than 2^40 values per sample");
+    } else {
+      return Dims(it->second.begin() + 1, it->second.end());
+    }
+    if (node == nullptr) return absl::InvalidArgumentError(what);
+    return NodeError(node->name, node->op_type, what);
   };
+  int64_t total_macs = 0;
   HAPI_ASSIGN_OR_RETURN(graph_->shapes[graph_->input], per_sample(graph_->input, nullptr));
   for (GraphNode& n : graph_->nodes) {
     HAPI_ASSIGN_OR_RETURN(Dims out, per_sample(n.output, &n));
     if (n.op == GraphOp::kConv) HAPI_RETURN_IF_ERROR(CheckConvInput(n));
-    if (n.op == GraphOp::kConv) {
-      n.macs = Product(out) * n.weights[0].numel() / n.weights[0].dims[0];
-    } else if (n.op == GraphOp::kLinear) {
-      n.macs = Product(out) * n.weights[0].dims[1];
+    // Output elements times the MACs of one (kernels and matrices have no
+    // empty dimension, so both factors are positive).
+    if (n.op == GraphOp::kConv || n.op == GraphOp::kLinear) {
+      const int64_t per_output = n.op == GraphOp::kConv
+                                     ? n.weights[0].numel() / n.weights[0].dims[0]
+                                     : n.weights[0].dims[1];
+      n.macs = CheckedProduct({Product(out), per_output}, kMaxMacs);
+      if (n.macs < 0 || n.macs > kMaxMacs - total_macs) {
+        return NodeError(n.name, n.op_type,
+                         absl::StrCat("more than 2^50 multiply-accumulates per sample (output ",
+                                      DimsString(out), ")"));
+      }
+      total_macs += n.macs;
     }
     graph_->shapes[n.output] = std::move(out);
   }
@@ -603,7 +820,7 @@ absl::Status Lowering::Finish() {
   }
   HAPI_RETURN_IF_ERROR(SetShapes());
   const Dims& out = graph_->shapes[graph_->output];
-  if (out.size() != 1 || out[0] < 2) {
+  if (out.size() != 1 || out[0] < 2 || out[0] > std::numeric_limits<int>::max()) {
     return absl::InvalidArgumentError(absl::StrCat("graph output '", graph_output_, "' has shape ",
                                                    DimsString(out),
                                                    " per sample; a classifier has [classes]"));
@@ -692,6 +909,11 @@ absl::StatusOr<ImportedGraph> ImportParsed(onnx::ModelProto& model, absl::string
     return absl::DataLossError(
         absl::StrCat(what, " is not a valid ONNX model (checker: ", e.what(), ")"));
   }
+  {
+    ImportedGraph scratch;
+    absl::Status st = Lowering(model, &scratch).CheckBeforeShapeInference();
+    if (!st.ok()) return absl::Status(st.code(), absl::StrCat(what, ": ", st.message()));
+  }
   try {
     onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(),
                                        onnx::ShapeInferenceOptions(false, 1, false));
@@ -723,10 +945,12 @@ absl::StatusOr<ImportedGraph> ImportOnnx(absl::string_view bytes, absl::string_v
   onnx::ModelProto model;
   if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()) ||
       !model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    return absl::DataLossError(
-        absl::StrCat(what, " is not a valid ONNX model (truncated or corrupt: it does not parse)"));
+    return absl::DataLossError(Utf8Safe(absl::StrCat(
+        what, " is not a valid ONNX model (truncated or corrupt: it does not parse)")));
   }
-  return ImportParsed(model, what);
+  absl::StatusOr<ImportedGraph> graph = ImportParsed(model, what);
+  if (!graph.ok()) return absl::Status(graph.status().code(), Utf8Safe(graph.status().message()));
+  return graph;
 }
 
 absl::StatusOr<ImportedGraph> ImportOnnxFile(const std::string& path) {

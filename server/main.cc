@@ -1,9 +1,13 @@
-// hapi-server: serves hapi.v1.Inference for one variant at a time, with
+// hapi-server: serves hapi.v1.Inference (and the Open Inference Protocol) for
+// one variant per model at a time, one model or several side by side, with
 // progressive early exits, dynamic batching and hot swap.
 #include <csignal>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/marshalling.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "core/status_macros.h"
@@ -22,6 +26,12 @@ ABSL_FLAG(std::string, repository, "repository", "Repository root");
 ABSL_FLAG(std::string, variant, "", "Variant to serve");
 ABSL_FLAG(std::string, device, "",
           "Serve the newest variant built for this device, and swap in newer ones as they appear");
+ABSL_FLAG(std::vector<std::string>, models, {},
+          "Serve these models side by side, each its newest variant (for --device when set; "
+          "'*': every model with one), each with its own queue, workers and hot swap, each "
+          "watched for newer variants");
+ABSL_FLAG(std::vector<std::string>, variants, {},
+          "Serve these variants side by side, one per model (instead of --variant/--device)");
 ABSL_FLAG(int32_t, poll_seconds, 5, "With --device: how often to look for a newer variant");
 ABSL_FLAG(int32_t, intra_op_threads, 1, "LibTorch intra-op threads (profile with the same)");
 ABSL_FLAG(int32_t, max_batch, 1, "Largest batch (1: batching off)");
@@ -61,8 +71,14 @@ absl::StatusOr<hapi::InferenceServerOptions> OptionsFromFlags() {
   o.servables.full_network = absl::GetFlag(FLAGS_full_network);
   o.variant = absl::GetFlag(FLAGS_variant);
   o.device = absl::GetFlag(FLAGS_device);
-  if (o.variant.empty() == o.device.empty()) {
-    return absl::InvalidArgumentError("pass exactly one of --variant or --device");
+  o.models = absl::GetFlag(FLAGS_models);
+  o.variants = absl::GetFlag(FLAGS_variants);
+  const int sources =
+      !o.variant.empty() + !(o.device.empty() && o.models.empty()) + !o.variants.empty();
+  if (sources != 1) {
+    return absl::InvalidArgumentError(
+        "pass exactly one of --variant, --device (with or without --models), --models or "
+        "--variants");
   }
   o.poll_interval = absl::Seconds(absl::GetFlag(FLAGS_poll_seconds));
   o.batcher.max_batch = std::max(1, absl::GetFlag(FLAGS_max_batch));

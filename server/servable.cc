@@ -198,9 +198,10 @@ absl::StatusOr<std::string> NewestVariantForDevice(const std::string& repository
     }
   });
   if (best_id.empty()) {
-    return absl::NotFoundError(absl::StrCat(
-        "no variant for device '", device, "'",
-        model.empty() ? "" : absl::StrCat(" of model '", model, "'"), " in ", repository));
+    const std::string of_model = model.empty() ? "" : absl::StrCat(" of model '", model, "'");
+    const std::string for_device = device.empty() ? "" : absl::StrCat(" for device '", device, "'");
+    return absl::NotFoundError(
+        absl::StrCat("no variant", for_device, of_model, " in ", repository));
   }
   return best_id;
 }

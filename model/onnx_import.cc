@@ -87,6 +87,8 @@ std::string Utf8Safe(absl::string_view message) {
   return out;
 }
 
+bool IsValidUtf8(absl::string_view text) { return Utf8Safe(text) == text; }
+
 std::string DimsString(const Dims& dims) {
   return absl::StrCat("[", absl::StrJoin(dims, ","), "]");
 }
@@ -309,6 +311,29 @@ bool IsSupportedOp(const onnx::NodeProto& node) {
 // is refused first. Ranks come from the nodes and constants only, never from
 // the file's value_info.
 absl::Status Lowering::CheckBeforeShapeInference() {
+  // Names and metadata end up in the model's manifest (proto3 strings, which
+  // must be UTF-8) and in messages; in an ONNX file they are bytes.
+  std::vector<std::pair<const char*, const std::string*>> names = {{"graph name", &g_.name()}};
+  for (const auto& p : model_.metadata_props()) {
+    names.push_back({"metadata key", &p.key()});
+    names.push_back({"metadata value", &p.value()});
+  }
+  for (const auto& t : g_.initializer()) names.push_back({"tensor name", &t.name()});
+  for (const auto* list : {&g_.input(), &g_.output(), &g_.value_info()}) {
+    for (const auto& v : *list) names.push_back({"tensor name", &v.name()});
+  }
+  for (const auto& node : g_.node()) {
+    names.push_back({"node name", &node.name()});
+    for (const auto& t : node.input()) names.push_back({"tensor name", &t});
+    for (const auto& t : node.output()) names.push_back({"tensor name", &t});
+  }
+  for (const auto& [what, name] : names) {
+    if (!IsValidUtf8(*name)) {
+      return absl::InvalidArgumentError(absl::StrCat(what, " '", Utf8Safe(name->substr(0, 64)),
+                                                     name->size() > 64 ? "..." : "",
+                                                     "' is not valid UTF-8"));
+    }
+  }
   HAPI_RETURN_IF_ERROR(ReadShapesAndInputs());
   std::map<std::string, int> rank;        // known ranks
   std::map<std::string, int64_t> length;  // 1-D int64 constants: their length
@@ -977,8 +1002,8 @@ absl::StatusOr<std::vector<CutPoint>> SelectCutPoints(const ImportedGraph& graph
         });
     if (it == graph.cut_points.end()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("'", name, "' is not a cut point of graph '", graph.name,
-                       "' (name a cut point's tensor or the node that produces it)"));
+          Utf8Safe(absl::StrCat("'", name, "' is not a cut point of graph '", graph.name,
+                                "' (name a cut point's tensor or the node that produces it)")));
     }
     wanted.insert(it->after_node);
   }
@@ -994,9 +1019,9 @@ absl::StatusOr<std::vector<CutPoint>> SelectCutPoints(const ImportedGraph& graph
     kept.erase(kept.end() - 2);
   }
   if (kept.size() < 2) {
-    return absl::InvalidArgumentError(
+    return absl::InvalidArgumentError(Utf8Safe(
         absl::StrCat("graph '", graph.name, "': ", kept.size(),
-                     " cut point(s) left after the exits list and spacing; at least 2 needed"));
+                     " cut point(s) left after the exits list and spacing; at least 2 needed")));
   }
   return kept;
 }

@@ -1085,6 +1085,36 @@ TEST(MultiModelTest, RequestsGoToTheModelTheyName) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("1x28x28")));
 }
 
+TEST(MultiModelTest, StreamsNameTheModelPerMessage) {
+  auto server = StartTwoModels();
+  ASSERT_NE(server, nullptr);
+  auto stub = StubFor(*server);
+  grpc::ClientContext ctx;
+  auto stream = stub->ClassifyStream(&ctx);
+  v1::ClassifyRequest tiny = TinyRequest(0), pair = PairRequest(50), unnamed = TinyRequest(0, "");
+  tiny.set_request_id("tiny");
+  pair.set_request_id("pair");
+  unnamed.set_request_id("unnamed");
+  for (const auto* req : {&tiny, &pair, &unnamed}) ASSERT_TRUE(stream->Write(*req));
+  ASSERT_TRUE(stream->WritesDone());
+  std::map<std::string, v1::ClassifyResponse> got;
+  v1::ClassifyResponse r;
+  while (stream->Read(&r)) got[r.request_id()] = r;
+  EXPECT_OK(ToAbsl(stream->Finish()));
+  EXPECT_EQ(got["tiny"].variant(), "v1");
+  EXPECT_EQ(got["pair"].variant(), "w1");
+  EXPECT_EQ(got["unnamed"].error_code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  grpc::ClientContext progressive_ctx;
+  auto reader = stub->ClassifyProgressive(&progressive_ctx, pair);
+  int steps = 0;
+  while (reader->Read(&r)) {
+    EXPECT_EQ(r.variant(), "w1");
+    ++steps;
+  }
+  EXPECT_OK(ToAbsl(reader->Finish()));
+  EXPECT_GE(steps, 1);
+}
+
 TEST(MultiModelTest, EmptyNameOnlyWithOneModelAndUnknownIsNotFound) {
   auto server = StartTwoModels();
   ASSERT_NE(server, nullptr);

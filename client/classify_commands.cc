@@ -98,17 +98,27 @@ std::vector<Input> FileInputs(const std::vector<std::string>& paths) {
   return out;
 }
 
-// The served model's input spec (ServingStatus.input), asked once per
-// command: what raw tensors are shaped to. Servers that speak only OIP give no
-// hapi.v1 status; without it the default model's 1x28x28 is assumed.
-v1::InputSpec ServedSpec(const Connection& conn, bool oip) {
+// The input spec (ServingStatus.input) of `model` (empty: the only one
+// served), asked once per command: what raw tensors are shaped to. Servers
+// that speak only OIP give no hapi.v1 status; without it the default model's
+// 1x28x28 is assumed.
+v1::InputSpec ServedSpec(const Connection& conn, bool oip, const std::string& model) {
   Rpc<v1::Inference> rpc(conn, 5);
+  v1::ServingStatusRequest request;
+  request.set_model(model);
   v1::ServingStatus st;
-  grpc::Status status = rpc.stub->GetServingStatus(&rpc.context, v1::ServingStatusRequest(), &st);
+  grpc::Status status = rpc.stub->GetServingStatus(&rpc.context, request, &st);
   if (!status.ok() && oip && status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
     return ServedInputSpec(v1::ServingStatus());
   }
   Check(status, "server status (the model's input spec)");
+  if (st.models_size() > 0) {
+    std::string names;
+    for (const v1::ServingStatus& m : st.models()) {
+      absl::StrAppend(&names, names.empty() ? "" : ", ", m.model());
+    }
+    Die(absl::StrCat("the server serves several models (", names, "): pass --model"), 2);
+  }
   return ServedInputSpec(st);
 }
 
@@ -135,7 +145,7 @@ std::vector<Input> IdxInputs(const std::string& data_dir, int count, int offset,
 // --protocol and --model, shared by classify and bench.
 struct ProtocolOptions {
   std::string protocol = "hapi";  // or "oip"
-  std::string model;              // OIP model name; empty: the served one
+  std::string model;  // ClassifyRequest.model, or the OIP model name; empty: the served one
 };
 
 Protocol ParseProtocol(const std::string& name) {
@@ -154,6 +164,7 @@ std::string OipModel(const Connection& conn, const std::string& model) {
     v1::ServingStatus st;
     Check(rpc.stub->GetServingStatus(&rpc.context, v1::ServingStatusRequest(), &st),
           "server status (pass --model to name the OIP model)");
+    if (st.models_size() > 0) Die("the server serves several models: pass --model", 2);
     name = st.model();
   }
   Rpc<inference::GRPCInferenceService> rpc(conn, 5);
@@ -195,6 +206,7 @@ v1::ClassifyResponse ClassifyOne(v1::Inference::Stub& stub, const Connection& co
   v1::ClassifyRequest req;
   *req.mutable_image() = in.image;
   req.set_request_id(in.name);
+  req.set_model(o.protocol.model);
   grpc::ClientContext ctx;
   conn.Prepare(&ctx, o.deadline_ms > 0 ? o.deadline_ms / 1e3 : -1);
   v1::ClassifyResponse resp;
@@ -284,10 +296,10 @@ void Classify(const ClassifyOptions& o, const Connection& conn, const std::strin
   if (protocol == Protocol::kOip && o.progressive) {
     Die("--progressive needs --protocol=hapi (OIP has no streaming call)", 2);
   }
-  std::vector<Input> inputs = o.idx_count > 0
-                                  ? IdxInputs(data_dir, o.idx_count, o.idx_offset,
-                                              ServedSpec(conn, protocol == Protocol::kOip))
-                                  : FileInputs(o.files);
+  std::vector<Input> inputs =
+      o.idx_count > 0 ? IdxInputs(data_dir, o.idx_count, o.idx_offset,
+                                  ServedSpec(conn, protocol == Protocol::kOip, o.protocol.model))
+                      : FileInputs(o.files);
   if (inputs.empty()) Die("nothing to classify: give image files, a directory, or --idx N");
   auto channel = conn.Channel();
   auto stub = v1::Inference::NewStub(channel);
@@ -329,8 +341,9 @@ void Bench(const BenchOptions& o, const Connection& conn, const std::string& dat
   target.token = conn.Token();
   target.deadline_ms = o.deadline_ms;
   // Fails fast and clearly when the server is not there.
-  const v1::InputSpec spec = ServedSpec(conn, target.protocol == Protocol::kOip);
-  if (target.protocol == Protocol::kOip) target.model = OipModel(conn, o.protocol.model);
+  const v1::InputSpec spec = ServedSpec(conn, target.protocol == Protocol::kOip, o.protocol.model);
+  target.model =
+      target.protocol == Protocol::kOip ? OipModel(conn, o.protocol.model) : o.protocol.model;
   ImageSet test = TestSet(data_dir);
   test.Truncate(o.images);
   std::vector<std::string> images;
@@ -383,7 +396,9 @@ void AddProtocolOptions(CLI::App* cmd, ProtocolOptions* o) {
                   "hapi (hapi.v1.Inference) or oip (the Open Inference Protocol, KServe v2)")
       ->capture_default_str();
   cmd->add_option("--model", o->model,
-                  "OIP model name (default: the model hapi-server serves, asked over hapi.v1)");
+                  "The model: ClassifyRequest.model for hapi (default: the only one served), "
+                  "the OIP model name for oip (default: the model hapi-server serves, asked over "
+                  "hapi.v1)");
 }
 
 }  // namespace

@@ -69,6 +69,7 @@ class HapiLoadClient : public LoadClient {
     grpc::ClientContext ctx;
     Prepare(target_, &ctx);
     v1::ClassifyRequest request;
+    request.set_model(target_.model);
     SetImage(target_, images_[images[0]], request.mutable_image());
     v1::ClassifyResponse response;
     grpc::Status status = stub_->Classify(&ctx, request, &response);
@@ -94,6 +95,7 @@ class HapiLoadClient : public LoadClient {
     for (size_t k = 0; k < images.size(); ++k) {
       One& one = batch->calls[k];
       Prepare(target_, &one.ctx);
+      one.request.set_model(target_.model);
       SetImage(target_, images_[images[k]], one.request.mutable_image());
     }
     for (One& one : batch->calls) {

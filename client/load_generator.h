@@ -69,7 +69,8 @@ class LoadClient {
 };
 
 // Who to call and how: the channel, the deadline and token of every call;
-// `model` names the OIP model. MakeLoadClient's `images` are raw uint8 CHW
+// `model` names the model (ClassifyRequest.model, empty: the only one served;
+// the OIP model_name). MakeLoadClient's `images` are raw uint8 CHW
 // tensors of channels x height x width (sent with that shape: Image.channels,
 // height and width, or the OIP tensor [N, C, H, W]), or with `encoded` PNG or
 // JPEG files (Image.encoded, or an OIP BYTES tensor [N]).
@@ -78,7 +79,7 @@ struct LoadTarget {
   std::shared_ptr<grpc::Channel> channel;
   std::string token;
   double deadline_ms = 0;  // per-call gRPC deadline (0: none)
-  std::string model;       // OIP only
+  std::string model;       // ClassifyRequest.model or OIP model_name
   int channels = 1, height = 28, width = 28;
   bool encoded = false;
 };

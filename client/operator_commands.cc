@@ -54,19 +54,38 @@ int CheckHealth(const Connection& conn, const std::string& service) {
   return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 4;
 }
 
-void ShowStatus(const Connection& conn) {
-  Rpc<v1::Inference> rpc(conn);
-  v1::ServingStatus st;
-  Check(rpc.stub->GetServingStatus(&rpc.context, v1::ServingStatusRequest(), &st), "status");
-  // What the model eats first, then every field.
+// One model's status: what it eats first, then every field.
+void PrintModelStatus(const v1::ServingStatus& st) {
   std::cout << "input " << DescribeInputSpec(ServedInputSpec(st)) << "\n" << ToText(st);
 }
 
-void LoadVariant(const Connection& conn, const std::string& id) {
+// `model` empty: the only model, or on a server with several, the server's
+// totals and then one block per model.
+void ShowStatus(const Connection& conn, const std::string& model) {
+  Rpc<v1::Inference> rpc(conn);
+  v1::ServingStatusRequest req;
+  req.set_model(model);
+  v1::ServingStatus st;
+  Check(rpc.stub->GetServingStatus(&rpc.context, req, &st), "status");
+  if (st.models_size() == 0) {
+    PrintModelStatus(st);
+    return;
+  }
+  v1::ServingStatus server = st;
+  server.clear_models();
+  std::cout << ToText(server);
+  for (const v1::ServingStatus& m : st.models()) {
+    std::cout << "\nmodel " << m.model() << "\n";
+    PrintModelStatus(m);
+  }
+}
+
+void LoadVariant(const Connection& conn, const std::string& id, const std::string& model) {
   // Loading a variant takes longer than an ordinary call.
   Rpc<v1::Inference> rpc(conn, 120);
   v1::LoadVariantRequest req;
   req.set_variant(id);
+  req.set_model(model);
   v1::LoadVariantResponse resp;
   Check(rpc.stub->LoadVariant(&rpc.context, req, &resp), "load variant");
   std::cout << "input " << DescribeInputSpec(ServedInputSpec(resp.status())) << "\n"
@@ -352,15 +371,24 @@ void AddHealthCommand(CLI::App& app, const Connection& conn, int* exit_status) {
 }
 
 void AddStatusCommand(CLI::App& app, const Connection& conn) {
-  app.add_subcommand("status", "Show what a server serves")->callback([&conn] {
-    ShowStatus(conn);
-  });
+  auto* cmd = app.add_subcommand("status", "Show what a server serves");
+  auto model = std::make_shared<std::string>();
+  cmd->add_option("--model", *model,
+                  "This model only (default: the only one served, or every one, each in its "
+                  "own block)");
+  cmd->callback([model, &conn] { ShowStatus(conn, *model); });
 }
 
 void AddLoadVariantCommand(CLI::App& app, const Connection& conn) {
-  AddCommandWithArgument(
-      app, "load-variant", "Make a server swap to a variant", "variant",
-      [&conn](const std::string& id) { LoadVariant(conn, id); }, "Variant id");
+  auto* cmd = app.add_subcommand("load-variant", "Make a server swap to a variant");
+  struct Options {
+    std::string variant, model;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("variant", o->variant, "Variant id")->required();
+  cmd->add_option("--model", o->model,
+                  "The variant's model (optional; the server refuses a variant of another)");
+  cmd->callback([o, &conn] { LoadVariant(conn, o->variant, o->model); });
 }
 
 void AddDevicesCommand(CLI::App& app, const Connection& conn) {

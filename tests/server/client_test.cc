@@ -362,6 +362,32 @@ TEST_F(ClientBinaryTest, GreyModelStillGetsRawTensors) {
   Bench(gray, "sending raw 1x28x28 uint8 tensors");
 }
 
+// --model reaches the server: in ClassifyRequest.model (classify, progressive,
+// bench), ServingStatusRequest.model (status, the input-spec lookup) and
+// LoadVariantRequest.model. The fixture serves one model, "tiny", which may be
+// named or left unnamed; another name is the server's NOT_FOUND.
+TEST_F(ClientBinaryTest, ModelOptionReachesTheServer) {
+  TestServer server;
+  const std::string png = tmp_.Join("0_0.png");
+  WriteBytes(png, EncodePng(Fixture().image(0), 28, 28, 1));
+  std::string out;
+  for (const std::string& command :
+       {absl::StrCat("classify ", png), absl::StrCat("classify --progressive ", png),
+        std::string("classify --idx 4"), std::string("bench --count 4 --no_progress --images 4"),
+        std::string("status")}) {
+    SCOPED_TRACE(command);
+    EXPECT_EQ(Client(server, absl::StrCat(command, " --model ", kModelName), &out), 0) << out;
+    EXPECT_EQ(Client(server, absl::StrCat(command, " --model nope"), &out), 1) << out;
+    EXPECT_THAT(out, AllOf(HasSubstr("NOT_FOUND"), HasSubstr("nope"))) << out;
+  }
+  EXPECT_EQ(Client(server, "status --model tiny", &out), 0) << out;
+  EXPECT_THAT(out, AllOf(HasSubstr("input 1x28x28 (RESIZE)\n"), HasSubstr("model: \"tiny\"")));
+  EXPECT_EQ(Client(server, "load-variant v2 --model nope", &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("load variant: ")) << out;
+  EXPECT_EQ(Client(server, "load-variant v2 --model tiny", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("variant: \"v2\"")) << out;
+}
+
 }  // namespace
 }  // namespace testing
 }  // namespace hapi

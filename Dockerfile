@@ -52,7 +52,7 @@ RUN apt-get update \
        libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 \
        libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
        libgoogle-glog0v6 libsqlite3-0 libstb0 zlib1g libstdc++6 \
-       libpng16-16 libjpeg62-turbo \
+       libpng16-16 libjpeg62-turbo libonnx1 \
     && rm -rf /var/lib/apt/lists/*
 
 # Non-root. /var/lib/hapi/repository and /var/lib/hapi/state are owned by the

@@ -28,7 +28,7 @@ JOBS=${JOBS:-1}
 export CCACHE_BASEDIR="$PWD"
 export CCACHE_NOHASHDIR=1
 TARGETS=(fuzz_image_decoder fuzz_classify_request fuzz_idx_loader fuzz_calibration_table
-  fuzz_text_protos)
+  fuzz_text_protos fuzz_onnx_import)
 
 build() {  # targets...
   if [[ -n "${NO_BUILD:-}" ]]; then return; fi

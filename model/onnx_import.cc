@@ -193,6 +193,9 @@ class Lowering {
   absl::Status CheckBeforeShapeInference();
 
  private:
+  absl::Status CheckNamesAreUtf8() const;
+  absl::Status CheckWindowBeforeShapeInference(const onnx::NodeProto& node, int i, int input_rank,
+                                               int kernel_rank) const;
   absl::Status ReadShapesAndInputs();
   absl::Status ReadConstants();
   void CountConsumers();
@@ -301,18 +304,9 @@ bool IsSupportedOp(const onnx::NodeProto& node) {
   return (node.domain().empty() || node.domain() == "ai.onnx") && kOps.count(node.op_type()) > 0;
 }
 
-// libonnx 1.12's shape inference for Conv and the pools indexes its dilations
-// (one per spatial axis of the input) by the kernel's axes: an input of rank
-// below the kernel's is a read through a null pointer inside libonnx (found by
-// fuzz_onnx_import). So before shape inference runs: the graph input is
-// checked (as lowering checks it), every op must be one the importer lowers
-// (the message lowering gives), and tensor ranks are followed through those
-// ops so that a Conv or pool whose input is not 4-D, or whose kernel is not,
-// is refused first. Ranks come from the nodes and constants only, never from
-// the file's value_info.
-absl::Status Lowering::CheckBeforeShapeInference() {
-  // Names and metadata end up in the model's manifest (proto3 strings, which
-  // must be UTF-8) and in messages; in an ONNX file they are bytes.
+// Names and metadata end up in the model's manifest (proto3 strings, which
+// must be UTF-8) and in messages; in an ONNX file they are bytes.
+absl::Status Lowering::CheckNamesAreUtf8() const {
   std::vector<std::pair<const char*, const std::string*>> names = {{"graph name", &g_.name()}};
   for (const auto& p : model_.metadata_props()) {
     names.push_back({"metadata key", &p.key()});
@@ -334,6 +328,46 @@ absl::Status Lowering::CheckBeforeShapeInference() {
                                                      "' is not valid UTF-8"));
     }
   }
+  return absl::OkStatus();
+}
+
+// A Conv or pool node before shape inference: libonnx's shape inference
+// divides by the strides (by zero for a zero stride, found by
+// fuzz_onnx_import), so the window is checked here as lowering checks it, and
+// the input and kernel must both be 4-D.
+absl::Status Lowering::CheckWindowBeforeShapeInference(const onnx::NodeProto& node, int i,
+                                                       int input_rank, int kernel_rank) const {
+  const std::string& op = node.op_type();
+  GraphNode window;
+  window.name = NodeName(node, i);
+  window.op_type = op;
+  window.kernel = IntsAttribute(node, "kernel_shape", op == "Conv" ? Dims{1, 1} : Dims{});
+  window.strides = IntsAttribute(node, "strides", {1, 1});
+  window.dilations = IntsAttribute(node, "dilations", {1, 1});
+  window.pads = IntsAttribute(node, "pads", {0, 0, 0, 0});
+  HAPI_RETURN_IF_ERROR(CheckWindow(window));
+  if (op == "Conv" && IntAttribute(node, "group", 1) < 1) {
+    return NodeError(window.name, op, "inconsistent group, kernel and bias sizes");
+  }
+  if (input_rank != 4 || kernel_rank != 4) {
+    return NodeError(window.name, op,
+                     absl::StrCat("only 2-D windows over a 4-D input are supported (input of rank ",
+                                  input_rank < 0 ? "unknown" : absl::StrCat(input_rank), ")"));
+  }
+  return absl::OkStatus();
+}
+
+// libonnx 1.12's shape inference for Conv and the pools indexes its dilations
+// (one per spatial axis of the input) by the kernel's axes: an input of rank
+// below the kernel's is a read through a null pointer inside libonnx (found by
+// fuzz_onnx_import). So before shape inference runs: the graph input is
+// checked (as lowering checks it), every op must be one the importer lowers
+// (the message lowering gives), and tensor ranks are followed through those
+// ops so that a Conv or pool whose input is not 4-D, or whose kernel is not,
+// is refused first. Ranks come from the nodes and constants only, never from
+// the file's value_info.
+absl::Status Lowering::CheckBeforeShapeInference() {
+  HAPI_RETURN_IF_ERROR(CheckNamesAreUtf8());
   HAPI_RETURN_IF_ERROR(ReadShapesAndInputs());
   std::map<std::string, int> rank;        // known ranks
   std::map<std::string, int64_t> length;  // 1-D int64 constants: their length
@@ -364,26 +398,7 @@ absl::Status Lowering::CheckBeforeShapeInference() {
       const int kernel = op == "Conv"
                              ? (node.input_size() > 1 ? rank_of(node.input(1)) : -1)
                              : static_cast<int>(IntsAttribute(node, "kernel_shape", {}).size()) + 2;
-      // libonnx's shape inference divides by the strides (by zero for a zero
-      // stride, found by fuzz_onnx_import): the window is checked here as
-      // lowering checks it.
-      GraphNode window;
-      window.name = NodeName(node, i);
-      window.op_type = op;
-      window.kernel = IntsAttribute(node, "kernel_shape", op == "Conv" ? Dims{1, 1} : Dims{});
-      window.strides = IntsAttribute(node, "strides", {1, 1});
-      window.dilations = IntsAttribute(node, "dilations", {1, 1});
-      window.pads = IntsAttribute(node, "pads", {0, 0, 0, 0});
-      HAPI_RETURN_IF_ERROR(CheckWindow(window));
-      if (op == "Conv" && IntAttribute(node, "group", 1) < 1) {
-        return NodeError(window.name, op, "inconsistent group, kernel and bias sizes");
-      }
-      if (in0 != 4 || kernel != 4) {
-        return NodeError(
-            NodeName(node, i), op,
-            absl::StrCat("only 2-D windows over a 4-D input are supported (input of rank ",
-                         in0 < 0 ? "unknown" : absl::StrCat(in0), ")"));
-      }
+      HAPI_RETURN_IF_ERROR(CheckWindowBeforeShapeInference(node, i, in0, kernel));
     } else if (op == "Constant") {
       const onnx::AttributeProto* value = FindAttribute(node, "value");
       if (value != nullptr && value->has_t()) constant(value->t(), node.output(0));

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "bench/model_and_device.h"
 #include "core/certify.h"
 #include "core/design_search.h"
 #include "core/files.h"
@@ -59,10 +60,7 @@ struct BenchOptions {
   hapi::CertifyOptions certify;
 };
 
-struct Inputs {
-  hapi::ModelMetadata meta;
-  hapi::LatencyModel latency;
-};
+using Inputs = hapi::bench::ModelAndDevice;
 
 // One variant as the optimizer would publish it, judged on test.
 struct Judged {
@@ -84,15 +82,7 @@ int Fail(const absl::Status& s) {
 }
 
 absl::StatusOr<Inputs> LoadInputs(const BenchOptions& o) {
-  HAPI_ASSIGN_OR_RETURN(
-      hapi::ModelMetadata meta,
-      hapi::LoadModelMetadata(hapi::RepositoryLayout(o.repository).ModelDir(o.model)));
-  if (o.profile.empty()) return absl::InvalidArgumentError("--profile is required");
-  hapi::v1::DeviceProfile profile;
-  HAPI_RETURN_IF_ERROR(hapi::ReadTextProto(o.profile, &profile));
-  HAPI_ASSIGN_OR_RETURN(hapi::LatencyModel latency,
-                        hapi::LatencyModel::Create(profile, meta.manifest));
-  return Inputs{std::move(meta), std::move(latency)};
+  return hapi::bench::LoadModelAndDevice(o.repository, o.model, o.profile);
 }
 
 Sla Floor(double min_accuracy, double max_drop, LatencyStatistic statistic, double confidence) {

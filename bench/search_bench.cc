@@ -16,6 +16,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/model_and_device.h"
 #include "core/design_search.h"
 #include "core/files.h"
 #include "core/latency_model.h"
@@ -51,9 +52,7 @@ struct SearchBenchOptions {
 };
 
 // Owned here because every SearchProblem points into it.
-struct SearchInputs {
-  hapi::ModelMetadata meta;
-  hapi::LatencyModel latency;
+struct SearchInputs : hapi::bench::ModelAndDevice {
   hapi::LatencyStatistic statistic;
 };
 
@@ -88,16 +87,10 @@ int Fail(const absl::Status& s) {
 }
 
 absl::StatusOr<SearchInputs> LoadInputs(const SearchBenchOptions& o) {
-  HAPI_ASSIGN_OR_RETURN(
-      hapi::ModelMetadata meta,
-      hapi::LoadModelMetadata(hapi::RepositoryLayout(o.repository).ModelDir(o.model)));
-  if (o.profile.empty()) return absl::InvalidArgumentError("--profile is required");
-  hapi::v1::DeviceProfile profile;
-  HAPI_RETURN_IF_ERROR(hapi::ReadTextProto(o.profile, &profile));
-  HAPI_ASSIGN_OR_RETURN(hapi::LatencyModel latency,
-                        hapi::LatencyModel::Create(profile, meta.manifest));
+  HAPI_ASSIGN_OR_RETURN(hapi::bench::ModelAndDevice loaded,
+                        hapi::bench::LoadModelAndDevice(o.repository, o.model, o.profile));
   HAPI_ASSIGN_OR_RETURN(hapi::LatencyStatistic statistic, hapi::ParseLatencyStatistic(o.statistic));
-  return SearchInputs{std::move(meta), std::move(latency), statistic};
+  return SearchInputs{std::move(loaded), statistic};
 }
 
 // The problem every budget shares; it points into `in`.

@@ -360,10 +360,29 @@ absl::Status InferenceService::Submit(
   return st;
 }
 
+namespace {
+
+// Classify's reactor, finished by a batcher worker: the response it wrote is
+// destroyed by gRPC after OnDone, on another thread (the order ThreadSanitizer
+// is told by HandOffReactor/TakeOverReactor).
+class UnaryReactor : public grpc::ServerUnaryReactor {
+ public:
+  void Finish(grpc::Status status) {
+    HandOffReactor(this);
+    grpc::ServerUnaryReactor::Finish(std::move(status));
+  }
+  void OnDone() override {
+    TakeOverReactor(this);
+    delete this;
+  }
+};
+
+}  // namespace
+
 grpc::ServerUnaryReactor* InferenceService::Classify(grpc::CallbackServerContext* ctx,
                                                      const v1::ClassifyRequest* request,
                                                      v1::ClassifyResponse* response) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto* reactor = new UnaryReactor();
   absl::Status st = Submit(
       *request, DeadlineOf(*ctx), nullptr,
       [reactor, response](const absl::Status& status, const v1::ClassifyResponse& answer) {

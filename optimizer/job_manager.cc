@@ -81,8 +81,12 @@ absl::StatusOr<v1::Job> JobManager::Submit(const VariantSpec& spec) {
     }
   }
   HAPI_RETURN_IF_ERROR(store_->PutJob(job, spec.request));
+  Running running{job, spec, false};
+  // The table's bytes are stored with the job; in memory its parsed copy
+  // (spec.live_table) is all the job needs.
+  running.spec.request.clear_live_calibration();
   absl::MutexLock lock(&mu_);
-  active_[job.id()] = Running{job, spec, false};
+  active_[job.id()] = std::move(running);
   queue_.push_back(job.id());
   LOG(INFO) << "job " << job.id() << " queued: model " << spec.model << " device " << spec.device;
   return job;

@@ -254,6 +254,15 @@ absl::StatusOr<v1::Job> StateStore::GetJob(const std::string& id) {
   return ParseRow<v1::Job>(st.Blob(0), "jobs");
 }
 
+absl::StatusOr<v1::CreateVariantRequest> StateStore::GetJobRequest(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  Statement st(db_, "SELECT request FROM jobs WHERE id = ?");
+  if (!st.ok()) return st.Error("prepare");
+  st.Bind(1, id);
+  if (st.Step() != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("unknown job '", id, "'"));
+  return ParseRow<v1::CreateVariantRequest>(st.Blob(0), "jobs");
+}
+
 absl::StatusOr<std::vector<v1::Job>> StateStore::ListJobs() {
   absl::MutexLock lock(&mu_);
   Statement st(db_, "SELECT job FROM jobs ORDER BY seq");

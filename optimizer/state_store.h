@@ -37,6 +37,10 @@ class StateStore {
   absl::Status PutJob(const v1::Job& job, const v1::CreateVariantRequest& request);
   absl::Status UpdateJob(const v1::Job& job);
   absl::StatusOr<v1::Job> GetJob(const std::string& id);
+  // The request stored with the job, as received (a live calibration table
+  // included). Job rows alone are read to list and watch jobs, so a table's
+  // bytes never travel with them.
+  absl::StatusOr<v1::CreateVariantRequest> GetJobRequest(const std::string& id);
   absl::StatusOr<std::vector<v1::Job>> ListJobs();
   // Marks every QUEUED or RUNNING job FAILED with `reason`; returns how many.
   // Called at start-up: such jobs belonged to a process that died.

@@ -85,6 +85,49 @@ v1::Certification CertificationToProto(const CertifiedSearchResult& r, const Sla
   return out;
 }
 
+// On a live table the labels are the full network's answers, so a design's
+// accuracy there is its agreement with the full network. The manifest states
+// it in the SLA's currency: the full network's validation accuracy minus the
+// disagreement (docs/certified-slas.md, "Planning on live traffic").
+double EstimatedAccuracy(double agreement, double final_validation_accuracy) {
+  return std::max(0.0, final_validation_accuracy - (1.0 - agreement));
+}
+
+// The SLA the search runs under on a live table. Its final exit is right on
+// every sample by construction, so an absolute floor means nothing there: it
+// becomes a drop below the full network's validation accuracy. A drop SLA
+// applies as is (the drop is the disagreement rate). Sets *full_network_only
+// when the drop allowed is 0: only the full network never disagrees with
+// itself.
+Sla LiveSla(const Sla& sla, double final_validation_accuracy, bool* full_network_only) {
+  Sla out = sla;
+  if (sla.objective == SlaObjective::kMinLatency && sla.max_accuracy_drop < 0 &&
+      sla.min_accuracy > 0) {
+    out.max_accuracy_drop = std::max(0.0, final_validation_accuracy - sla.min_accuracy);
+    out.min_accuracy = 0;
+  }
+  *full_network_only = out.objective == SlaObjective::kMinLatency && out.max_accuracy_drop == 0;
+  return out;
+}
+
+// What the certification note adds for a live plan.
+std::string DescribeLivePlan(const VariantSpec& spec, double final_validation_accuracy) {
+  std::string out = absl::StrFormat(
+      "planned on %d live samples (%s%s): the accuracy above is agreement with the full "
+      "network; the manifest's accuracies are its validation accuracy %.2f%% minus the "
+      "disagreement",
+      spec.live_table->num_samples(), spec.live_reason,
+      spec.live_from_variant.empty() ? "" : absl::StrCat(", from ", spec.live_from_variant),
+      100 * final_validation_accuracy);
+  if (spec.sla.objective == SlaObjective::kMinLatency && spec.sla.max_accuracy_drop < 0 &&
+      spec.sla.min_accuracy > 0) {
+    absl::StrAppendFormat(&out, "; the floor %.2f%% was read as a drop of at most %.2f points",
+                          100 * spec.sla.min_accuracy,
+                          100 * std::max(0.0, final_validation_accuracy - spec.sla.min_accuracy));
+  }
+  return out;
+}
+
 // The manifest of the variant `certified` chose, with what it is compared
 // with: the final exit alone, and the chosen design on the test split.
 absl::StatusOr<v1::VariantManifest> DescribeVariant(const VariantSpec& spec,
@@ -118,12 +161,29 @@ absl::StatusOr<v1::VariantManifest> DescribeVariant(const VariantSpec& spec,
   for (double r : result.prediction.exit_ratio) v.add_predicted_exit_ratios(r);
   SetSearchStatistics(problem, result, v.mutable_search());
   v.set_created_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
-  v.set_final_exit_accuracy(model.validation.Accuracy(model.manifest.exits_size() - 1));
+  const double final_accuracy = model.validation.Accuracy(model.manifest.exits_size() - 1);
+  v.set_final_exit_accuracy(final_accuracy);
   *v.mutable_full_network_latency() = LatencyToProto(full);
   v.set_test_accuracy(on_test.accuracy);
   v.set_job_id(job_id);
   if (certified.certification_samples > 0) {
-    *v.mutable_certification() = CertificationToProto(certified, spec.sla, options);
+    *v.mutable_certification() = CertificationToProto(certified, problem.sla, options);
+  }
+  if (spec.live_table) {
+    v.set_predicted_accuracy(EstimatedAccuracy(result.prediction.accuracy, final_accuracy));
+    if (v.has_certification()) {
+      v1::Certification* c = v.mutable_certification();
+      // The full network never loses to itself on this table, so the drop is
+      // the disagreement, and its upper bound is what was certified.
+      c->set_accuracy(std::max(0.0, final_accuracy - c->accuracy_drop()));
+      c->set_accuracy_lower(std::max(0.0, final_accuracy - c->accuracy_drop_upper()));
+      c->set_note(absl::StrCat(c->note(), "; ", DescribeLivePlan(spec, final_accuracy)));
+    }
+    v1::LivePlan* plan = v.mutable_live_plan();
+    plan->set_from_variant(spec.live_from_variant);
+    plan->set_samples(spec.live_table->num_samples());
+    plan->set_reason(spec.live_reason);
+    plan->set_table_file(kLiveCalibrationFile);
   }
   return v;
 }
@@ -162,7 +222,9 @@ absl::StatusOr<std::shared_ptr<const ModelMetadata>> VariantBuilder::Model(
 absl::Status VariantBuilder::CheckModelAndDevice(const VariantSpec& spec,
                                                  const v1::DeviceProfile& profile) {
   HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const ModelMetadata> model, Model(spec.model));
-  return ValidateDeviceProfile(profile, model->manifest);
+  HAPI_RETURN_IF_ERROR(ValidateDeviceProfile(profile, model->manifest));
+  if (spec.live_table) HAPI_RETURN_IF_ERROR(CheckLiveTable(*spec.live_table, model->validation));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::VariantManifest> VariantBuilder::Build(const VariantSpec& spec,
@@ -174,17 +236,35 @@ absl::StatusOr<v1::VariantManifest> VariantBuilder::Build(const VariantSpec& spe
   // Validates the profile against the model again: the device may have been
   // registered anew since the job was accepted.
   HAPI_ASSIGN_OR_RETURN(LatencyModel latency, LatencyModel::Create(profile, model->manifest));
+  // A live table replaces the validation split as what the search selects
+  // and certifies on; the test split stays for reporting.
+  const CalibrationTable& table = spec.live_table ? *spec.live_table : model->validation;
+  if (spec.live_table) HAPI_RETURN_IF_ERROR(CheckLiveTable(table, model->validation));
+  const double final_accuracy = model->validation.Accuracy(model->manifest.exits_size() - 1);
+  bool full_network_only = false;
   SearchProblem problem;
-  problem.table = &model->validation;
+  problem.table = &table;
   problem.latency = &latency;
-  problem.space = DefaultSearchSpace(model->validation, spec.policy, options_.threshold_grid,
-                                     spec.per_exit_thresholds);
-  problem.sla = spec.sla;
+  problem.space =
+      DefaultSearchSpace(table, spec.policy, options_.threshold_grid, spec.per_exit_thresholds);
+  problem.sla = spec.live_table ? LiveSla(spec.sla, final_accuracy, &full_network_only) : spec.sla;
+  if (full_network_only) problem.space.candidate_exits.clear();
   problem.progress = [&](double fraction, int64_t evaluated) {
     return progress("searching", 5 + 85 * fraction, evaluated);
   };
-  HAPI_ASSIGN_OR_RETURN(CertifiedSearchResult result,
-                        SearchAndCertify(*spec.search, problem, options_.certify));
+  absl::StatusOr<CertifiedSearchResult> searched =
+      SearchAndCertify(*spec.search, problem, options_.certify);
+  if (full_network_only && absl::IsFailedPrecondition(searched.status())) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "planning on live traffic allows no disagreement with the full network (%s), so only the "
+        "full network qualifies, and it does not meet the SLA: %s",
+        spec.sla.max_accuracy_drop >= 0
+            ? "a drop of 0"
+            : absl::StrFormat("the floor %.2f%% is at or above its validation accuracy %.2f%%",
+                              100 * spec.sla.min_accuracy, 100 * final_accuracy),
+        searched.status().message()));
+  }
+  HAPI_ASSIGN_OR_RETURN(CertifiedSearchResult result, std::move(searched));
   const int64_t evaluated = result.result.stats.designs_evaluated;
   if (!progress("writing", 90, evaluated)) return JobCancelled();
   HAPI_ASSIGN_OR_RETURN(v1::VariantManifest v,
@@ -198,8 +278,21 @@ absl::StatusOr<v1::VariantManifest> VariantBuilder::Build(const VariantSpec& spe
 absl::Status VariantBuilder::Publish(const VariantSpec& spec, const v1::VariantManifest& variant,
                                      const SearchProblem& problem,
                                      const CertifiedSearchResult& result) const {
-  const ParetoDesigns front =
+  ParetoDesigns front =
       SharedThresholdFront(*problem.table, *problem.latency, problem.space, spec.sla.statistic);
+  LatencyPrediction chosen = result.result.prediction;
+  Certificate certificate = result.certificate;
+  std::string title =
+      absl::StrFormat("%s on %s: %s", spec.model, spec.device, DescribeSla(spec.sla));
+  if (spec.live_table) {  // the manifest's accuracies, in the same currency
+    const double final_accuracy = variant.final_exit_accuracy();
+    for (LatencyPrediction& p : front.predictions) {
+      p.accuracy = EstimatedAccuracy(p.accuracy, final_accuracy);
+    }
+    chosen.accuracy = EstimatedAccuracy(chosen.accuracy, final_accuracy);
+    certificate.accuracy_lower = variant.certification().accuracy_lower();
+    absl::StrAppend(&title, " (live, ", spec.live_table->num_samples(), " samples)");
+  }
   const std::string final_dir = layout_.VariantDir(spec.variant_id);
   if (std::filesystem::exists(final_dir)) {
     return absl::AlreadyExistsError(absl::StrCat("variant '", spec.variant_id, "' already exists"));
@@ -208,11 +301,13 @@ absl::Status VariantBuilder::Publish(const VariantSpec& spec, const v1::VariantM
   absl::Status written = [&]() -> absl::Status {
     HAPI_RETURN_IF_ERROR(
         WriteTextProtoAtomically(absl::StrCat(staging, "/", kVariantFile), variant));
-    WriteParetoFront(
-        staging, front.predictions, front.designs, result.result.prediction,
-        result.certification_samples > 0 ? &result.certificate : nullptr, spec.sla.statistic,
-        options_.gnuplot,
-        absl::StrFormat("%s on %s: %s", spec.model, spec.device, DescribeSla(spec.sla)));
+    if (spec.live_table) {
+      HAPI_RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(staging, "/", kLiveCalibrationFile),
+                                               spec.live_table->Serialize()));
+    }
+    WriteParetoFront(staging, front.predictions, front.designs, chosen,
+                     result.certification_samples > 0 ? &certificate : nullptr, spec.sla.statistic,
+                     options_.gnuplot, title);
     return PublishDirectory(staging, final_dir);
   }();
   if (!written.ok()) {

@@ -24,6 +24,10 @@ namespace hapi {
 
 v1::PredictedLatency LatencyToProto(const LatencyPrediction& p);
 
+// The live calibration table a variant planned on live traffic keeps in its
+// directory (VariantManifest.live_plan.table_file).
+inline constexpr char kLiveCalibrationFile[] = "live-calibration.bin";
+
 struct VariantBuilderOptions {
   std::string repository = "repository";
   int threshold_grid = 64;
@@ -40,13 +44,17 @@ class VariantBuilder {
 
   // What must hold before a job is queued, so that a request that cannot
   // work fails the RPC itself: NOT_FOUND for an unknown model,
-  // INVALID_ARGUMENT for a profile of another model.
+  // INVALID_ARGUMENT for a profile of another model or a live table whose
+  // exits or classes are not the model's.
   absl::Status CheckModelAndDevice(const VariantSpec& spec, const v1::DeviceProfile& profile);
 
   using Progress = std::function<bool(const std::string& phase, double percent, int64_t evaluated)>;
 
   // Runs the search and writes repository/variants/<spec.variant_id>/ (the
-  // id must be set). Returns FAILED_PRECONDITION (saying what is achievable)
+  // id must be set). With spec.live_table the search plans on it instead of
+  // the validation split, an absolute accuracy floor read as a drop below the
+  // full network's validation accuracy, and the table is published with the
+  // variant. Returns FAILED_PRECONDITION (saying what is achievable)
   // when no design meets the SLA and CANCELLED when `progress` returns false.
   absl::StatusOr<v1::VariantManifest> Build(const VariantSpec& spec,
                                             const v1::DeviceProfile& profile,

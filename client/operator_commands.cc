@@ -258,6 +258,8 @@ struct CreateVariantOptions {
   bool per_exit = false;
   std::string variant_id;  // empty: the optimizer makes one
   bool watch = false;
+  std::string live_table;   // a CalibrationTable file to plan on instead of validation
+  std::string live_reason;  // empty: the optimizer's default ("operator")
 };
 
 // The SLA the flags describe; dies on flags that do not make one.
@@ -299,6 +301,12 @@ void CreateVariant(const Connection& conn, const CreateVariantOptions& o) {
   req.set_per_exit_thresholds(o.per_exit);
   req.set_variant_id(o.variant_id);
   *req.mutable_sla() = SlaFrom(o);
+  if (!o.live_table.empty()) {
+    absl::StatusOr<std::string> table = ReadFile(o.live_table);
+    if (!table.ok()) Die(absl::StrCat("--live_table: ", table.status().message()));
+    req.set_live_calibration(*std::move(table));
+  }
+  req.set_live_reason(o.live_reason);
   v1::Job job;
   Check(rpc.stub->CreateVariant(&rpc.context, req, &job), "create variant");
   std::cout << "job " << job.id() << " " << v1::JobState_Name(job.state()) << "\n";
@@ -358,6 +366,11 @@ void AddCreateVariantCommand(CLI::App& variants, const Connection& conn) {
   cmd->add_flag("--per-exit,--per_exit", o->per_exit, "One threshold per exit");
   cmd->add_option("--id", o->variant_id, "Variant id (default: generated)");
   cmd->add_flag("--watch", o->watch, "Wait for the job, with a progress bar");
+  cmd->add_option("--live-table,--live_table", o->live_table,
+                  "Plan on this live calibration table (core/calibration_table.h format, "
+                  "labelled with the full network's answers) instead of the validation split");
+  cmd->add_option("--live-reason,--live_reason", o->live_reason,
+                  "With --live_table: bound|drift|operator (default operator)");
   cmd->callback([o, &conn] { CreateVariant(conn, *o); });
 }
 

@@ -46,10 +46,13 @@ class LoadRun {
   LoadReport Run();
 
  private:
-  // Whether one more request may go out: false once --count requests have, or
-  // once --duration has passed.
-  bool ClaimRequest();
-  // The images of request i, cycling through the list.
+  // The number of one more request (0, 1, ... in the order they go out), or
+  // -1 once --count requests have, or once --duration has passed.
+  int64_t ClaimRequest();
+  // Requests claimed and not refused.
+  int64_t Sent() const;
+  // The images of request i, cycling through the list (its shifted half from
+  // shift_after on).
   std::vector<int64_t> ImagesOf(int64_t i) const;
   void Record(const std::vector<int64_t>& images, double start_s, const grpc::Status& status,
               const std::vector<LoadClient::Answer>& answers);
@@ -60,6 +63,8 @@ class LoadRun {
   // Requests at fixed times whatever the answers do, so queueing shows.
   void RunOpenLoop();
   void ShowProgress(absl::Notification* finished);
+  // Calls options_.observe as requests pass its marks, until finished_.
+  void Observe();
 
   // Constant after construction; the caller's, which outlive Run().
   LoadClient* const client_;
@@ -71,19 +76,40 @@ class LoadRun {
   std::atomic<int64_t> issued_{0}, done_{0};
   absl::Mutex mu_;
   std::vector<LoadSample> samples_ ABSL_GUARDED_BY(mu_);
+  // What the observer waits for.
+  absl::Mutex observe_mu_;
+  int64_t marked_ ABSL_GUARDED_BY(observe_mu_) = 0;  // the latest mark passed
+  bool finished_ ABSL_GUARDED_BY(observe_mu_) = false;
 };
 
-bool LoadRun::ClaimRequest() {
-  if (options_.count > 0) return issued_.fetch_add(1) < options_.count;
-  if (Since(t0_) >= options_.duration_s) return false;
-  issued_.fetch_add(1);
-  return true;
+int64_t LoadRun::ClaimRequest() {
+  int64_t n;
+  if (options_.count > 0) {
+    n = issued_.fetch_add(1);
+    if (n >= options_.count) return -1;
+  } else {
+    if (Since(t0_) >= options_.duration_s) return -1;
+    n = issued_.fetch_add(1);
+  }
+  if (options_.observe_every > 0 && (n + 1) % options_.observe_every == 0) {
+    absl::MutexLock lock(&observe_mu_);
+    marked_ = std::max(marked_, n + 1);
+  }
+  return n;
+}
+
+int64_t LoadRun::Sent() const {
+  const int64_t issued = issued_.load();
+  return options_.count > 0 ? std::min(issued, options_.count) : issued;
 }
 
 std::vector<int64_t> LoadRun::ImagesOf(int64_t i) const {
   const int batch = std::max(1, options_.batch);
+  const bool shifted = options_.shift_after >= 0 && i >= options_.shift_after;
   std::vector<int64_t> images(batch);
-  for (int k = 0; k < batch; ++k) images[k] = (i * batch + k) % num_images_;
+  for (int k = 0; k < batch; ++k) {
+    images[k] = (i * batch + k) % num_images_ + (shifted ? num_images_ : 0);
+  }
   return images;
 }
 
@@ -97,6 +123,7 @@ void LoadRun::Record(const std::vector<int64_t>& images, double start_s, const g
     s.latency_s = latency_s;
     s.code = status.error_code();
     s.truth = labels_[images[k] % labels_.size()];
+    s.shifted = images[k] >= num_images_;
     if (status.ok() && k < answers.size()) {
       const LoadClient::Answer& a = answers[k];
       s.label = a.label;
@@ -115,8 +142,8 @@ void LoadRun::RunClosedLoop() {
   std::vector<std::thread> threads;
   threads.reserve(clients);
   for (int c = 0; c < clients; ++c) {
-    threads.emplace_back([this, c, clients] {
-      for (int64_t i = c; ClaimRequest(); i += clients) {
+    threads.emplace_back([this] {
+      for (int64_t i; (i = ClaimRequest()) >= 0;) {
         const std::vector<int64_t> images = ImagesOf(i);
         const double start_s = Since(t0_);
         std::vector<LoadClient::Answer> answers;
@@ -131,7 +158,7 @@ void LoadRun::RunClosedLoop() {
 void LoadRun::RunOpenLoop() {
   std::atomic<int64_t> in_flight{0};
   const double interval = 1.0 / options_.rate;
-  for (int64_t i = 0; ClaimRequest(); ++i) {
+  for (int64_t i; (i = ClaimRequest()) >= 0;) {
     double due = i * interval;
     double now = Since(t0_);
     if (due > now) std::this_thread::sleep_for(std::chrono::duration<double>(due - now));
@@ -156,9 +183,32 @@ void LoadRun::ShowProgress(absl::Notification* finished) {
   }
 }
 
+void LoadRun::Observe() {
+  int64_t observed = 0;
+  while (true) {
+    int64_t mark;
+    {
+      absl::MutexLock lock(&observe_mu_);
+      auto ready = [this, observed]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(observe_mu_) {
+        return finished_ || marked_ > observed;
+      };
+      observe_mu_.Await(absl::Condition(&ready));
+      if (marked_ <= observed) break;  // finished
+      mark = marked_;
+    }
+    options_.observe(LoadProgress{mark, done_.load(), Since(t0_)});
+    observed = mark;
+  }
+  if (const int64_t sent = Sent(); sent > observed) {
+    options_.observe(LoadProgress{sent, done_.load(), Since(t0_)});
+  }
+}
+
 LoadReport LoadRun::Run() {
   absl::Notification finished;
   std::thread progress([this, &finished] { ShowProgress(&finished); });
+  std::thread observer;
+  if (options_.observe_every > 0 && options_.observe) observer = std::thread([this] { Observe(); });
   if (options_.rate <= 0) {
     RunClosedLoop();
   } else {
@@ -169,6 +219,13 @@ LoadReport LoadRun::Run() {
   report.batch = std::max(1, options_.batch);
   finished.Notify();
   progress.join();
+  if (observer.joinable()) {
+    {
+      absl::MutexLock lock(&observe_mu_);
+      finished_ = true;
+    }
+    observer.join();
+  }
   if (options_.progress) std::fprintf(stderr, "\r\033[K");
   {
     absl::MutexLock lock(&mu_);
@@ -193,6 +250,8 @@ struct LoadStats {
   std::vector<double> latency, server, queue;  // OK answers only, seconds
   std::map<int, int64_t> codes, exits;
   int64_t ok = 0, labelled = 0, correct = 0, cut = 0;
+  // Labelled OK answers to clean and to shifted images, and how many right.
+  int64_t clean = 0, clean_correct = 0, shifted = 0, shifted_correct = 0;
 };
 
 LoadStats Stats(const LoadReport& r) {
@@ -209,9 +268,20 @@ LoadStats Stats(const LoadReport& r) {
     if (s.truth >= 0) {
       ++st.labelled;
       st.correct += s.label == s.truth;
+      (s.shifted ? st.shifted : st.clean) += 1;
+      (s.shifted ? st.shifted_correct : st.clean_correct) += s.label == s.truth;
     }
   }
   return st;
+}
+
+// "93.10% (4000)"; "-" when none.
+std::string AccuracyOf(int64_t correct, int64_t labelled) {
+  return labelled > 0 ? absl::StrFormat("%.2f%% (%d)", 100.0 * correct / labelled, labelled) : "-";
+}
+
+std::string JsonRatio(int64_t correct, int64_t labelled) {
+  return labelled > 0 ? absl::StrFormat("%.6f", static_cast<double>(correct) / labelled) : "null";
 }
 
 double Mean(const std::vector<double>& v) {
@@ -244,6 +314,10 @@ std::string SummariseLoad(const LoadReport& r) {
   if (st.labelled > 0) {
     absl::StrAppendFormat(&out, "\naccuracy %.2f%% (%d labelled)", 100.0 * st.correct / st.labelled,
                           st.labelled);
+  }
+  if (st.shifted > 0) {
+    absl::StrAppend(&out, "\naccuracy before the shift ", AccuracyOf(st.clean_correct, st.clean),
+                    ", after ", AccuracyOf(st.shifted_correct, st.shifted));
   }
   return out + "\n";
 }
@@ -283,7 +357,15 @@ std::string LoadReportJson(const LoadReport& r) {
     absl::StrAppendFormat(&out, "%s\"%d\": %d", first ? "" : ", ", e, n);
     first = false;
   }
-  return out + "}}\n";
+  out += "}";
+  if (st.shifted > 0) {
+    absl::StrAppendFormat(&out,
+                          ", \"shift\": {\"clean\": %d, \"clean_accuracy\": %s, \"shifted\": %d, "
+                          "\"shifted_accuracy\": %s}",
+                          st.clean, JsonRatio(st.clean_correct, st.clean), st.shifted,
+                          JsonRatio(st.shifted_correct, st.shifted));
+  }
+  return out + "}\n";
 }
 
 }  // namespace hapi

@@ -21,6 +21,13 @@ namespace hapi {
 
 enum class Protocol { kHapi, kOip };
 
+// How far a run has got, as LoadOptions::observe sees it.
+struct LoadProgress {
+  int64_t sent = 0;    // requests sent
+  int64_t done = 0;    // of which answered
+  double seconds = 0;  // since the run began
+};
+
 struct LoadOptions {
   int concurrency = 8;     // closed loop
   double rate = 0;         // > 0: open loop, requests per second
@@ -28,6 +35,17 @@ struct LoadOptions {
   int64_t count = 0;       // ... or after this many requests (> 0)
   bool progress = true;    // live line on stderr
   int batch = 1;           // images per request
+  // >= 0: requests are numbered in the order they are sent, and those from
+  // this number on take their images from the second half of the image list
+  // (RunLoad's `num_images` counts one half): a clean set, then its shifted
+  // copy. < 0: the list is one set.
+  int64_t shift_after = -1;
+  // > 0: `observe` runs each time another `observe_every` requests have been
+  // sent, and once at the end when requests were sent after the last time.
+  // It runs on a thread of its own, one call at a time, so a slow call delays
+  // the next call (which then reports the latest count), never the load.
+  int64_t observe_every = 0;
+  std::function<void(const LoadProgress&)> observe;
 };
 
 // One image's answer. The images of one request share its times.
@@ -39,6 +57,7 @@ struct LoadSample {
   int code = 0;
   int label = -1, truth = -1, exit_index = -1;
   bool cut_by_deadline = false;
+  bool shifted = false;  // a shifted image (LoadOptions::shift_after)
 };
 
 struct LoadReport {
@@ -87,12 +106,15 @@ std::unique_ptr<LoadClient> MakeLoadClient(const LoadTarget& target,
                                            const std::vector<std::string>& images);
 
 // `images` (with their labels, -1 if unknown) are what `client` was made
-// with; requests cycle through them.
+// with; requests cycle through the first `num_images` of them (with
+// LoadOptions::shift_after, also through the next `num_images`, their
+// shifted copies, whose labels are the same: `labels` may hold one half).
 LoadReport RunLoad(LoadClient* client, int num_images, const std::vector<int>& labels,
                    const LoadOptions& options);
 
 // A human summary: throughput, latency percentiles, errors by code, exit
-// histogram, accuracy.
+// histogram, accuracy (with shifted images also before and after the shift;
+// the JSON then has "shift": the same).
 std::string SummariseLoad(const LoadReport& report);
 std::string LoadReportJson(const LoadReport& report);
 std::string LoadReportCsv(const LoadReport& report);

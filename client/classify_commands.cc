@@ -2,9 +2,13 @@
 // Open Inference Protocol (--protocol), and the Fashion-MNIST test images they
 // can come from.
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,8 +17,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/commands.h"
+#include "client/image_shift.h"
 #include "client/input_packing.h"
 #include "client/load_generator.h"
+#include "client/monitor_report.h"
 #include "core/fashion_mnist.h"
 #include "core/files.h"
 #include "google/protobuf/struct.pb.h"
@@ -329,12 +335,128 @@ struct BenchOptions {
   int images = 10000;
   std::string csv_out, json_out;  // empty: not written
   bool no_progress = false;
+  // Shifted images (client/image_shift.h) from request shift_after on.
+  std::string shift = "none";
+  double shift_level = std::numeric_limits<double>::quiet_NaN();  // NaN: not given
+  int64_t shift_after = 0;
+  std::string blur = "gaussian";
+  uint64_t shift_seed = 1;
+  std::string timeline_out;  // empty: no timeline
+  int64_t timeline_every = 100;
+};
+
+// The shift --shift, --shift_level, --blur and --shift_seed ask for; dies
+// naming the option that is wrong.
+ImageShift BenchShift(const BenchOptions& o) {
+  absl::StatusOr<ShiftKind> kind = ParseShiftKind(o.shift);
+  if (!kind.ok()) Die(absl::StrCat("--shift: ", kind.status().message()), 2);
+  absl::StatusOr<BlurKernel> blur = ParseBlurKernel(o.blur);
+  if (!blur.ok()) Die(absl::StrCat("--blur: ", blur.status().message()), 2);
+  ImageShift shift;
+  shift.kind = *kind;
+  shift.blur = *blur;
+  shift.seed = o.shift_seed;
+  const bool level_given = !std::isnan(o.shift_level);
+  if (shift.kind == ShiftKind::kNone) {
+    if (level_given || o.shift_after != 0) Die("--shift_level and --shift_after need --shift", 2);
+    return shift;
+  }
+  if (!level_given) {
+    Die(absl::StrCat("--shift=", o.shift,
+                     " needs --shift_level (noise: sigma in [0,1]; contrast: factor in [0,1]; "
+                     "blur: radius in pixels; rotate: degrees)"),
+        2);
+  }
+  if (o.shift_after < 0) Die("--shift_after must be at least 0", 2);
+  shift.level = o.shift_level;
+  if (absl::Status st = ValidateShift(shift); !st.ok()) {
+    Die(absl::StrCat("--shift_level: ", st.message()), 2);
+  }
+  return shift;
+}
+
+// --timeline: a CSV row (client/monitor_report.h) per poll of the server's
+// GetServingStatus while the bench runs. Polls go over a channel of their own.
+class ServingTimeline {
+ public:
+  // Writes the header and a row before the first request; dies when the file
+  // cannot be written or the server gives no hapi.v1 status.
+  ServingTimeline(const Connection& conn, const std::string& model, const std::string& path,
+                  int64_t shift_after)
+      : stub_(v1::Inference::NewStub(conn.Channel())),
+        token_(conn.Token()),
+        model_(model),
+        path_(path),
+        shift_after_(shift_after),
+        out_(path) {
+    if (!out_) Die(absl::StrCat("--timeline: cannot write ", path), 2);
+    out_ << TimelineCsvHeader();
+    v1::ServingStatus status;
+    grpc::Status polled = Poll(&status);
+    Check(polled, "--timeline polls the server's hapi.v1 status");
+    if (!status.has_monitor()) {
+      std::cerr << "the server's live monitor is off (hapi-server --monitor_fraction=0?): the "
+                   "timeline's monitor columns stay empty\n";
+    }
+    Write(TimelineCsvRow(TimelinePoint(), &status));
+  }
+
+  // On the load generator's observer thread. A failed poll leaves the row's
+  // server columns empty, and is reported once.
+  void Observe(const LoadProgress& p) {
+    TimelinePoint point;
+    point.requests_sent = p.sent;
+    point.seconds = p.seconds;
+    point.shifted = shift_after_ >= 0 && p.sent > shift_after_;
+    point.throughput = p.seconds > 0 ? p.done / p.seconds : 0;
+    v1::ServingStatus status;
+    grpc::Status polled = Poll(&status);
+    if (!polled.ok() && !warned_) {
+      std::cerr << "\n--timeline: status at " << p.sent
+                << " requests failed (its row has no server columns): " << polled.error_message()
+                << "\n";
+      warned_ = true;
+    }
+    Write(TimelineCsvRow(point, polled.ok() ? &status : nullptr));
+  }
+
+  // After the run: dies when a row could not be written.
+  void Finish() {
+    out_.close();
+    if (!out_) Die(absl::StrCat("--timeline: writing ", path_, " failed"));
+  }
+
+ private:
+  grpc::Status Poll(v1::ServingStatus* status) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (!token_.empty()) ctx.AddMetadata("authorization", absl::StrCat("Bearer ", token_));
+    v1::ServingStatusRequest request;
+    request.set_model(model_);
+    return stub_->GetServingStatus(&ctx, request, status);
+  }
+
+  // Flushed: a run that is stopped leaves the rows so far.
+  void Write(const std::string& row) { out_ << row << std::flush; }
+
+  const std::unique_ptr<v1::Inference::Stub> stub_;
+  const std::string token_, model_, path_;
+  const int64_t shift_after_;  // < 0: no shift
+  // The constructor's thread, then the observer thread, then Finish's: never
+  // two at once.
+  std::ofstream out_;
+  bool warned_ = false;
 };
 
 void Bench(const BenchOptions& o, const Connection& conn, const std::string& data_dir) {
   LoadOptions load = o.load;
   load.progress = !o.no_progress;
   if (load.batch < 1) Die("--batch must be at least 1", 2);
+  const ImageShift shift = BenchShift(o);
+  const bool shifted = shift.kind != ShiftKind::kNone;
+  if (!o.timeline_out.empty() && o.timeline_every < 1) {
+    Die("--timeline_every must be at least 1", 2);
+  }
   LoadTarget target;
   target.protocol = ParseProtocol(o.protocol.protocol);
   target.channel = conn.Channel();
@@ -348,19 +470,26 @@ void Bench(const BenchOptions& o, const Connection& conn, const std::string& dat
   test.Truncate(o.images);
   std::vector<std::string> images;
   std::vector<int> labels;
-  for (int i = 0; i < test.size(); ++i) {
-    absl::StatusOr<v1::Image> image = GrayImageFor(test.image(i), kImageSide, kImageSide, spec);
-    if (!image.ok()) Die(std::string(image.status().message()));
-    target.encoded = image->has_encoded();
-    if (target.encoded) {
-      images.push_back(image->encoded());
-    } else {
-      target.channels = image->channels();
-      target.height = image->height();
-      target.width = image->width();
-      images.push_back(image->raw_uint8());
+  // The clean images, then (with a shift) their shifted copies: shifted on the
+  // grey plane, before packing, so every channel of an RGB model gets the
+  // same shifted grey.
+  for (int copy = 0; copy < (shifted ? 2 : 1); ++copy) {
+    for (int i = 0; i < test.size(); ++i) {
+      std::vector<uint8_t> grey(test.image(i), test.image(i) + kImagePixels);
+      if (copy == 1) DieUnlessOk(ApplyShift(shift, 1, kImageSide, kImageSide, i, grey.data()));
+      absl::StatusOr<v1::Image> image = GrayImageFor(grey.data(), kImageSide, kImageSide, spec);
+      if (!image.ok()) Die(std::string(image.status().message()));
+      target.encoded = image->has_encoded();
+      if (target.encoded) {
+        images.push_back(image->encoded());
+      } else {
+        target.channels = image->channels();
+        target.height = image->height();
+        target.width = image->width();
+        images.push_back(image->raw_uint8());
+      }
+      if (copy == 0) labels.push_back(test.labels[i]);
     }
-    labels.push_back(test.labels[i]);
   }
   if (images.empty()) Die(absl::StrCat(data_dir, ": no test images"));
   std::cerr << "model input " << DescribeInputSpec(spec) << ": sending "
@@ -368,8 +497,20 @@ void Bench(const BenchOptions& o, const Connection& conn, const std::string& dat
                                : absl::StrFormat("raw %dx%dx%d uint8 tensors", target.channels,
                                                  target.height, target.width))
             << "\n";
+  if (shifted) {
+    load.shift_after = o.shift_after;
+    std::cerr << "shift: " << DescribeShift(shift) << ", from request " << o.shift_after << "\n";
+  }
+  std::unique_ptr<ServingTimeline> timeline;
+  if (!o.timeline_out.empty()) {
+    timeline = std::make_unique<ServingTimeline>(conn, o.protocol.model, o.timeline_out,
+                                                 shifted ? o.shift_after : -1);
+    load.observe_every = o.timeline_every;
+    load.observe = [&timeline](const LoadProgress& p) { timeline->Observe(p); };
+  }
   std::unique_ptr<LoadClient> client = MakeLoadClient(target, images);
-  LoadReport report = RunLoad(client.get(), static_cast<int>(images.size()), labels, load);
+  LoadReport report = RunLoad(client.get(), test.size(), labels, load);
+  if (timeline != nullptr) timeline->Finish();
   std::cout << SummariseLoad(report);
   if (!o.csv_out.empty()) DieUnlessOk(WriteFileAtomically(o.csv_out, LoadReportCsv(report)));
   if (!o.json_out.empty()) DieUnlessOk(WriteFileAtomically(o.json_out, LoadReportJson(report)));
@@ -438,6 +579,26 @@ void AddBenchCommand(CLI::App& app, const Connection& conn, const std::string& d
   cmd->add_option("--csv", o->csv_out, "Write every request to this CSV");
   cmd->add_option("--json", o->json_out, "Write the summary as JSON");
   cmd->add_flag("--no_progress", o->no_progress, "No live progress line");
+  cmd->add_option("--shift", o->shift,
+                  "Shift the test images: none, noise, contrast, blur or rotate (the same "
+                  "shifted copy of an image every time; docs/live-monitor.md)")
+      ->capture_default_str();
+  cmd->add_option("--shift_level", o->shift_level,
+                  "How much: noise sigma in [0,1] of full scale; contrast factor in [0,1] "
+                  "(deviations from the mean scaled by it); blur radius in pixels; rotation in "
+                  "degrees, counter-clockwise");
+  cmd->add_option("--shift_after", o->shift_after,
+                  "The first N requests send clean images, later ones shifted")
+      ->capture_default_str();
+  cmd->add_option("--blur", o->blur, "Blur kernel: gaussian (radius = sigma) or box")
+      ->capture_default_str();
+  cmd->add_option("--shift_seed", o->shift_seed, "Seed of --shift=noise")->capture_default_str();
+  cmd->add_option("--timeline", o->timeline_out,
+                  "Poll the server's status while the bench runs and write one CSV row per "
+                  "poll: requests sent, time, shifted, variant, the live monitor's window, "
+                  "bound and drift tests, loop decisions, throughput");
+  cmd->add_option("--timeline_every", o->timeline_every, "Requests sent between polls")
+      ->capture_default_str();
   cmd->callback([o, &conn, &data_dir] { Bench(*o, conn, data_dir); });
 }
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "client/commands.h"
 #include "client/input_packing.h"
+#include "client/monitor_report.h"
 #include "client/variant_summary.h"
 #include "core/files.h"
 #include "core/latency_statistic.h"
@@ -54,9 +55,13 @@ int CheckHealth(const Connection& conn, const std::string& service) {
   return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 4;
 }
 
-// One model's status: what it eats first, then every field.
+// One model's status: what it eats first, then every field, the live
+// monitor's as a block of its own.
 void PrintModelStatus(const v1::ServingStatus& st) {
-  std::cout << "input " << DescribeInputSpec(ServedInputSpec(st)) << "\n" << ToText(st);
+  v1::ServingStatus fields = st;
+  fields.clear_monitor();
+  std::cout << "input " << DescribeInputSpec(ServedInputSpec(st)) << "\n" << ToText(fields);
+  if (st.has_monitor()) std::cout << DescribeLiveMonitor(st.monitor());
 }
 
 // `model` empty: the only model, or on a server with several, the server's

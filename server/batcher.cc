@@ -213,6 +213,7 @@ void Batcher::RunBatch(std::vector<std::unique_ptr<InferenceRequest>> batch) {
     }
     if (metrics) metrics->PendingAdd(-1);
     batch[i]->on_done(out);
+    if (out.status.ok() && options_.on_answered) options_.on_answered(*batch[i], result);
   };
   absl::StatusOr<std::vector<SampleResult>> results =
       servable.executor().Run(pixels.data(), n, hooks);

@@ -65,6 +65,9 @@ struct BatcherOptions {
   int queue_capacity = 256;  // queued requests beyond this are refused
   int workers = 1;           // batches executing at once
   bool run_inline = true;    // see above; only with max_batch 1
+  // Optional: every request answered from an exit, from the thread that
+  // answered it, after its on_done (the live monitor).
+  std::function<void(const InferenceRequest&, const SampleResult&)> on_answered;
 };
 
 class Batcher {

@@ -47,6 +47,9 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
     return absl::InvalidArgumentError("the server needs a model loader");
   }
   HAPI_RETURN_IF_ERROR(CheckSources(options));
+  if (options.monitor.fraction != 0) {
+    HAPI_RETURN_IF_ERROR(ValidateLiveMonitorOptions(options.monitor));
+  }
   // Read before anything is created or bound, so bad TLS files fail first.
   HAPI_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                         MakeServerCredentials(options.tls));
@@ -60,7 +63,7 @@ absl::StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(
   s->metrics_ = std::make_unique<ServerMetrics>(*s->registry_);
   HAPI_ASSIGN_OR_RETURN(s->exposer_, StartMetrics(s->options_.metrics_address, s->registry_));
   s->models_ = std::make_unique<ModelRegistry>(names, s->options_.batcher, s->options_.servables,
-                                               s->metrics_.get());
+                                               s->options_.monitor, s->metrics_.get());
   s->service_ = std::make_unique<InferenceService>(s->models_.get(), s->options_.service);
   OipServiceOptions oip;
   oip.response_margin = s->options_.service.response_margin;

@@ -46,6 +46,7 @@ struct InferenceServerOptions {
   std::vector<std::string> models;
   absl::Duration poll_interval = absl::Seconds(5);
   BatcherOptions batcher;
+  LiveMonitorOptions monitor;       // fraction 0: no live monitor
   InferenceServiceOptions service;  // admin token
   int max_message_bytes = 4 << 20;  // largest request accepted
   std::string metrics_address;      // Prometheus /metrics, plain HTTP (empty: off)

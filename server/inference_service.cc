@@ -444,6 +444,7 @@ void InferenceService::FillStatus(const ServedModel& model, v1::ServingStatus* s
   status->set_predicted_accuracy(v.predicted_accuracy());
   status->set_predicted_mean_ms(v.predicted_latency().mean_ms());
   status->set_loaded_at(absl::FormatTime(absl::RFC3339_sec, s->loaded_at(), absl::UTCTimeZone()));
+  if (model.monitor()) model.monitor()->FillStatus(*s, status->mutable_monitor());
 }
 
 grpc::ServerUnaryReactor* InferenceService::GetServingStatus(

@@ -53,6 +53,24 @@ ABSL_FLAG(std::string, admin_token, "", "Token required by LoadVariant (empty: n
 ABSL_FLAG(std::string, admin_token_file, "", "Read the admin token from this file");
 ABSL_FLAG(bool, fuse_batch_norm, true, "Fold batch norm into convolutions");
 ABSL_FLAG(bool, channels_last, true, "NHWC (channels-last) activations");
+ABSL_FLAG(double, monitor_fraction, 0.02,
+          "Live accuracy monitor: the fraction of answered requests that also run through the "
+          "whole network off the request path (0: the monitor, drift test and loop are off)");
+ABSL_FLAG(int32_t, monitor_window, 2000, "Shadowed requests the disagreement bound covers");
+ABSL_FLAG(double, monitor_confidence, 0.9, "One-sided confidence of the disagreement bound");
+ABSL_FLAG(double, monitor_cpu_share, 0.1,
+          "Most of one core the shadow passes may use (they also run at a lower priority, and "
+          "a sample is skipped while requests wait in the queue)");
+ABSL_FLAG(int32_t, drift_window, 1000, "Answers per drift test window");
+ABSL_FLAG(double, drift_alpha, 0.001,
+          "False-alarm rate of the drift test per window (Bonferroni over its two tests)");
+ABSL_FLAG(std::string, loop, "alert",
+          "When the bound exceeds the SLA or drift is detected: off, alert (log, count, "
+          "record), or repair (re-plan on the shadowed requests with --optimizer, swap in)");
+ABSL_FLAG(std::string, optimizer, "", "hapi-optimizer address (host:port) for --loop=repair");
+ABSL_FLAG(int32_t, loop_min_samples, 1000,
+          "Shadowed requests before the loop acts on the bound, or re-plans after drift");
+ABSL_FLAG(int32_t, loop_cooldown_s, 60, "Seconds between two loop decisions");
 ABSL_FLAG(bool, full_network, false,
           "Serve the variant's model without early exits (a baseline for measurements)");
 
@@ -86,6 +104,16 @@ absl::StatusOr<hapi::InferenceServerOptions> OptionsFromFlags() {
   o.batcher.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   o.batcher.workers = absl::GetFlag(FLAGS_workers);
   o.batcher.run_inline = absl::GetFlag(FLAGS_run_inline);
+  o.monitor.fraction = absl::GetFlag(FLAGS_monitor_fraction);
+  o.monitor.window = absl::GetFlag(FLAGS_monitor_window);
+  o.monitor.confidence = absl::GetFlag(FLAGS_monitor_confidence);
+  o.monitor.cpu_share = absl::GetFlag(FLAGS_monitor_cpu_share);
+  o.monitor.drift_window = absl::GetFlag(FLAGS_drift_window);
+  o.monitor.drift_alpha = absl::GetFlag(FLAGS_drift_alpha);
+  HAPI_ASSIGN_OR_RETURN(o.monitor.loop, hapi::ParseLoopMode(absl::GetFlag(FLAGS_loop)));
+  o.monitor.optimizer = absl::GetFlag(FLAGS_optimizer);
+  o.monitor.loop_min_samples = absl::GetFlag(FLAGS_loop_min_samples);
+  o.monitor.cooldown = absl::Seconds(absl::GetFlag(FLAGS_loop_cooldown_s));
   o.service.response_margin =
       absl::Microseconds(std::max(0.0, absl::GetFlag(FLAGS_response_margin_ms)) * 1000);
   HAPI_ASSIGN_OR_RETURN(

@@ -72,7 +72,56 @@ ServerMetrics::ServerMetrics(prometheus::Registry& r)
       variant_info_(prometheus::BuildGauge()
                         .Name("hapi_variant_info")
                         .Help("The variant being served (value 1)")
-                        .Register(r)) {}
+                        .Register(r)),
+      monitor_samples_(prometheus::BuildCounter()
+                           .Name("hapi_monitor_samples_total")
+                           .Help("Requests shadowed through the whole network")
+                           .Register(r)),
+      monitor_disagreements_(prometheus::BuildCounter()
+                                 .Name("hapi_monitor_disagreements_total")
+                                 .Help("Shadowed requests answered otherwise than the full network")
+                                 .Register(r)),
+      monitor_skipped_(prometheus::BuildCounter()
+                           .Name("hapi_monitor_skipped_total")
+                           .Help("Sampled requests not shadowed, by reason")
+                           .Register(r)),
+      monitor_window_samples_(prometheus::BuildGauge()
+                                  .Name("hapi_monitor_window_samples")
+                                  .Help("Shadowed requests in the monitor's window")
+                                  .Register(r)),
+      monitor_rate_(prometheus::BuildGauge()
+                        .Name("hapi_monitor_disagreement_rate")
+                        .Help("Disagreement with the full network over the window")
+                        .Register(r)),
+      monitor_upper_(prometheus::BuildGauge()
+                         .Name("hapi_monitor_disagreement_upper_bound")
+                         .Help("Upper confidence bound on the disagreement (bounds the live "
+                               "accuracy drop)")
+                         .Register(r)),
+      sla_max_disagreement_(prometheus::BuildGauge()
+                                .Name("hapi_sla_max_disagreement")
+                                .Help("The most the disagreement bound may be under the SLA")
+                                .Register(r)),
+      drift_statistic_(prometheus::BuildGauge()
+                           .Name("hapi_drift_statistic")
+                           .Help("Chi-square statistic of the last drift window, by test")
+                           .Register(r)),
+      drift_p_value_(prometheus::BuildGauge()
+                         .Name("hapi_drift_p_value")
+                         .Help("p-value of the last drift window, by test")
+                         .Register(r)),
+      drift_detected_(prometheus::BuildGauge()
+                          .Name("hapi_drift_detected")
+                          .Help("1 when the last drift window rejected homogeneity")
+                          .Register(r)),
+      drift_alarms_(prometheus::BuildCounter()
+                        .Name("hapi_drift_alarms_total")
+                        .Help("Drift windows that rejected homogeneity")
+                        .Register(r)),
+      loop_decisions_(prometheus::BuildCounter()
+                          .Name("hapi_loop_decisions_total")
+                          .Help("Closed-loop decisions by reason and action")
+                          .Register(r)) {}
 
 std::shared_ptr<VariantMetrics> ServerMetrics::ForVariant(const Servable& s) {
   const v1::VariantManifest& v = s.variant();
@@ -132,6 +181,48 @@ std::shared_ptr<VariantMetrics> ServerMetrics::ForVariant(const Servable& s) {
 void ServerMetrics::Retire(const Servable& s) {
   const v1::VariantManifest& v = s.variant();
   variant_info_.Add({{"variant", v.id()}, {"model", v.model()}, {"device", v.device()}}).Set(0);
+}
+
+std::shared_ptr<MonitorMetrics> ServerMetrics::ForMonitor(const Servable& s,
+                                                          double max_disagreement, bool loop) {
+  auto m = std::make_shared<MonitorMetrics>();
+  m->variant = s.variant().id();
+  const prometheus::Labels base{{"variant", m->variant}};
+  m->decisions = &loop_decisions_;
+  m->samples = &monitor_samples_.Add(base);
+  m->disagreements = &monitor_disagreements_.Add(base);
+  const char* reasons[] = {"load", "queue", "cpu_share"};
+  for (int i = 0; i < 3; ++i) {
+    m->skipped[i] = &monitor_skipped_.Add({{"variant", m->variant}, {"reason", reasons[i]}});
+  }
+  m->window_samples = &monitor_window_samples_.Add(base);
+  m->rate = &monitor_rate_.Add(base);
+  m->upper = &monitor_upper_.Add(base);
+  m->upper->Set(1);  // no sample yet: nothing is bounded
+  if (loop) {        // exported from the start, so increase() sees a first decision
+    for (const char* reason : {"bound", "drift"}) {
+      for (const char* action : {"alert", "replan", "swap", "failed"}) {
+        loop_decisions_.Add({{"variant", m->variant}, {"reason", reason}, {"action", action}});
+      }
+    }
+  }
+  if (max_disagreement >= 0) {
+    m->max_disagreement = &sla_max_disagreement_.Add(base);
+    m->max_disagreement->Set(max_disagreement);
+  }
+  const char* tests[] = {"exit_ratio", "confidence"};
+  for (int i = 0; i < 2; ++i) {
+    m->drift_statistic[i] = &drift_statistic_.Add({{"variant", m->variant}, {"test", tests[i]}});
+    m->drift_p_value[i] = &drift_p_value_.Add({{"variant", m->variant}, {"test", tests[i]}});
+    m->drift_p_value[i]->Set(1);
+  }
+  m->drift_detected = &drift_detected_.Add(base);
+  m->drift_alarms = &drift_alarms_.Add(base);
+  return m;
+}
+
+void MonitorMetrics::Decision(const std::string& reason, const std::string& action) {
+  decisions->Add({{"variant", variant}, {"reason", reason}, {"action", action}}).Increment();
 }
 
 prometheus::Counter& VariantMetrics::Requests(absl::StatusCode code) {

@@ -58,6 +58,26 @@ class VariantMetrics {
   std::vector<double> exit_baseline_;  // counter values when this load began
 };
 
+// The live monitor's children for one variant (server/live_monitor.h).
+struct MonitorMetrics {
+  enum Skip { kLoad = 0, kQueue = 1, kCpuShare = 2 };
+  void Decision(const std::string& reason, const std::string& action);
+
+  std::string variant;
+  prometheus::Family<prometheus::Counter>* decisions = nullptr;
+  prometheus::Counter* samples = nullptr;
+  prometheus::Counter* disagreements = nullptr;
+  std::array<prometheus::Counter*, 3> skipped{};  // by Skip
+  prometheus::Gauge* window_samples = nullptr;
+  prometheus::Gauge* rate = nullptr;
+  prometheus::Gauge* upper = nullptr;
+  prometheus::Gauge* max_disagreement = nullptr;        // null: the SLA bounds no accuracy
+  std::array<prometheus::Gauge*, 2> drift_statistic{};  // exit_ratio, confidence
+  std::array<prometheus::Gauge*, 2> drift_p_value{};
+  prometheus::Gauge* drift_detected = nullptr;
+  prometheus::Counter* drift_alarms = nullptr;
+};
+
 class ServerMetrics {
  public:
   explicit ServerMetrics(prometheus::Registry& registry);
@@ -66,6 +86,10 @@ class ServerMetrics {
   std::shared_ptr<VariantMetrics> ForVariant(const Servable& servable);
   // The variant is no longer served: its info gauge drops to 0.
   void Retire(const Servable& servable);
+  // The live monitor's children for `servable`'s variant; `max_disagreement`
+  // < 0 leaves its limit out; with `loop`, every decision series starts at 0.
+  std::shared_ptr<MonitorMetrics> ForMonitor(const Servable& servable, double max_disagreement,
+                                             bool loop);
 
  private:
   prometheus::Family<prometheus::Counter>& requests_;
@@ -81,6 +105,18 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& sla_violations_;
   prometheus::Family<prometheus::Gauge>& pending_;
   prometheus::Family<prometheus::Gauge>& variant_info_;
+  prometheus::Family<prometheus::Counter>& monitor_samples_;
+  prometheus::Family<prometheus::Counter>& monitor_disagreements_;
+  prometheus::Family<prometheus::Counter>& monitor_skipped_;
+  prometheus::Family<prometheus::Gauge>& monitor_window_samples_;
+  prometheus::Family<prometheus::Gauge>& monitor_rate_;
+  prometheus::Family<prometheus::Gauge>& monitor_upper_;
+  prometheus::Family<prometheus::Gauge>& sla_max_disagreement_;
+  prometheus::Family<prometheus::Gauge>& drift_statistic_;
+  prometheus::Family<prometheus::Gauge>& drift_p_value_;
+  prometheus::Family<prometheus::Gauge>& drift_detected_;
+  prometheus::Family<prometheus::Counter>& drift_alarms_;
+  prometheus::Family<prometheus::Counter>& loop_decisions_;
 };
 
 // Exit label: the model exit index, or "final" for the final classifier.

@@ -18,22 +18,43 @@ std::string Quoted(absl::string_view name) {
 
 }  // namespace
 
-ServedModel::ServedModel(std::string name, const BatcherOptions& batcher, ServableOptions servables,
-                         ServerMetrics* metrics)
+ServedModel::ServedModel(std::string name, BatcherOptions batcher, ServableOptions servables,
+                         const LiveMonitorOptions& monitor, ServerMetrics* metrics)
     : name_(std::move(name)) {
+  // The monitor needs the manager (to swap) and the batcher its hook: the
+  // manager is made last, so both are wired through `this`.
+  if (monitor.fraction > 0) {
+    monitor_ = std::make_unique<LiveMonitor>(monitor, servables.repository, metrics);
+    batcher.on_answered = [this](const InferenceRequest& r, const SampleResult& result) {
+      monitor_->Observe(r.servable, r.pixels, result, [this] { return batcher_->queued() > 0; });
+    };
+  }
   batcher_ = std::make_unique<Batcher>(batcher);
   // Readiness means warm: a variant serves (initially, or after a swap) only
   // once every worker of its model has run it.
-  servables.prepare = [b = batcher_.get()](const Servable& v) { return b->WarmUpWorkers(v); };
+  servables.prepare = [this](const Servable& v) {
+    HAPI_RETURN_IF_ERROR(batcher_->WarmUpWorkers(v));
+    if (monitor_) monitor_->Prepare(v);
+    return absl::OkStatus();
+  };
   servables_ = std::make_unique<ServableManager>(std::move(servables), metrics);
+  if (monitor_) monitor_->set_servables(servables_.get());
+}
+
+ServedModel::~ServedModel() {
+  // The monitor's repair may be loading a variant through the batcher.
+  if (monitor_) monitor_->Stop();
 }
 
 ModelRegistry::ModelRegistry(const std::vector<std::string>& names, const BatcherOptions& batcher,
-                             const ServableOptions& servables, ServerMetrics* metrics)
+                             const ServableOptions& servables, const LiveMonitorOptions& monitor,
+                             ServerMetrics* metrics)
     : repository_(servables.repository), named_(!names.empty()) {
-  if (!named_) models_.push_back(std::make_unique<ServedModel>("", batcher, servables, metrics));
+  if (!named_) {
+    models_.push_back(std::make_unique<ServedModel>("", batcher, servables, monitor, metrics));
+  }
   for (const std::string& name : names) {
-    models_.push_back(std::make_unique<ServedModel>(name, batcher, servables, metrics));
+    models_.push_back(std::make_unique<ServedModel>(name, batcher, servables, monitor, metrics));
   }
 }
 

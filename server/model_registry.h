@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "server/batcher.h"
+#include "server/live_monitor.h"
 #include "server/metrics.h"
 #include "server/servable.h"
 
@@ -22,18 +23,22 @@ namespace hapi {
 
 class ServedModel {
  public:
-  ServedModel(std::string name, const BatcherOptions& batcher, ServableOptions servables,
-              ServerMetrics* metrics);
+  // `monitor.fraction` > 0: with a live monitor (server/live_monitor.h).
+  ServedModel(std::string name, BatcherOptions batcher, ServableOptions servables,
+              const LiveMonitorOptions& monitor, ServerMetrics* metrics);
+  ~ServedModel();
   // Empty for the unnamed slot (its model is the loaded variant's).
   const std::string& name() const { return name_; }
   ServableManager& servables() const { return *servables_; }
   Batcher& batcher() const { return *batcher_; }
+  LiveMonitor* monitor() const { return monitor_.get(); }  // null: off
 
  private:
   const std::string name_;
   // Declared first, destroyed last: the batcher's workers are joined before
   // the servables they run go.
   std::unique_ptr<ServableManager> servables_;
+  std::unique_ptr<LiveMonitor> monitor_;  // stopped before the batcher goes
   std::unique_ptr<Batcher> batcher_;
 };
 
@@ -42,7 +47,8 @@ class ModelRegistry {
   // `names` empty: the unnamed slot. Each slot's servables are warmed up on
   // its own batcher's workers before they serve (ServableOptions::prepare).
   ModelRegistry(const std::vector<std::string>& names, const BatcherOptions& batcher,
-                const ServableOptions& servables, ServerMetrics* metrics);
+                const ServableOptions& servables, const LiveMonitorOptions& monitor,
+                ServerMetrics* metrics);
 
   // The model a hapi.v1 request names. Empty: the only model served, or
   // INVALID_ARGUMENT naming the models when there are several.

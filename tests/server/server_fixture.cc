@@ -257,6 +257,7 @@ TestServer::TestServer(TestServerOptions options) {
   if (options.load_model) o.servables.load_model = options.load_model;
   o.variant = options.variant;
   o.batcher = options.batcher;
+  o.monitor = options.monitor;
   o.service = options.service;
   if (options.max_receive_bytes > 0) o.max_message_bytes = options.max_receive_bytes;
   auto server = InferenceServer::Start(std::move(o));

@@ -25,6 +25,7 @@
 #include "server/batcher.h"
 #include "server/inference_server.h"
 #include "server/inference_service.h"
+#include "server/live_monitor.h"
 #include "server/servable.h"
 
 namespace hapi {
@@ -77,6 +78,7 @@ std::string EncodePng(const uint8_t* pixels, int width, int height, int channels
 struct TestServerOptions {
   std::string variant = "v1";  // empty: nothing loaded
   BatcherOptions batcher;
+  LiveMonitorOptions monitor;  // fraction 0: off
   InferenceServiceOptions service;
   int max_receive_bytes = 0;  // 0: gRPC's default
   ModelLoader load_model;     // empty: the fixture's

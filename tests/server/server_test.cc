@@ -1221,7 +1221,7 @@ TEST(MultiModelTest, SwappingOneModelUnderLoadNeverDisturbsEither) {
 TEST(MultiModelTest, ReadyOnlyOnceEveryModelIsLoaded) {
   AddPairModel();
   ModelRegistry registry({kModelName, kPairModel}, BatcherOptions(), Fixture().Servables(),
-                         nullptr);
+                         LiveMonitorOptions(), nullptr);
   EXPECT_FALSE(registry.AllLoaded());
   ASSERT_OK(registry.FindExact(kModelName).value()->servables().Load("v1").status());
   EXPECT_FALSE(registry.AllLoaded());

@@ -11,6 +11,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/certify.h"
 #include "core/files.h"
 #include "core/model_metadata.h"
 #include "core/repository_layout.h"
@@ -314,9 +315,17 @@ std::optional<LiveMonitor::Trigger> LiveMonitor::Triggered(VariantState& state) 
   if (state.max_disagreement < 0 || n < options_.loop_min_samples) return std::nullopt;
   const double upper = state.window.Upper(options_.confidence);
   if (upper <= state.max_disagreement) return std::nullopt;
+  // A bound above the limit means the SLA is not certified live: worth an
+  // alert. Re-planning needs more: a variant re-planned to the limit on one
+  // sample would fail to certify on the next about half the time, and swap
+  // back and forth. Repair acts once the disagreement is above the limit
+  // beyond doubt (its lower bound is).
+  const double lower = ClopperPearsonLower(state.window.disagreements(), n, options_.confidence);
+  if (options_.loop == LoopMode::kRepair && lower <= state.max_disagreement) return std::nullopt;
   return Trigger{"bound",
-                 absl::StrFormat("disagreement %d/%d, upper bound %.4f > limit %.4f",
-                                 state.window.disagreements(), n, upper, state.max_disagreement)};
+                 absl::StrFormat("disagreement %d/%d, bounds [%.4f, %.4f] at %.2f, limit %.4f",
+                                 state.window.disagreements(), n, lower, upper, options_.confidence,
+                                 state.max_disagreement)};
 }
 
 void LiveMonitor::Check(VariantState& state) {

@@ -184,8 +184,9 @@ serve() {
     --metrics_address= --intra_op_threads=1 "$@" $SERVER_ARGS >"$OUT/server-$name.log" 2>&1 &
   SRV_PID=$!
   pids+=("$SRV_PID")
+  # health: SERVING only once the variant is loaded and warm (status answers before).
   wait_ready "$SRV_PID" "$OUT/server-$name.log" hapi-server \
-    "$CLIENT" --target="127.0.0.1:$SRV_PORT" status
+    "$CLIENT" --target="127.0.0.1:$SRV_PORT" health
 }
 stop_server() {
   kill "$SRV_PID" 2>/dev/null || true

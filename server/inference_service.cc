@@ -6,12 +6,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/files.h"
+#include "core/image_decoder.h"
 #include "core/input_spec.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
 #include "rpc/grpc_status.h"
 #include "rpc/tsan_handoff.h"
-#include "server/image_decoder.h"
 
 namespace hapi {
 namespace {

@@ -13,9 +13,9 @@
 #include <cstdint>
 #include <string>
 
+#include "core/image_decoder.h"
 #include "core/input_spec.h"
 #include "hapi/v1/inference.pb.h"
-#include "server/image_decoder.h"
 #include "tests/fuzz/fuzz_check.h"
 
 namespace {

@@ -3,7 +3,7 @@
 // and JPEG images decode to what stb_image gave before, within 1/255, for a
 // 1x28x28 model. Then the input spec: colour kept or made luma as the model
 // asks, the two resize policies, raw tensors against the model's shape.
-#include "server/image_decoder.h"
+#include "core/image_decoder.h"
 
 #include <jpeglib.h>
 #include <png.h>

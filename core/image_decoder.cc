@@ -1,4 +1,4 @@
-#include "server/image_decoder.h"
+#include "core/image_decoder.h"
 
 // jpeglib.h needs FILE and size_t declared before it.
 #include <cstddef>
@@ -507,7 +507,7 @@ absl::StatusOr<Planes> DecodeJpeg(absl::string_view bytes, int channels) {
   return image;
 }
 
-absl::StatusOr<std::vector<float>> DecodeEncoded(const std::string& bytes,
+absl::StatusOr<std::vector<float>> DecodeEncoded(absl::string_view bytes,
                                                  const v1::InputSpec& spec) {
   if (bytes.empty()) return absl::InvalidArgumentError("empty image bytes");
   absl::StatusOr<Planes> image = absl::UnknownError("");
@@ -604,6 +604,11 @@ absl::StatusOr<std::vector<float>> DecodeImage(const v1::Image& image, const v1:
       break;
   }
   return absl::InvalidArgumentError("request has no image (set encoded, raw_uint8 or raw_float32)");
+}
+
+absl::StatusOr<std::vector<float>> DecodeEncodedImage(absl::string_view bytes,
+                                                      const v1::InputSpec& spec) {
+  return DecodeEncoded(bytes, spec);
 }
 
 }  // namespace hapi

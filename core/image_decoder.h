@@ -1,6 +1,9 @@
-// Turns a request's image into the input of a model, as its input spec
+// Turns an image into the input of a model, as its input spec
 // (core/input_spec.h) says: channels x height x width floats in [0,1]
-// (pixel/255), channel-major (CHW), before the model's normalisation.
+// (pixel/255), channel-major (CHW), before the model's normalisation. The
+// server decodes requests with it, the image-folder loader (core/
+// image_folder.h) its files: both get the same floats from the same bytes.
+// Library hapi::image (libpng, libjpeg-turbo, stb_image_resize; no gRPC).
 //
 // Encoded images are PNG (libpng) or JPEG (libjpeg-turbo), both fuzzed
 // upstream, told apart by their signature; nothing else is decoded.
@@ -30,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "hapi/v1/inference.pb.h"
 #include "hapi/v1/model.pb.h"
 
@@ -58,5 +62,9 @@ inline constexpr int64_t kMaxEncodedImagePixels = int64_t{2048} * 2048;
 // are printable ASCII: decoder messages can echo input bytes, which are
 // escaped.
 absl::StatusOr<std::vector<float>> DecodeImage(const v1::Image& image, const v1::InputSpec& spec);
+
+// DecodeImage of an Image whose `encoded` is `bytes`, without copying them.
+absl::StatusOr<std::vector<float>> DecodeEncodedImage(absl::string_view bytes,
+                                                      const v1::InputSpec& spec);
 
 }  // namespace hapi

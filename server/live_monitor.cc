@@ -124,6 +124,7 @@ absl::StatusOr<std::vector<ExitScores>> RunAllExits(const Model& model, const fl
 
 struct LiveMonitor::VariantState {
   VariantState(int window) : window(window) {}
+  uint64_t serial = 0;
   std::string variant;
   v1::VariantManifest manifest;
   int num_classes = 0;
@@ -158,6 +159,7 @@ void LiveMonitor::Stop() {
 
 void LiveMonitor::Prepare(const Servable& servable) {
   auto state = std::make_shared<VariantState>(options_.window);
+  state->serial = servable.serial();
   state->manifest = servable.variant();
   state->variant = servable.variant().id();
   state->num_classes = servable.executor().model().num_classes();
@@ -330,6 +332,10 @@ std::optional<LiveMonitor::Trigger> LiveMonitor::Triggered(VariantState& state) 
 
 void LiveMonitor::Check(VariantState& state) {
   if (options_.loop == LoopMode::kOff || repairing_) return;
+  // Only the variant being served: one just swapped out may still hold an
+  // alarm, and in-flight requests of it still arrive.
+  std::shared_ptr<const Servable> current = servables_ ? servables_->current() : nullptr;
+  if (!current || current->serial() != state.serial) return;
   if (absl::Now() < last_decision_ + options_.cooldown) return;
   std::optional<Trigger> trigger = Triggered(state);
   if (!trigger) return;

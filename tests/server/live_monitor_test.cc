@@ -23,45 +23,6 @@
 namespace hapi::testing {
 namespace {
 
-// The fixture's images through every exit, labelled with `labels` (the true
-// ones for a model's tables).
-CalibrationTable TableOf(const ServerFixture& f, const std::vector<int>& images) {
-  const Model& model = *f.model;
-  CalibrationTable table(static_cast<int>(images.size()), model.num_exits(), model.num_classes());
-  for (size_t s = 0; s < images.size(); ++s) {
-    absl::StatusOr<std::vector<ExitScores>> exits = RunAllExits(model, f.Pixels(images[s]).data());
-    EXPECT_TRUE(exits.ok()) << exits.status();
-    table.SetTrueLabel(static_cast<int>(s), f.true_labels[images[s]]);
-    for (int e = 0; e < model.num_exits(); ++e) table.Set(e, static_cast<int>(s), (*exits)[e]);
-  }
-  return table;
-}
-
-// The model's calibration tables, which the fixture does not write: the
-// drift reference (validation) and the optimizer (both) read them.
-void WriteModelTables() {
-  const ServerFixture& f = Fixture();
-  const std::string dir = RepositoryLayout(f.repository).ModelDir(kModelName);
-  std::vector<int> all(f.num_images);
-  for (int i = 0; i < f.num_images; ++i) all[i] = i;
-  const std::string bytes = TableOf(f, all).Serialize();
-  for (const char* file : {kValidationCalibrationFile, kTestCalibrationFile}) {
-    ASSERT_TRUE(WriteFileAtomically(absl::StrCat(dir, "/", file), bytes).ok());
-  }
-  v1::ModelManifest manifest = f.model->manifest();
-  manifest.set_validation_calibration(kValidationCalibrationFile);
-  manifest.set_test_calibration(kTestCalibrationFile);
-  ASSERT_TRUE(WriteTextProtoAtomically(absl::StrCat(dir, "/", kManifestFile), manifest).ok());
-}
-
-// A shift of the input distribution the fake model notices: flat images
-// whose mean pixel sits just above one of its class-bin edges, where it is
-// unsure (low confidence at every exit) instead of mostly confident.
-std::vector<uint8_t> Shifted(int i) {
-  const int bin = 1 + i % 9;
-  return std::vector<uint8_t>(kImagePixels, static_cast<uint8_t>(255 * (bin / 10.0 + 0.002) + 1));
-}
-
 // Writes a variant of the fixture's model beside the fixture's own.
 void WriteVariant(const v1::VariantManifest& v) {
   const RepositoryLayout layout(Fixture().repository);
@@ -107,7 +68,7 @@ LiveMonitorOptions ShadowAll() {
 
 class LiveMonitorTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { WriteModelTables(); }
+  static void SetUpTestSuite() { WriteCalibrationTables(); }
 };
 
 TEST_F(LiveMonitorTest, RunAllExitsGivesEveryExitsAnswer) {
@@ -191,7 +152,7 @@ TEST_F(LiveMonitorTest, FlagsDriftOnShiftedTrafficOnly) {
   EXPECT_FALSE(clean.monitor().drift_detected());
   EXPECT_GT(clean.monitor().drift_confidence_p_value(), 0.001);
   for (int i = 0; i < 100; ++i) {
-    std::vector<uint8_t> shifted = Shifted(i);
+    std::vector<uint8_t> shifted = ShiftedImage(i);
     Send(server, shifted.data());
   }
   v1::ServingStatus drifted = Status(server);
@@ -256,11 +217,13 @@ TEST_F(LiveMonitorTest, RepairReplansOnLiveTrafficAndSwapsTheNewVariantIn) {
   for (int i = 0; i < 100; ++i) Send(server, f.image(i % f.num_images));
   // Shifted traffic: drift, then a re-plan on what came after it.
   for (int i = 0; i < 300; ++i) {
-    std::vector<uint8_t> shifted = Shifted(i);
+    std::vector<uint8_t> shifted = ShiftedImage(i);
     Send(server, shifted.data());
   }
-  v1::ServingStatus status =
-      WaitFor(server, [](const v1::ServingStatus& s) { return s.variant() != "v1"; });
+  v1::ServingStatus status = WaitFor(server, [](const v1::ServingStatus& s) {
+    // The swap is recorded a moment after it takes effect.
+    return s.variant() != "v1" && s.monitor().decisions_size() >= 2;
+  });
   ASSERT_NE(status.variant(), "v1") << status.monitor().ShortDebugString();
   EXPECT_EQ(status.variant_swaps(), 2);  // the initial load, and the repair
   std::vector<std::string> actions;
@@ -283,7 +246,7 @@ TEST_F(LiveMonitorTest, RepairReplansOnLiveTrafficAndSwapsTheNewVariantIn) {
   EXPECT_TRUE(CalibrationTable::Parse(*bytes).ok());
   // Its drift reference is that live traffic: shifted requests are at home.
   for (int i = 0; i < 200; ++i) {
-    std::vector<uint8_t> shifted = Shifted(i * 7);
+    std::vector<uint8_t> shifted = ShiftedImage(i * 7);
     Send(server, shifted.data());
   }
   v1::ServingStatus after = Status(server);

@@ -12,8 +12,10 @@
 #include "core/device_profile.h"
 #include "core/fashion_mnist.h"
 #include "core/files.h"
+#include "core/model_metadata.h"
 #include "core/repository_layout.h"
 #include "gtest/gtest.h"
+#include "server/live_monitor.h"
 #include "stb_image_write.h"
 #include "tests/test_util.h"
 
@@ -199,6 +201,37 @@ const ServerFixture& Fixture() {
     return f;
   }();
   return *fixture;
+}
+
+void WriteCalibrationTables() {
+  const ServerFixture& f = Fixture();
+  const Model& model = *f.model;
+  CalibrationTable table(f.num_images, model.num_exits(), model.num_classes());
+  for (int i = 0; i < f.num_images; ++i) {
+    absl::StatusOr<std::vector<ExitScores>> exits = RunAllExits(model, f.Pixels(i).data());
+    if (!exits.ok()) Die(exits.status().ToString());
+    table.SetTrueLabel(i, f.true_labels[i]);
+    for (int e = 0; e < model.num_exits(); ++e) table.Set(e, i, (*exits)[e]);
+  }
+  const std::string dir = RepositoryLayout(f.repository).ModelDir(kModelName);
+  const std::string bytes = table.Serialize();
+  for (const char* file : {kValidationCalibrationFile, kTestCalibrationFile}) {
+    if (absl::Status st = WriteFileAtomically(absl::StrCat(dir, "/", file), bytes); !st.ok()) {
+      Die(st.ToString());
+    }
+  }
+  v1::ModelManifest manifest = model.manifest();
+  manifest.set_validation_calibration(kValidationCalibrationFile);
+  manifest.set_test_calibration(kTestCalibrationFile);
+  if (absl::Status st = WriteTextProtoAtomically(absl::StrCat(dir, "/", kManifestFile), manifest);
+      !st.ok()) {
+    Die(st.ToString());
+  }
+}
+
+std::vector<uint8_t> ShiftedImage(int i) {
+  const int bin = 1 + i % 9;
+  return std::vector<uint8_t>(kImagePixels, static_cast<uint8_t>(255 * (bin / 10.0 + 0.002) + 1));
 }
 
 Design DesignOf(const v1::VariantManifest& variant) {

@@ -68,6 +68,16 @@ const ServerFixture& Fixture();
 
 Design DesignOf(const v1::VariantManifest& variant);
 
+// Writes the model's calibration tables (both splits: the fixture's images
+// through every exit, with their true labels) and names them in its
+// manifest: what the live monitor's drift reference and the optimizer read.
+void WriteCalibrationTables();
+
+// A shift of the input distribution both fixture models notice: flat images
+// whose mean pixel sits just above a tenth of the range (for the fake model,
+// just above one of its class-bin edges, where it is unsure at every exit).
+std::vector<uint8_t> ShiftedImage(int i);
+
 // EarlyExitExecutor::Run at batch 1 for image `i` under `variant`, with the
 // server's default executor options. Results are memoised per variant.
 const SampleResult& Expected(const std::string& variant, int i);

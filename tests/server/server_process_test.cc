@@ -104,12 +104,14 @@ constexpr int kServing = 1;
 
 class ServerProcess {
  public:
-  explicit ServerProcess(std::vector<std::string> flags) {
+  // hapi-server by default; `binary` another server binary taking --repository,
+  // --listen and --metrics_address (hapi-optimizer).
+  explicit ServerProcess(std::vector<std::string> flags, std::string binary = HAPI_SERVER_BINARY) {
     log_ = absl::StrCat(dir_.path(), "/server.log");
     grpc_port_ = FreePort();
     metrics_port_ = FreePort();
     std::vector<std::string> args = {
-        HAPI_SERVER_BINARY,
+        binary,
         absl::StrCat("--repository=", Fixture().repository),
         absl::StrCat("--listen=127.0.0.1:", grpc_port_),
         absl::StrCat("--metrics_address=127.0.0.1:", metrics_port_),
@@ -183,6 +185,7 @@ class ServerProcess {
   grpc::Channel* channel() { return channel_.get(); }
   std::unique_ptr<v1::Inference::Stub> Stub() { return v1::Inference::NewStub(channel_); }
   int metrics_port() const { return metrics_port_; }
+  int grpc_port() const { return grpc_port_; }
   std::optional<int> exit_status() const { return exit_status_; }
 
  private:
@@ -272,6 +275,64 @@ TEST(ServerProcessTest, UnknownVariantExitsWithAnError) {
   EXPECT_THAT(server.Log(), HasSubstr("nope"));
 }
 
+// The closed loop across real processes: hapi-server (its live monitor with
+// --loop=repair) sends the shadowed requests to hapi-optimizer, which
+// re-plans on them; the server swaps the new variant in.
+TEST(ServerProcessTest, LiveLoopReplansThroughTheOptimizerProcessAfterAShift) {
+  const ServerFixture& f = Fixture();
+  WriteCalibrationTables();
+  ServerProcess optimizer({"--gnuplot=", "--profiler="}, HAPI_OPTIMIZER_BINARY);
+  ASSERT_TRUE(optimizer.WaitServing(absl::Seconds(60))) << optimizer.Log();
+  ServerProcess server({"--variant=v1", "--monitor_fraction=1", "--monitor_cpu_share=1",
+                        "--monitor_window=400", "--drift_window=100", "--loop=repair",
+                        absl::StrCat("--optimizer=127.0.0.1:", optimizer.grpc_port()),
+                        "--loop_min_samples=100", "--loop_cooldown_s=0"});
+  ASSERT_TRUE(server.WaitServing(absl::Seconds(60))) << server.Log();
+  auto stub = server.Stub();
+  auto status = [&] {
+    grpc::ClientContext ctx;
+    v1::ServingStatus s;
+    EXPECT_TRUE(stub->GetServingStatus(&ctx, {}, &s).ok());
+    return s;
+  };
+  for (int i = 0; i < 200; ++i) {
+    v1::ClassifyResponse r;
+    ASSERT_TRUE(Classify(*stub, RawRequest(f.image(i % f.num_images)), &r).ok());
+  }
+  EXPECT_EQ(status().monitor().drift_alarms(), 0) << "clean traffic of the reference's images";
+  // Shifted traffic until the loop has swapped (or 120 s).
+  v1::ServingStatus s = status();
+  const absl::Time give_up = absl::Now() + absl::Seconds(120);
+  for (int i = 0; s.variant() == "v1" && absl::Now() < give_up; ++i) {
+    const std::vector<uint8_t> shifted = ShiftedImage(i);
+    v1::ClassifyResponse r;
+    ASSERT_TRUE(Classify(*stub, RawRequest(shifted.data()), &r).ok());
+    if (i % 20 == 0) s = status();
+  }
+  ASSERT_NE(s.variant(), "v1") << s.monitor().ShortDebugString() << "\n"
+                               << server.Log() << optimizer.Log();
+  // The swap is recorded a moment after it takes effect.
+  for (const absl::Time until = absl::Now() + absl::Seconds(10);
+       s.monitor().decisions_size() < 2 && absl::Now() < until;) {
+    absl::SleepFor(absl::Milliseconds(20));
+    s = status();
+  }
+  std::vector<std::string> actions;
+  for (const v1::LoopDecision& d : s.monitor().decisions()) {
+    EXPECT_EQ(d.reason(), "drift") << d.ShortDebugString();
+    actions.push_back(d.action());
+  }
+  EXPECT_THAT(actions, ::testing::ElementsAre("replan", "swap"));
+  v1::VariantManifest planned;
+  ASSERT_OK(ReadTextProto(absl::StrCat(f.repository, "/variants/", s.variant(), "/variant.pbtxt"),
+                          &planned));
+  EXPECT_EQ(planned.live_plan().from_variant(), "v1");
+  EXPECT_GE(planned.live_plan().samples(), 100);
+  const std::string metrics = HttpGet(server.metrics_port(), "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("hapi_loop_decisions_total{action=\"swap\",reason=\"drift\","
+                                 "variant=\"v1\"} 1"));
+  EXPECT_THAT(server.Log(), HasSubstr("live monitor: swap (drift) variant v1 -> "));
+}
 }  // namespace
 }  // namespace testing
 }  // namespace hapi

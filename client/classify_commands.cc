@@ -1,6 +1,6 @@
 // classify, bench and export-samples: images through hapi.v1.Inference or the
-// Open Inference Protocol (--protocol), and the Fashion-MNIST test images they
-// can come from.
+// Open Inference Protocol (--protocol), and the Fashion-MNIST test images or
+// the image folder (--image_folder, core/image_folder.h) they can come from.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -23,6 +23,8 @@
 #include "client/monitor_report.h"
 #include "core/fashion_mnist.h"
 #include "core/files.h"
+#include "core/image_folder.h"
+#include "core/input_spec.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "hapi/v1/inference.grpc.pb.h"
@@ -148,6 +150,49 @@ std::vector<Input> IdxInputs(const std::string& data_dir, int count, int offset,
   return out;
 }
 
+// --image_folder, --split and --skip_bad_images, shared by classify and bench.
+struct FolderOptions {
+  std::string dir;  // empty: no image folder
+  std::string split = "test";
+  bool skip_bad = false;
+};
+
+// The --split of --image_folder, decoded to the served model's `spec` (at
+// most `max` images, 0: all; a fixed sample across classes when fewer).
+// Says on stderr what it found and how labels are read. Dies naming what is
+// wrong (a bad image unless --skip_bad_images).
+ImageFolderDataset LoadFolderSplit(const FolderOptions& f, const v1::InputSpec& spec, int64_t max,
+                                   DataSplit* split) {
+  absl::StatusOr<DataSplit> parsed = ParseDataSplit(f.split);
+  if (!parsed.ok()) Die(absl::StrCat("--split: ", parsed.status().message()), 2);
+  *split = *parsed;
+  ImageFolderOptions options;
+  for (int s = 0; s < kNumDataSplits; ++s) options.decode[s] = s == static_cast<int>(*split);
+  options.max_per_split = max;
+  options.bad_images = f.skip_bad ? BadImagePolicy::kSkip : BadImagePolicy::kFail;
+  absl::StatusOr<ImageFolderDataset> data = LoadImageFolder(f.dir, spec, options);
+  if (!data.ok()) Die(absl::StrCat("--image_folder: ", data.status().message()));
+  std::cerr << "image folder " << f.dir << ": " << DescribeImageFolder(*data) << "\n"
+            << "sending its " << DataSplitName(*split) << " split as raw " << ShapeString(spec)
+            << " uint8 tensors (decoded here for the model's input " << DescribeInputSpec(spec)
+            << "); label i is the i-th class folder in byte order\n";
+  return *std::move(data);
+}
+
+// The images of a decoded split as the model takes them, named by their
+// paths.
+std::vector<Input> FolderInputs(const ImageSplit& split, const v1::InputSpec& spec) {
+  std::vector<Input> out;
+  for (int i = 0; i < split.size(); ++i) {
+    Input in;
+    in.name = split.paths[i];
+    in.image = QuantizedImageFor(split.image(i), spec);
+    in.truth = split.labels[i];
+    out.push_back(std::move(in));
+  }
+  return out;
+}
+
 // --protocol and --model, shared by classify and bench.
 struct ProtocolOptions {
   std::string protocol = "hapi";  // or "oip"
@@ -186,6 +231,8 @@ struct ClassifyOptions {
   std::vector<std::string> files;
   int idx_count = 0;  // > 0: that many test images instead of files
   int idx_offset = 0;
+  FolderOptions folder;
+  int folder_count = 0;  // --count: at most this many folder images (0: all)
   bool progressive = false;
   bool json = false;
   double deadline_ms = 0;  // 0: --timeout
@@ -302,19 +349,50 @@ void Classify(const ClassifyOptions& o, const Connection& conn, const std::strin
   if (protocol == Protocol::kOip && o.progressive) {
     Die("--progressive needs --protocol=hapi (OIP has no streaming call)", 2);
   }
-  std::vector<Input> inputs =
-      o.idx_count > 0 ? IdxInputs(data_dir, o.idx_count, o.idx_offset,
-                                  ServedSpec(conn, protocol == Protocol::kOip, o.protocol.model))
-                      : FileInputs(o.files);
-  if (inputs.empty()) Die("nothing to classify: give image files, a directory, or --idx N");
+  if (!o.folder.dir.empty() && (o.idx_count > 0 || !o.files.empty())) {
+    Die("--image_folder replaces image files and --idx: give one of them", 2);
+  }
+  if (o.folder_count < 0) Die("--count must be at least 0", 2);
+  std::vector<Input> inputs;
+  std::vector<std::string> folder_classes;  // with --image_folder: label i's folder
+  if (!o.folder.dir.empty()) {
+    const v1::InputSpec spec = ServedSpec(conn, protocol == Protocol::kOip, o.protocol.model);
+    DataSplit split;
+    ImageFolderDataset data = LoadFolderSplit(o.folder, spec, o.folder_count, &split);
+    inputs = FolderInputs(data.split(split), spec);
+    folder_classes = data.class_names;
+  } else if (o.idx_count > 0) {
+    inputs = IdxInputs(data_dir, o.idx_count, o.idx_offset,
+                       ServedSpec(conn, protocol == Protocol::kOip, o.protocol.model));
+  } else {
+    inputs = FileInputs(o.files);
+  }
+  if (inputs.empty()) {
+    Die("nothing to classify: give image files, a directory, --idx N or --image_folder DIR");
+  }
   auto channel = conn.Channel();
   auto stub = v1::Inference::NewStub(channel);
   auto oip_stub = inference::GRPCInferenceService::NewStub(channel);
   const std::string model = protocol == Protocol::kOip ? OipModel(conn, o.protocol.model) : "";
   int correct = 0, labelled = 0;
+  bool warned_names = false;
   for (const Input& in : inputs) {
-    const int label = protocol == Protocol::kOip ? ClassifyOneOip(*oip_stub, conn, o, model, in)
-                                                 : ClassifyOne(*stub, conn, o, in).label();
+    int label;
+    if (protocol == Protocol::kOip) {
+      label = ClassifyOneOip(*oip_stub, conn, o, model, in);
+    } else {
+      const v1::ClassifyResponse r = ClassifyOne(*stub, conn, o, in);
+      label = r.label();
+      // Accuracy counts label i as the i-th class folder: say so once when
+      // the model names that label otherwise.
+      if (!warned_names && label >= 0 && label < static_cast<int>(folder_classes.size()) &&
+          !r.class_name().empty() && r.class_name() != folder_classes[label]) {
+        std::cerr << "note: the model calls label " << label << " '" << r.class_name()
+                  << "', the image folder '" << folder_classes[label]
+                  << "': accuracy counts label i as the i-th class folder in byte order\n";
+        warned_names = true;
+      }
+    }
     if (in.truth >= 0) {
       ++labelled;
       correct += label == in.truth;
@@ -333,6 +411,7 @@ struct BenchOptions {
   double deadline_ms = 0;  // per call (0: none)
   ProtocolOptions protocol;
   int images = 10000;
+  FolderOptions folder;
   std::string csv_out, json_out;  // empty: not written
   bool no_progress = false;
   // Shifted images (client/image_shift.h) from request shift_after on.
@@ -466,10 +545,39 @@ void Bench(const BenchOptions& o, const Connection& conn, const std::string& dat
   const v1::InputSpec spec = ServedSpec(conn, target.protocol == Protocol::kOip, o.protocol.model);
   target.model =
       target.protocol == Protocol::kOip ? OipModel(conn, o.protocol.model) : o.protocol.model;
-  ImageSet test = TestSet(data_dir);
-  test.Truncate(o.images);
   std::vector<std::string> images;
   std::vector<int> labels;
+  int num_images = 0;
+  if (!o.folder.dir.empty()) {
+    // An image folder's split, already the model's shape: raw tensors,
+    // shifted on all of their channels.
+    if (o.images < 1) Die("--images must be at least 1", 2);
+    DataSplit split_name;
+    const ImageFolderDataset data = LoadFolderSplit(o.folder, spec, o.images, &split_name);
+    const ImageSplit& split = data.split(split_name);
+    target.encoded = false;
+    target.channels = spec.channels();
+    target.height = spec.height();
+    target.width = spec.width();
+    for (int copy = 0; copy < (shifted ? 2 : 1); ++copy) {
+      for (int i = 0; i < split.size(); ++i) {
+        std::string raw = QuantizedImageFor(split.image(i), spec).raw_uint8();
+        if (copy == 1) {
+          DieUnlessOk(ApplyShift(shift, spec.channels(), spec.height(), spec.width(), i,
+                                 reinterpret_cast<uint8_t*>(raw.data())));
+        }
+        images.push_back(std::move(raw));
+        if (copy == 0) labels.push_back(split.labels[i]);
+      }
+    }
+    num_images = split.size();
+  }
+  ImageSet test;
+  if (o.folder.dir.empty()) {
+    test = TestSet(data_dir);
+    test.Truncate(o.images);
+    num_images = test.size();
+  }
   // The clean images, then (with a shift) their shifted copies: shifted on the
   // grey plane, before packing, so every channel of an RGB model gets the
   // same shifted grey.
@@ -491,7 +599,9 @@ void Bench(const BenchOptions& o, const Connection& conn, const std::string& dat
       if (copy == 0) labels.push_back(test.labels[i]);
     }
   }
-  if (images.empty()) Die(absl::StrCat(data_dir, ": no test images"));
+  if (images.empty()) {
+    Die(absl::StrCat(o.folder.dir.empty() ? data_dir : o.folder.dir, ": no test images"));
+  }
   std::cerr << "model input " << DescribeInputSpec(spec) << ": sending "
             << (target.encoded ? "PNG images (the server converts them)"
                                : absl::StrFormat("raw %dx%dx%d uint8 tensors", target.channels,
@@ -509,7 +619,7 @@ void Bench(const BenchOptions& o, const Connection& conn, const std::string& dat
     load.observe = [&timeline](const LoadProgress& p) { timeline->Observe(p); };
   }
   std::unique_ptr<LoadClient> client = MakeLoadClient(target, images);
-  LoadReport report = RunLoad(client.get(), test.size(), labels, load);
+  LoadReport report = RunLoad(client.get(), num_images, labels, load);
   if (timeline != nullptr) timeline->Finish();
   std::cout << SummariseLoad(report);
   if (!o.csv_out.empty()) DieUnlessOk(WriteFileAtomically(o.csv_out, LoadReportCsv(report)));
@@ -530,6 +640,18 @@ void ExportSamples(const std::string& data_dir, const std::string& out_dir, int 
   }
   std::cout << absl::StrFormat("wrote %d PNG files to %s (named <index>_<label>.png)\n", n,
                                out_dir);
+}
+
+void AddFolderOptions(CLI::App* cmd, FolderOptions* o) {
+  cmd->add_option("--image_folder", o->dir,
+                  "Send the images of an image folder instead: <dir>/<class>/*.png|jpg or "
+                  "<dir>/{train,val,test}/<class>/..., decoded here for the served model's input "
+                  "spec (docs/datasets.md)");
+  cmd->add_option("--split", o->split, "The image folder's split: train, val or test")
+      ->capture_default_str();
+  cmd->add_flag("--skip_bad_images", o->skip_bad,
+                "Skip (and count) image-folder files that cannot be read or decoded, instead of "
+                "stopping at the first");
 }
 
 void AddProtocolOptions(CLI::App* cmd, ProtocolOptions* o) {
@@ -553,6 +675,11 @@ void AddClassifyCommand(CLI::App& app, const Connection& conn, const std::string
                   "Send this many Fashion-MNIST test images instead (raw tensors shaped to the "
                   "model's input spec; a PNG when its size is not 28x28)");
   cmd->add_option("--offset", o->idx_offset, "First test image for --idx");
+  AddFolderOptions(cmd, &o->folder);
+  cmd->add_option("--count", o->folder_count,
+                  "With --image_folder: at most this many images of the split, a fixed sample "
+                  "across classes (0: all)")
+      ->capture_default_str();
   cmd->add_flag("--progressive", o->progressive, "Show each exit's answer as it arrives");
   cmd->add_flag("--json", o->json, "One JSON object per image");
   cmd->add_option("--deadline_ms", o->deadline_ms, "Per-request deadline");
@@ -575,7 +702,11 @@ void AddBenchCommand(CLI::App& app, const Connection& conn, const std::string& d
                   "Classify calls (hapi)")
       ->capture_default_str();
   AddProtocolOptions(cmd, &o->protocol);
-  cmd->add_option("--images", o->images, "Test images to cycle through")->capture_default_str();
+  cmd->add_option("--images", o->images,
+                  "Test images to cycle through (with --image_folder: at most this many of its "
+                  "split, a fixed sample across classes)")
+      ->capture_default_str();
+  AddFolderOptions(cmd, &o->folder);
   cmd->add_option("--csv", o->csv_out, "Write every request to this CSV");
   cmd->add_option("--json", o->json_out, "Write the summary as JSON");
   cmd->add_flag("--no_progress", o->no_progress, "No live progress line");

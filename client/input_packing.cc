@@ -1,5 +1,8 @@
 #include "client/input_packing.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "core/fashion_mnist.h"
 #include "stb_image_write.h"
@@ -71,6 +74,21 @@ absl::StatusOr<v1::Image> GrayImageFor(const uint8_t* pixels, int height, int wi
   absl::StatusOr<std::string> png = EncodeGrayPng(pixels, height, width);
   if (!png.ok()) return png.status();
   image.set_encoded(*std::move(png));
+  return image;
+}
+
+v1::Image QuantizedImageFor(const float* chw, const v1::InputSpec& spec) {
+  const int64_t n = RawSampleBytes(spec);
+  std::string raw(static_cast<size_t>(n), '\0');
+  for (int64_t i = 0; i < n; ++i) {
+    const long v = std::lround(std::clamp(chw[i], 0.0f, 1.0f) * 255.0f);
+    raw[i] = static_cast<char>(static_cast<uint8_t>(v));
+  }
+  v1::Image image;
+  image.set_raw_uint8(std::move(raw));
+  image.set_channels(spec.channels());
+  image.set_height(spec.height());
+  image.set_width(spec.width());
   return image;
 }
 

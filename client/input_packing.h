@@ -44,4 +44,10 @@ absl::StatusOr<std::string> EncodeGrayPng(const uint8_t* pixels, int height, int
 absl::StatusOr<v1::Image> GrayImageFor(const uint8_t* pixels, int height, int width,
                                        const v1::InputSpec& spec);
 
+// An image already decoded to `spec` (an image folder's, core/image_folder.h:
+// channels x height x width floats in [0,1]) as a raw uint8 CHW tensor of the
+// model's shape, each value rounded to the nearest of 0..255: the server then
+// sees within 1/510 of what it would decode from the file itself.
+v1::Image QuantizedImageFor(const float* chw, const v1::InputSpec& spec);
+
 }  // namespace hapi::client

@@ -2,7 +2,8 @@
 // images for a model's input spec (client/input_packing.h), the variant
 // list's certification columns (client/variant_summary.h), and the
 // hapi-client binary's classify, bench and status against the real server
-// in-process over the fake model made to eat 3x28x28 or 3x32x32 RGB.
+// in-process over the fake model made to eat 3x28x28 or 3x32x32 RGB, with
+// Fashion-MNIST test images or an image folder's.
 #include <cstdlib>
 #include <map>
 #include <regex>
@@ -16,12 +17,14 @@
 #include "core/fashion_mnist.h"
 #include "core/files.h"
 #include "core/image_decoder.h"
+#include "core/image_folder.h"
 #include "core/input_spec.h"
 #include "core/model_metadata.h"
 #include "core/status_macros.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rpc/grpc_status.h"
+#include "stb_image_write.h"
 #include "tests/server/server_fixture.h"
 #include "tests/status_matchers.h"
 #include "tests/test_util.h"
@@ -147,6 +150,16 @@ v1::VariantManifest CertifiedVariant() {
   c->set_latency_upper_ms(0.5304);
   c->set_note("candidate 2 certified");
   return v;
+}
+
+TEST(InputPackingTest, QuantizesADecodedImageToRawBytesOfTheModelsShape) {
+  const v1::InputSpec spec = MakeInputSpec(3, 1, 2, 0.5f, 0.25f);
+  const float chw[6] = {0.0f, 1.0f, 0.5f, 0.501f, 100 / 255.0f + 0.001f, 1.2f};
+  const v1::Image image = client::QuantizedImageFor(chw, spec);
+  EXPECT_EQ(image.channels(), 3);
+  EXPECT_EQ(image.height(), 1);
+  EXPECT_EQ(image.width(), 2);
+  EXPECT_EQ(image.raw_uint8(), std::string({0, '\xff', '\x80', '\x80', 100, '\xff'}));
 }
 
 TEST(VariantSummaryTest, CertifiedAccuracyFloor) {
@@ -360,6 +373,88 @@ TEST_F(ClientBinaryTest, GreyModelStillGetsRawTensors) {
     EXPECT_EQ(answers.at(i), AnswerTo(gray, RawRequest(Fixture().image(i)))) << i;
   }
   Bench(gray, "sending raw 1x28x28 uint8 tensors");
+}
+
+// An image folder's test split (RGB PNG and JPEG of another size than the
+// model's) goes to a 3x32x32 centre-cropped model as raw tensors decoded by
+// the client; the answers are the server's for those tensors, over both
+// protocols. A bad image stops the client naming it, or is skipped.
+TEST_F(ClientBinaryTest, ClassifiesAndBenchesAnImageFolder) {
+  TestServer rgb(Shaped(3, 32, v1::InputSpec::RESIZE_CENTER_CROP));
+  const std::string folder = tmp_.Join("photos");
+  for (const char* split : {"train", "test"}) {
+    for (int c = 0; c < 3; ++c) {
+      for (int i = 0; i < 4; ++i) {
+        std::vector<uint8_t> pixels(40 * 30 * 3);
+        for (size_t k = 0; k < pixels.size(); ++k) {
+          pixels[k] = static_cast<uint8_t>((k * 7 + c * 90 + i * 30) % 256);
+        }
+        const std::string dir = absl::StrCat(folder, "/", split, "/class", c);
+        ASSERT_OK(MakeDirectories(dir));
+        const std::string stem = absl::StrCat(dir, "/", i);
+        ASSERT_TRUE(i % 2 == 0
+                        ? stbi_write_png((stem + ".png").c_str(), 40, 30, 3, pixels.data(), 120)
+                        : stbi_write_jpg((stem + ".jpg").c_str(), 40, 30, 3, pixels.data(), 90));
+      }
+    }
+  }
+  v1::InputSpec spec = MakeInputSpec(3, 32, 32, 0.0f, 1.0f);  // the served model's
+  spec.set_resize(v1::InputSpec::RESIZE_CENTER_CROP);
+  ImageFolderOptions options;
+  options.progress = false;
+  options.decode[0] = options.decode[1] = false;
+  ASSERT_OK_AND_ASSIGN(const ImageFolderDataset data, LoadImageFolder(folder, spec, options));
+  ASSERT_EQ(data.test.size(), 12);
+
+  static const std::regex hapi(R"((test/\S+)  \S+ \((\d+)\)  confidence \S+  exit (\d+))");
+  static const std::regex oip(R"((test/\S+)  label (\d+)  confidence \S+  exit (\d+))");
+  for (const char* protocol : {"hapi", "oip"}) {
+    SCOPED_TRACE(protocol);
+    std::string out;
+    ASSERT_EQ(
+        Client(rgb, absl::StrCat("classify --image_folder ", folder, " --protocol ", protocol),
+               &out),
+        0)
+        << out;
+    EXPECT_THAT(
+        out,
+        AllOf(HasSubstr("3 classes, split folders: train "), HasSubstr(", test 12 images"),
+              HasSubstr("sending its test split as raw 3x32x32 uint8 tensors"), HasSubstr("/12)")));
+    std::map<std::string, Answer> answers;
+    const std::regex& re = std::string(protocol) == "hapi" ? hapi : oip;
+    for (auto it = std::sregex_iterator(out.begin(), out.end(), re); it != std::sregex_iterator();
+         ++it) {
+      answers[(*it)[1]] = {std::stoi((*it)[2]), std::stoi((*it)[3])};
+    }
+    ASSERT_EQ(answers.size(), 12u) << out;
+    for (int i = 0; i < data.test.size(); ++i) {
+      v1::ClassifyRequest request;
+      *request.mutable_image() = client::QuantizedImageFor(data.test.image(i), spec);
+      EXPECT_EQ(answers.at(data.test.paths[i]), AnswerTo(rgb, request)) << data.test.paths[i];
+    }
+
+    EXPECT_EQ(Client(rgb,
+                     absl::StrCat("bench --count 6 --concurrency 2 --batch 2 --no_progress "
+                                  "--image_folder ",
+                                  folder, " --split train --images 5 --protocol ", protocol),
+                     &out),
+              0)
+        << out;
+    EXPECT_THAT(out, AllOf(HasSubstr("(5 decoded)"), HasSubstr("codes: OK=12"),
+                           HasSubstr("sending raw 3x32x32 uint8 tensors")));
+  }
+
+  std::string out;
+  EXPECT_EQ(Client(rgb, absl::StrCat("classify --image_folder ", folder, " --split dev"), &out), 2);
+  EXPECT_THAT(out, HasSubstr("--split: split 'dev' must be train, val or test")) << out;
+  WriteBytes(folder + "/test/class1/broken.png", "\x89PNG\r\n\x1a\n truncated");
+  EXPECT_EQ(Client(rgb, absl::StrCat("classify --image_folder ", folder), &out), 1);
+  EXPECT_THAT(out, HasSubstr(absl::StrCat("bad image ", folder, "/test/class1/broken.png"))) << out;
+  EXPECT_EQ(Client(rgb, absl::StrCat("classify --skip_bad_images --image_folder ", folder), &out),
+            0)
+      << out;
+  EXPECT_THAT(
+      out, AllOf(HasSubstr("1 bad images skipped (test/class1/broken.png: "), HasSubstr("/12)")));
 }
 
 // --model reaches the server: in ClassifyRequest.model (classify, progressive,

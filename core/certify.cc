@@ -14,13 +14,6 @@
 namespace hapi {
 namespace {
 
-// log Gamma(x) for x > 0. lgamma_r, not std::lgamma: std::lgamma writes the
-// sign to the global `signgam`, a data race between jobs certifying at once.
-double LogGamma(double x) {
-  int sign;
-  return lgamma_r(x, &sign);
-}
-
 // log P(X = i) for X ~ Binomial(n, p), 0 < p < 1.
 double LogBinomialPmf(int64_t i, int64_t n, double p) {
   return LogGamma(n + 1.0) - LogGamma(i + 1.0) - LogGamma(n - i + 1.0) + i * std::log(p) +
@@ -129,6 +122,13 @@ std::string DescribeCertificate(const Certificate& c, const Sla& sla) {
 }
 
 }  // namespace
+
+double LogGamma(double x) {
+  // lgamma_r, not std::lgamma: std::lgamma writes the sign to the global
+  // `signgam`, a data race between threads computing at once.
+  int sign;
+  return lgamma_r(x, &sign);
+}
 
 double BinomialCdf(int64_t k, int64_t n, double p) {
   if (k < 0) return 0;

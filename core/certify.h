@@ -16,6 +16,9 @@
 
 namespace hapi {
 
+// log Gamma(x) for x > 0; safe to call from several threads at once.
+double LogGamma(double x);
+
 // P(X <= k) for X ~ Binomial(n, p); 0 for k < 0, 1 for k >= n.
 double BinomialCdf(int64_t k, int64_t n, double p);
 

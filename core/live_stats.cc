@@ -1,7 +1,5 @@
 #include "core/live_stats.h"
 
-#include <math.h>
-
 #include <algorithm>
 #include <cmath>
 #include <utility>
@@ -11,11 +9,6 @@
 
 namespace hapi {
 namespace {
-
-double LogGamma(double x) {
-  int sign;
-  return lgamma_r(x, &sign);  // not std::lgamma: it writes the global signgam
-}
 
 // The regularised upper incomplete gamma function Q(a, x), a > 0, x >= 0:
 // the power series of P below a + 1, Lentz's continued fraction of Q above

@@ -10,7 +10,8 @@
 #               libFuzzer targets' short runs over their seed corpora.
 #   build-tsan  ThreadSanitizer. Runs the concurrency tests: the batcher,
 #               servables and hot swap, the streams (server_test), the Open
-#               Inference Protocol's batched calls (oip_test), and the
+#               Inference Protocol's batched calls (oip_test), the live
+#               monitor's shadow and repair threads (live_monitor_test), and the
 #               optimizer's job manager (optimizer_service_test,
 #               optimizer_state_test). Debian's libraries are not instrumented:
 #               tests/sanitizers/ says what that takes (an LD_PRELOADed shim that
@@ -51,15 +52,15 @@ run_asan() {
 run_tsan() {
   local dir=${TSAN_BUILD_DIR:-build-tsan}
   configure "$dir" thread
-  ninja -C "$dir" -j "$JOBS" server_test oip_test optimizer_service_test optimizer_state_test \
-    hapi_tsan_absl
+  ninja -C "$dir" -j "$JOBS" server_test oip_test live_monitor_test optimizer_service_test \
+    optimizer_state_test hapi_tsan_absl
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$SUPP/tsan.supp"
   # Debian's Abseil is not instrumented: this shows its Mutex and CondVar to
   # TSan (tests/sanitizers/absl_mutex_tsan.cc).
   export LD_PRELOAD="$PWD/$dir/libhapi_tsan_absl.so"
   local t
-  for t in tests/server/server_test tests/server/oip_test tests/optimizer/optimizer_service_test \
-    tests/optimizer/optimizer_state_test; do
+  for t in tests/server/server_test tests/server/oip_test tests/server/live_monitor_test \
+    tests/optimizer/optimizer_service_test tests/optimizer/optimizer_state_test; do
     echo "tsan: $t"
     (cd "$dir/$(dirname "$t")" && "./$(basename "$t")" --gtest_brief=1)
   done

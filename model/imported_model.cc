@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -13,6 +14,7 @@
 #include "core/input_spec.h"
 #include "core/model_metadata.h"
 #include "core/status_macros.h"
+#include "model/imported_activations.h"
 #include "model/onednn_conv.h"
 
 namespace hapi {
@@ -247,6 +249,10 @@ absl::StatusOr<std::vector<CutPoint>> ManifestCutPoints(const ImportedGraph& gra
 
 }  // namespace
 
+const torch::Tensor& ImportedTensor(const Activations& x) {
+  return static_cast<const ImportedActivations&>(x).x;
+}
+
 struct ImportedModel::Program {
   std::vector<Segment> stages;
   Segment tail;
@@ -439,11 +445,11 @@ absl::Status ImportedModel::AttachHead(int exit, const ExitHeadWeights& w) {
   }
   const int64_t channels = manifest_.stages(ExitStage(exit)).output().channels();
   const bool conv = !w.conv_weight.values.empty();
-  const int64_t features = (conv ? w.conv_weight.dims[0] : channels) * w.pool * w.pool;
   const bool conv_ok =
       !conv || (w.conv_weight.dims.size() == 4 && w.conv_weight.dims[1] == channels &&
                 w.conv_weight.dims[2] == 3 && w.conv_weight.dims[3] == 3 &&
                 w.conv_bias.numel() == w.conv_weight.dims[0]);
+  const int64_t features = (conv && conv_ok ? w.conv_weight.dims[0] : channels) * w.pool * w.pool;
   if (!conv_ok || w.pool < 1 || w.fc_weight.dims != std::vector<int64_t>{num_classes(), features} ||
       w.fc_bias.numel() != num_classes()) {
     return absl::InvalidArgumentError(
@@ -487,18 +493,153 @@ absl::Status SaveImportedModel(const std::string& model_dir, absl::string_view o
   return st;
 }
 
-absl::StatusOr<std::shared_ptr<const Model>> LoadImportedModel(const std::string& model_dir,
-                                                               const ModelOptions& options) {
+// --- Exit heads -----------------------------------------------------------------
+
+ExitHeadCost HeadCost(const v1::TensorShape& input, int conv_channels, int pool, int classes) {
+  ExitHeadCost cost;
+  int64_t pooled_channels = input.channels();
+  if (conv_channels > 0) {
+    // 3x3, stride 2, pad 1.
+    const int64_t height = (input.height() - 1) / 2 + 1, width = (input.width() - 1) / 2 + 1;
+    const int64_t weights = int64_t{conv_channels} * input.channels() * 9;
+    cost.macs += weights * height * width;
+    cost.params += weights + conv_channels;
+    cost.layers += 1;
+    pooled_channels = conv_channels;
+  }
+  const int64_t features = pooled_channels * pool * pool;
+  cost.macs += features * classes;
+  cost.params += features * classes + classes;
+  cost.layers += 1;
+  return cost;
+}
+
+namespace {
+
+torch::Tensor WeightTensor(const Weight& w) {
+  return w.values.empty() ? torch::zeros({0}) : ToTensor(w);
+}
+
+Weight TensorWeight(const torch::Tensor& t) {
+  Weight w;
+  if (t.numel() == 0) return w;
+  const torch::Tensor c = t.contiguous().to(torch::kFloat32);
+  w.dims = c.sizes().vec();
+  w.values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  return w;
+}
+
+constexpr int kTensorsPerHead = 5;
+
+}  // namespace
+
+absl::StatusOr<std::string> SerializeExitHeads(const std::vector<ExitHeadWeights>& heads) {
+  try {
+    std::vector<torch::Tensor> tensors;
+    for (const ExitHeadWeights& h : heads) {
+      for (const Weight* w : {&h.conv_weight, &h.conv_bias, &h.fc_weight, &h.fc_bias}) {
+        tensors.push_back(WeightTensor(*w));
+      }
+      tensors.push_back(torch::tensor({static_cast<int64_t>(h.pool)}));
+    }
+    std::ostringstream out;
+    torch::save(tensors, out);
+    return out.str();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("serialising exit heads: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::vector<ExitHeadWeights>> ParseExitHeads(absl::string_view bytes,
+                                                            absl::string_view what) {
+  std::vector<torch::Tensor> tensors;
+  try {
+    std::istringstream in{std::string(bytes)};
+    torch::load(tensors, in);
+  } catch (const c10::Error& e) {
+    return absl::DataLossError(
+        absl::StrCat(what, ": not an exit heads file (", e.what_without_backtrace(), ")"));
+  }
+  if (tensors.size() % kTensorsPerHead != 0) {
+    return absl::DataLossError(
+        absl::StrCat(what, ": ", tensors.size(), " tensors, not ", kTensorsPerHead, " per head"));
+  }
+  std::vector<ExitHeadWeights> heads(tensors.size() / kTensorsPerHead);
+  for (size_t i = 0; i < heads.size(); ++i) {
+    ExitHeadWeights& h = heads[i];
+    const torch::Tensor* t = &tensors[i * kTensorsPerHead];
+    const bool floats =
+        t[0].scalar_type() == torch::kFloat32 && t[1].scalar_type() == torch::kFloat32 &&
+        t[2].scalar_type() == torch::kFloat32 && t[3].scalar_type() == torch::kFloat32;
+    if (!floats || t[2].dim() != 2 || t[2].numel() == 0 || t[4].numel() != 1 ||
+        t[4].scalar_type() != torch::kInt64) {
+      return absl::DataLossError(absl::StrCat(what, ": head ", i, " is malformed"));
+    }
+    h.conv_weight = TensorWeight(t[0]);
+    h.conv_bias = TensorWeight(t[1]);
+    h.fc_weight = TensorWeight(t[2]);
+    h.fc_bias = TensorWeight(t[3]);
+    const int64_t pool = t[4].item<int64_t>();
+    if (pool < 1 || pool > 64) {
+      return absl::DataLossError(absl::StrCat(what, ": head ", i, " pools to ", pool));
+    }
+    h.pool = static_cast<int>(pool);
+  }
+  return heads;
+}
+
+absl::StatusOr<std::unique_ptr<ImportedModel>> OpenImportedModel(const std::string& model_dir,
+                                                                 const ModelOptions& options,
+                                                                 bool attach_heads) {
   v1::ModelManifest manifest;
   HAPI_RETURN_IF_ERROR(ReadTextProto(absl::StrCat(model_dir, "/", kManifestFile), &manifest));
+  auto bad_name = [](const std::string& file) {
+    return file.find('/') != std::string::npos || file == "." || file == "..";
+  };
   const std::string& file = manifest.backbone_weights();
-  if (file.find('/') != std::string::npos || file == "." || file == "..") {
+  if (bad_name(file)) {
     return absl::DataLossError(
         absl::StrCat(model_dir, "/", kManifestFile, ": invalid graph file name '", file, "'"));
+  }
+  const std::string heads_file = manifest.exit_weights();
+  if (bad_name(heads_file)) {
+    return absl::DataLossError(absl::StrCat(model_dir, "/", kManifestFile,
+                                            ": invalid exit heads file name '", heads_file, "'"));
   }
   HAPI_ASSIGN_OR_RETURN(ImportedGraph graph, ImportOnnxFile(absl::StrCat(model_dir, "/", file)));
   HAPI_ASSIGN_OR_RETURN(std::unique_ptr<ImportedModel> model,
                         ImportedModel::Create(std::move(graph), std::move(manifest), options));
+  if (!attach_heads || heads_file.empty()) return model;
+  const std::string path = absl::StrCat(model_dir, "/", heads_file);
+  HAPI_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  HAPI_ASSIGN_OR_RETURN(std::vector<ExitHeadWeights> heads, ParseExitHeads(bytes, path));
+  const v1::ModelManifest& m = model->manifest();
+  if (static_cast<int>(heads.size()) != model->final_exit()) {
+    return absl::DataLossError(absl::StrCat(path, ": ", heads.size(), " heads, the manifest has ",
+                                            model->final_exit(), " early exits"));
+  }
+  for (int e = 0; e < model->final_exit(); ++e) {
+    const ExitHeadWeights& h = heads[e];
+    if (absl::Status st = model->AttachHead(e, h); !st.ok()) {
+      return absl::DataLossError(absl::StrCat(path, ": ", st.message()));
+    }
+    // Attached, so its shapes fit the stage.
+    const bool conv = !h.conv_weight.values.empty();
+    const ExitHeadCost cost =
+        HeadCost(m.stages(model->ExitStage(e)).output(),
+                 conv ? static_cast<int>(h.conv_weight.dims[0]) : 0, h.pool, model->num_classes());
+    if (cost.macs != m.exits(e).macs()) {
+      return absl::DataLossError(absl::StrCat(path, ": exit ", e, "'s head has ", cost.macs,
+                                              " MACs, the manifest says ", m.exits(e).macs()));
+    }
+  }
+  return model;
+}
+
+absl::StatusOr<std::shared_ptr<const Model>> LoadImportedModel(const std::string& model_dir,
+                                                               const ModelOptions& options) {
+  HAPI_ASSIGN_OR_RETURN(std::unique_ptr<ImportedModel> model,
+                        OpenImportedModel(model_dir, options, /*attach_heads=*/true));
   return std::shared_ptr<const Model>(std::move(model));
 }
 

@@ -1,8 +1,10 @@
 // A graph imported from ONNX (model/onnx_import.h) behind the model seam
 // (core/model.h): its cut points split it into stages, a candidate exit sits
 // after each, and the last exit is the graph's own classifier tail. Early-exit
-// heads are attached separately (trained with the backbone frozen); until one
-// is, its exit is listed in the manifest but cannot run. Torch-free header.
+// heads are trained separately with the backbone frozen (model/
+// imported_exits.h) and stored beside the graph (manifest.exit_weights);
+// until one is attached, its exit is listed in the manifest but cannot run.
+// Torch-free header.
 #pragma once
 
 #include <memory>
@@ -50,6 +52,24 @@ struct ExitHeadWeights {
   Weight fc_bias;    // classes
 };
 
+// What a head of that family costs on a stage output of `input`'s shape, for
+// `classes` classes: MACs (conv and linear; pooling and ReLU are not
+// multiply-accumulates), parameters (batch norm folded), conv/linear layers.
+struct ExitHeadCost {
+  int64_t macs = 0;
+  int64_t params = 0;
+  int layers = 0;
+};
+ExitHeadCost HeadCost(const v1::TensorShape& input, int conv_channels, int pool, int classes);
+
+// The exit heads file of an imported model (manifest.exit_weights): for each
+// early exit in order, conv weight, conv bias, fc weight, fc bias (an empty
+// conv when the head has none), as LibTorch's serialised tensor list.
+absl::StatusOr<std::string> SerializeExitHeads(const std::vector<ExitHeadWeights>& heads);
+// DATA_LOSS naming `what` when the bytes are not such a file.
+absl::StatusOr<std::vector<ExitHeadWeights>> ParseExitHeads(absl::string_view bytes,
+                                                            absl::string_view what);
+
 class ImportedModel : public Model {
  public:
   // `manifest` as MakeImportedManifest wrote it for `graph`; DATA_LOSS when
@@ -95,8 +115,17 @@ class ImportedModel : public Model {
 absl::Status SaveImportedModel(const std::string& model_dir, absl::string_view onnx_bytes,
                                const v1::ModelManifest& manifest);
 
-// A ModelLoader for a directory written by hapi-import: re-imports its ONNX
-// file and cuts it where the manifest's stages end.
+// A directory written by hapi-import: re-imports its ONNX file and cuts it
+// where the manifest's stages end. With `attach_heads`, attaches the trained
+// exit heads the manifest names (exit_weights), each of the MACs its exit
+// states (DATA_LOSS otherwise); without, or when it names none, only the
+// final exit runs.
+absl::StatusOr<std::unique_ptr<ImportedModel>> OpenImportedModel(const std::string& model_dir,
+                                                                 const ModelOptions& options,
+                                                                 bool attach_heads);
+
+// A ModelLoader for a directory written by hapi-import: OpenImportedModel
+// with its heads.
 absl::StatusOr<std::shared_ptr<const Model>> LoadImportedModel(const std::string& model_dir,
                                                                const ModelOptions& options = {});
 

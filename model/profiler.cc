@@ -16,6 +16,7 @@
 #include "core/latency_statistic.h"
 #include "core/progress_bar.h"
 #include "core/status_macros.h"
+#include "model/labelled_images.h"
 #include "model/torch_model.h"
 
 namespace hapi {
@@ -155,9 +156,11 @@ absl::StatusOr<v1::DeviceProfile> ProfileDevice(std::shared_ptr<const Model> mod
   src->set_iterations(options.iterations);
   src->set_measured_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
 
-  // Float copies of the input images, in [0,1].
-  std::vector<float> pixels(inputs.pixels.size());
-  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = inputs.pixels[i] / 255.0f;
+  // The images as the model eats them, in [0,1]: grey 28x28 replicated into
+  // its channels and resized as the server converts them.
+  HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const LabelledImages> converted,
+                        IdxImagesFor(inputs, model->input_spec(), ImageConversion{}));
+  const std::vector<float> pixels = ReadAll(*converted, model->input_size());
   for (int batch : options.batch_sizes) {
     HAPI_RETURN_IF_ERROR(ProfileBatch(*model, *final_only, pixels, inputs.size(), batch, options,
                                       profile.add_batches()));

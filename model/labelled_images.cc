@@ -1,0 +1,132 @@
+#include "model/labelled_images.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/input_spec.h"
+#include "stb_image_resize.h"
+
+namespace hapi {
+namespace {
+
+// The fractions of a width x height source that RESIZE_CENTER_CROP keeps:
+// the centre whose aspect ratio is the target's (server/image_decoder.cc
+// crops the same way).
+struct Region {
+  float s0 = 0, t0 = 0, s1 = 1, t1 = 1;
+};
+Region RegionFor(int width, int height, const v1::InputSpec& spec) {
+  Region r;
+  if (spec.resize() != v1::InputSpec::RESIZE_CENTER_CROP) return r;
+  const double scale = std::max(static_cast<double>(spec.width()) / width,
+                                static_cast<double>(spec.height()) / height);
+  const double kept_width = spec.width() / scale / width;
+  const double kept_height = spec.height() / scale / height;
+  r.s0 = static_cast<float>((1 - kept_width) / 2);
+  r.s1 = static_cast<float>((1 + kept_width) / 2);
+  r.t0 = static_cast<float>((1 - kept_height) / 2);
+  r.t1 = static_cast<float>((1 + kept_height) / 2);
+  return r;
+}
+
+// Fashion-MNIST-style grey 28x28 images. A grey image sent to the server as
+// PNG is replicated into every channel the model has and each plane resized
+// (stb_image_resize, default filters, edges clamped, uint8): the same here,
+// so heads train on what served requests look like.
+class IdxImages : public LabelledImages {
+ public:
+  IdxImages(ImageSet images, const v1::InputSpec& spec)
+      : images_(std::move(images)), spec_(spec), region_(RegionFor(kImageSide, kImageSide, spec)) {}
+
+  int size() const override { return images_.size(); }
+  int label(int i) const override { return images_.labels[i]; }
+  v1::TensorShape shape() const override { return InputShape(spec_); }
+
+  void Read(int i, float* out) const override {
+    const int height = spec_.height(), width = spec_.width();
+    const size_t plane = static_cast<size_t>(height) * width;
+    const uint8_t* src = images_.image(i);
+    std::vector<uint8_t> resized;
+    if (height != kImageSide || width != kImageSide) {
+      resized.resize(plane);
+      stbir_resize_region(src, kImageSide, kImageSide, 0, resized.data(), width, height, 0,
+                          STBIR_TYPE_UINT8, 1, -1, 0, STBIR_EDGE_CLAMP, STBIR_EDGE_CLAMP,
+                          STBIR_FILTER_DEFAULT, STBIR_FILTER_DEFAULT, STBIR_COLORSPACE_LINEAR,
+                          nullptr, region_.s0, region_.t0, region_.s1, region_.t1);
+      src = resized.data();
+    }
+    for (int c = 0; c < spec_.channels(); ++c) {
+      float* dst = out + c * plane;
+      for (size_t p = 0; p < plane; ++p) dst[p] = src[p] / 255.0f;
+    }
+  }
+
+ private:
+  const ImageSet images_;
+  const v1::InputSpec spec_;
+  const Region region_;
+};
+
+class FirstOf : public LabelledImages {
+ public:
+  FirstOf(std::shared_ptr<const LabelledImages> images, int n)
+      : images_(std::move(images)), n_(n) {}
+  int size() const override { return n_; }
+  int label(int i) const override { return images_->label(i); }
+  v1::TensorShape shape() const override { return images_->shape(); }
+  void Read(int i, float* out) const override { images_->Read(i, out); }
+
+ private:
+  const std::shared_ptr<const LabelledImages> images_;
+  const int n_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const LabelledImages>> IdxImagesFor(ImageSet images,
+                                                                   const v1::InputSpec& spec,
+                                                                   const ImageConversion& conv) {
+  if (absl::Status st = ValidateInputSpec(spec); !st.ok()) return st;
+  const bool same =
+      spec.channels() == 1 && spec.height() == kImageSide && spec.width() == kImageSide;
+  if (!same && !conv.convert) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the data set's images are ", ShapeString(1, kImageSide, kImageSide),
+        " (grey) but the model eats ", ShapeString(spec),
+        "; allow converting them (grey replicated into each channel, resized by the model's "
+        "resize policy) or use a data set of the model's shape"));
+  }
+  return std::make_shared<IdxImages>(std::move(images), spec);
+}
+
+absl::StatusOr<LabelledSplits> FashionMnistSplitsFor(FashionMnist data, const v1::InputSpec& spec,
+                                                     const ImageConversion& conv) {
+  LabelledSplits splits;
+  splits.dataset = "fashion-mnist";
+  for (const char* name : kFashionMnistClassNames) splits.class_names.push_back(name);
+  splits.split_seed = data.split_seed;
+  for (auto [set, out] :
+       {std::pair{&data.train, &splits.train}, std::pair{&data.validation, &splits.validation},
+        std::pair{&data.test, &splits.test}}) {
+    absl::StatusOr<std::shared_ptr<const LabelledImages>> images =
+        IdxImagesFor(std::move(*set), spec, conv);
+    if (!images.ok()) return images.status();
+    *out = *std::move(images);
+  }
+  return splits;
+}
+
+std::shared_ptr<const LabelledImages> FirstImages(std::shared_ptr<const LabelledImages> images,
+                                                  int n) {
+  if (n <= 0 || n >= images->size()) return images;
+  return std::make_shared<FirstOf>(std::move(images), n);
+}
+
+std::vector<float> ReadAll(const LabelledImages& images, int64_t sample_size) {
+  std::vector<float> out(static_cast<size_t>(images.size()) * sample_size);
+  for (int i = 0; i < images.size(); ++i) images.Read(i, out.data() + i * sample_size);
+  return out;
+}
+
+}  // namespace hapi

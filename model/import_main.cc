@@ -1,8 +1,18 @@
 // hapi-import: turns a trained ONNX image classifier into a model directory
 // (docs/onnx-import.md): manifest.pbtxt (stages cut at the graph's cut
 // points, candidate exits, input spec, class names) and a copy of the file.
+// With --train_exits it also trains the exit heads with the backbone frozen
+// and writes the calibration tables and report (model/imported_exits.h), so
+// that the optimizer can plan variants for the model.
 //
 //   hapi-import --onnx=net.onnx --out=repository/models/my-net [--exits=auto]
+//   hapi-import --onnx=net.onnx --out=repository/models/my-net --train_exits
+//   hapi-import --out=repository/models/my-net --train_exits   # retrain heads
+//
+// Exit training lives here rather than in hapi-train: its flags describe the
+// residual network it builds (stem, widths, backbone epochs), none of which
+// applies to a graph someone else trained, while an imported model's
+// lifecycle (import, then heads) is this tool's.
 //
 // The input spec comes from the flags, else from the file's metadata_props
 // (hapi.mean, hapi.std, hapi.resize, hapi.class_names, hapi.dataset,
@@ -18,12 +28,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "core/fashion_mnist.h"
 #include "core/files.h"
 #include "core/input_spec.h"
 #include "core/model_metadata.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
+#include "model/imported_exits.h"
 #include "model/imported_model.h"
+#include "model/labelled_images.h"
 #include "model/onnx_import.h"
 
 ABSL_FLAG(std::string, onnx, "", "The ONNX file to import (required)");
@@ -46,6 +59,25 @@ ABSL_FLAG(std::string, dataset, "",
           "hapi.dataset)");
 ABSL_FLAG(std::string, exits, "auto", "auto, or comma-separated cut point tensor/node names");
 ABSL_FLAG(int64_t, min_exit_spacing_macs, 0, "Least MACs between consecutive cut points");
+ABSL_FLAG(bool, train_exits, false,
+          "Train the exit heads (backbone frozen), calibrate and write the report: after "
+          "importing --onnx, or for the model already at --out when --onnx is not given");
+ABSL_FLAG(std::string, data_dir, hapi::kDefaultFashionMnistDir,
+          "Exit training data: Fashion-MNIST IDX .gz files");
+ABSL_FLAG(bool, convert_images, true,
+          "Convert data set images to the model's input (grey replicated into each channel, "
+          "resized by its resize policy, as the server does); false: a shape mismatch is an "
+          "error");
+ABSL_FLAG(int32_t, exit_epochs, 8, "Exit-head epochs");
+ABSL_FLAG(double, exit_learning_rate, 2e-3, "Exit-head peak learning rate (Adam)");
+ABSL_FLAG(int32_t, exit_batch_size, 128, "Exit-head batch size");
+ABSL_FLAG(int32_t, train_limit, 0, "Train the heads on the first N training samples (0: all)");
+ABSL_FLAG(int32_t, calibration_limit, 0,
+          "Calibrate on the first N validation and test samples (0: all)");
+ABSL_FLAG(int32_t, threads, 0, "Intra-op threads while training (0: every core)");
+ABSL_FLAG(uint64_t, seed, 7, "Seed for head initialisation and data order");
+ABSL_FLAG(int64_t, feature_cache_mb, 4096, "Memory the cached training features may take");
+ABSL_FLAG(bool, progress, true, "Show progress bars");
 
 namespace {
 
@@ -117,11 +149,7 @@ absl::Status TryRun(const ImportedGraph& graph, const hapi::v1::ModelManifest& m
   return model->RunHead(model->final_exit(), *x, &probabilities);
 }
 
-absl::Status Import() {
-  const std::string path = absl::GetFlag(FLAGS_onnx);
-  std::string out = absl::GetFlag(FLAGS_out);
-  while (out.size() > 1 && out.back() == '/') out.pop_back();
-  if (path.empty() || out.empty()) return absl::InvalidArgumentError("--onnx and --out required");
+absl::Status Import(const std::string& path, const std::string& out) {
   hapi::ImportedModelInfo info;
   info.name = std::filesystem::path(out).filename().string();
   HAPI_RETURN_IF_ERROR(hapi::ValidateName(info.name, "model name"));
@@ -149,16 +177,66 @@ absl::Status Import() {
   return absl::OkStatus();
 }
 
+absl::Status TrainExits(const std::string& model_dir) {
+  hapi::v1::ModelManifest manifest;
+  HAPI_RETURN_IF_ERROR(
+      hapi::ReadTextProto(absl::StrCat(model_dir, "/", hapi::kManifestFile), &manifest));
+  if (!hapi::IsImportedManifest(manifest)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        model_dir, " is not an imported model (its backbone is '", manifest.backbone_weights(),
+        "'); the residual network's exits retrain with hapi-train --retrain_exits"));
+  }
+  HAPI_ASSIGN_OR_RETURN(const hapi::v1::InputSpec spec, hapi::EffectiveInputSpec(manifest));
+  HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist fashion_mnist,
+                        hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir)));
+  hapi::ImageConversion conversion;
+  conversion.convert = absl::GetFlag(FLAGS_convert_images);
+  HAPI_ASSIGN_OR_RETURN(hapi::LabelledSplits data,
+                        hapi::FashionMnistSplitsFor(std::move(fashion_mnist), spec, conversion));
+  hapi::ImportedExitOptions options;
+  options.epochs = absl::GetFlag(FLAGS_exit_epochs);
+  options.learning_rate = absl::GetFlag(FLAGS_exit_learning_rate);
+  options.batch_size = absl::GetFlag(FLAGS_exit_batch_size);
+  options.train_limit = absl::GetFlag(FLAGS_train_limit);
+  options.calibration_limit = absl::GetFlag(FLAGS_calibration_limit);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.seed = absl::GetFlag(FLAGS_seed);
+  options.feature_cache_bytes = absl::GetFlag(FLAGS_feature_cache_mb) << 20;
+  options.progress = absl::GetFlag(FLAGS_progress);
+  HAPI_ASSIGN_OR_RETURN(hapi::ImportedExitsSummary summary,
+                        hapi::TrainImportedExits(model_dir, data, options));
+  LOG(INFO) << "exit heads of " << model_dir << ": features " << summary.feature_seconds << " s ("
+            << summary.feature_cache_bytes / 1000000 << " MB cached), training "
+            << summary.train_seconds << " s, calibration " << summary.calibration_seconds << " s";
+  HAPI_ASSIGN_OR_RETURN(std::string report,
+                        hapi::ReadFile(absl::StrCat(model_dir, "/", hapi::kReportFile)));
+  std::printf("%s", report.c_str());
+  return absl::OkStatus();
+}
+
+absl::Status Run() {
+  const std::string path = absl::GetFlag(FLAGS_onnx);
+  std::string out = absl::GetFlag(FLAGS_out);
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  const bool train_exits = absl::GetFlag(FLAGS_train_exits);
+  if (out.empty() || (path.empty() && !train_exits)) {
+    return absl::InvalidArgumentError("--out and --onnx (or --train_exits) required");
+  }
+  if (!path.empty()) HAPI_RETURN_IF_ERROR(Import(path, out));
+  return train_exits ? TrainExits(out) : absl::OkStatus();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Imports a trained ONNX image classifier into a model directory: stages cut at the "
-      "graph's cut points, a candidate exit after each, input spec and class names.");
+      "graph's cut points, a candidate exit after each, input spec and class names; with "
+      "--train_exits, trains its exit heads (backbone frozen) and calibrates them.");
   absl::ParseCommandLine(argc, argv);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
-  if (absl::Status st = Import(); !st.ok()) {
+  if (absl::Status st = Run(); !st.ok()) {
     std::fprintf(stderr, "hapi-import: %s\n", std::string(st.message()).c_str());
     return 1;
   }

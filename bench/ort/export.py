@@ -168,7 +168,9 @@ class Network(nn.Module):
             x = stage(x)
             if i in self.exits:
                 outs.append(self.heads[i](x))
-        logits = self.classifier(torch.mean(x, dim=(2, 3)))
+        # Global average pool as GlobalAveragePool + Flatten (hapi-import takes
+        # those, not ReduceMean, which torch.mean exports to).
+        logits = self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
         return tuple(outs) + (logits,) if outs else logits
 
 

@@ -10,6 +10,9 @@
 //   node bench/ort/ort_bench.js time MODEL.onnx [--samples=N] [--warmup=N]
 //       session.run at batch 1, one intra-op thread, over the first N test
 //       images (their normalised copies in MODEL.onnx.input.bin): one JSON line.
+//   node bench/ort/ort_bench.js profile MODEL.onnx [--samples=N]
+//       ORT's own profiler over N batch-1 runs: per-node kernel time per run,
+//       after ORT's graph optimisations (fusions, NCHWc layout), as a table.
 'use strict';
 
 const fs = require('fs');
@@ -161,12 +164,51 @@ async function time(model, f) {
   return 0;
 }
 
+async function profile(model, f) {
+  const input = readFloats(inputFile(model, f));
+  const samples = Number(f.samples || 1000);
+  const prefix = f.prefix || path.join(path.dirname(model), 'ort-profile');
+  const session = await ort.InferenceSession.create(model, {
+    executionProviders: ['cpu'], intraOpNumThreads: 1, interOpNumThreads: 1,
+    executionMode: 'sequential', graphOptimizationLevel: 'all', enableProfiling: true,
+    profileFilePrefix: prefix,
+  });
+  for (let i = 0; i < samples; ++i) {
+    await session.run({input: new ort.Tensor('float32', input.subarray(i * SIDE * SIDE, (i + 1) * SIDE * SIDE),
+                                             [1, 1, SIDE, SIDE])});
+  }
+  session.endProfiling();
+  await session.release();
+  const file = fs.readdirSync(path.dirname(prefix)).filter((n) => n.startsWith(path.basename(prefix)) && n.endsWith('.json'))
+      .map((n) => path.join(path.dirname(prefix), n)).sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs)[0];
+  const events = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const byNode = new Map();
+  let runs = 0, runTotal = [];
+  for (const e of events) {
+    if (e.cat === 'Session' && e.name === 'model_run') { ++runs; runTotal.push(e.dur); }
+    if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time')) continue;
+    const key = `${e.args.op_name} ${e.name.replace(/_kernel_time$/, '')}`;
+    const v = byNode.get(key) || {calls: 0, us: []};
+    v.calls++; v.us.push(e.dur); byNode.set(key, v);
+  }
+  const med = (a) => { const s = [...a].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
+  const rows = [...byNode.entries()].map(([k, v]) => [k, v.calls / runs, med(v.us) * v.calls / runs])
+      .sort((a, b) => b[2] - a[2]);
+  console.log(`ORT profile ${file}: ${runs} runs, model_run median ${med(runTotal)} us`);
+  console.log('| node (after ORT optimisation) | calls/run | median us/run |\n|---|---|---|');
+  let sum = 0;
+  for (const [k, c, us] of rows) { sum += us; console.log(`| ${k} | ${c.toFixed(2)} | ${us.toFixed(1)} |`); }
+  console.log(`| all nodes | | ${sum.toFixed(1)} |`);
+  return 0;
+}
+
 async function main() {
   const [cmd, model, ...rest] = process.argv.slice(2);
   const f = flags(rest);
   if (cmd === 'check' && model) return check(model, f);
   if (cmd === 'time' && model) return time(model, f);
-  console.error('usage: ort_bench.js check|time MODEL.onnx [--hapi_probs=F] [--samples=N] [--warmup=N]');
+  if (cmd === 'profile' && model) return profile(model, f);
+  console.error('usage: ort_bench.js check|time|profile MODEL.onnx [--hapi_probs=F] [--samples=N] [--warmup=N]');
   return 2;
 }
 

@@ -140,9 +140,15 @@ serve_ort() {  # serve_ort <name>
   wait_ready "$ORT_PORT" "$OUT/$1.log" status
 }
 
+# With a variant, the executor also times its design (exits, thresholds).
+DESIGN=()
+if [[ -n $EARLY ]]; then
+  list() { sed -n "s/^$1: \(.*\)$/\1/p" "$SCRATCH/variants/$EARLY/variant.pbtxt" | paste -sd, -; }
+  DESIGN=(--exits="$(list enabled_exits)" --thresholds="$(list thresholds)")
+fi
 executor() {
   "$BIN/bench/hapi-bench-ort-reference" --repository="$SCRATCH" --model="$MODEL" --time \
-    --samples="$SAMPLES" > "$OUT/executor-r$1.json" 2>>"$OUT/checks.log"
+    --samples="$SAMPLES" "${DESIGN[@]}" > "$OUT/executor-r$1.json" 2>>"$OUT/checks.log"
 }
 session() { node bench/ort/ort_bench.js time "$ONNX" --samples="$SAMPLES" > "$OUT/ort-run-r$1.json"; }
 grpc_hapi() { serve_hapi "hapi-full-r$1" ort-compare-full --full_network; client_bench "$HAPI_PORT" "hapi-full-r$1"; stop; }
@@ -207,8 +213,17 @@ line("executor vs session.run, p50 ms", ex_p50, ort_p50)
 line("gRPC end to end (client), mean ms", hf_mean, of_mean)
 line("gRPC end to end (client), p50 ms", hf_p50, of_p50)
 line("gRPC, server-side mean ms", hf_srv, of_srv)
+line("gRPC, server-side p50 ms", g("hapi-full", "p50", "server_ms"), g("ort-grpc", "p50", "server_ms"))
 print("\n(ratio > 1: hapi faster. The issue's bar: >= 1.5x executor, >= 1.3x end to end.)")
 if early:
+    def exe_early(r):
+        for l in open(f"{out}/executor-r{r}.json"):
+            j = json.loads(l)
+            if j.get("design") != "full":
+                return j
+    xm = [exe_early(r)["mean_ms"] for r in R]
+    print(f"\nexecutor, early-exit design of {early}: mean {fmt(xm)} ms (median {statistics.median(xm):.3f}); "
+          f"vs ORT session.run (full network) per round {'/'.join(f'{o/e:.2f}' for e, o in zip(xm, ort_mean))}x")
     em, ep = g("hapi-early", "mean"), g("hapi-early", "p50")
     acc = [load("hapi-early", r)["accuracy"] for r in R]
     print(f"\nhapi-server, early-exit variant {early}: client mean {fmt(em)} ms (median {statistics.median(em):.3f}), "

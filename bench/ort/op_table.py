@@ -4,8 +4,8 @@
 Usage: hapi-bench-ort-reference --loop_seconds=5 --torch_trace=T.json [--exits=...]
        bench/ort/op_table.py T.json --requests N [--markdown]
 
-N is the number of requests the loop ran (its JSON line says). Self time of an
-op is its duration minus that of the ops it called (nesting by time on one
+N is the number of requests the loop ran (its JSON line says). Per op: calls per
+request x the median time of one call. Self time of an op is its duration minus that of the ops it called (nesting by time on one
 thread). The profiler adds a few microseconds to every op, so absolute times
 are inflated by about calls x that; compare ops with each other.
 """
@@ -13,6 +13,7 @@ are inflated by about calls x that; compare ops with each other.
 import argparse
 import collections
 import json
+import statistics
 
 
 def main():
@@ -34,6 +35,8 @@ def main():
     total = collections.Counter()
     self_t = collections.Counter()
     top_level = 0.0
+    self_each = collections.defaultdict(list)
+    total_each = collections.defaultdict(list)
     for evs in by_tid.values():
         evs.sort(key=lambda e: (e["ts"], -e["dur"]))
         stack = []  # [end, name, child_time]
@@ -51,8 +54,14 @@ def main():
             # self time is settled when the op is popped; keep a reference
             e["_frame"] = stack[-1]
         for e in evs:
-            self_t[e["name"]] += e["dur"] - e["_frame"][2]
+            self_each[e["name"]].append(e["dur"] - e["_frame"][2])
+            total_each[e["name"]].append(e["dur"])
     n = a.requests
+    # Medians per call, times calls: on a shared machine one preempted call
+    # can take 100x its usual time, and means follow it.
+    for k in calls:
+        self_t[k] = calls[k] * statistics.median(self_each[k])
+        total[k] = calls[k] * statistics.median(total_each[k])
     rows = sorted(self_t, key=lambda k: -self_t[k])[: a.top]
     all_self = sum(self_t.values())
     if a.markdown:

@@ -63,7 +63,7 @@ fi
 # profile of MODEL in REPOSITORY.
 SCRATCH=$OUT/repository
 mkdir -p "$SCRATCH/models" "$SCRATCH/devices" "$SCRATCH/variants/ort-compare-full"
-ln -s "$(realpath "$REPOSITORY/models/$MODEL")" "$SCRATCH/models/$MODEL"
+ln -sfn "$(realpath "$REPOSITORY/models/$MODEL")" "$SCRATCH/models/$MODEL"
 device_of() { sed -n 's/^device: "\(.*\)"$/\1/p' "$1/variant.pbtxt"; }
 DEVICE_DIR=${DEVICE_DIR:-}
 if [[ -z $DEVICE_DIR && -n $VARIANT_DIR ]]; then

@@ -116,7 +116,11 @@ async function main() {
     }
     console.error(`onnxruntime ${ort.env.versions.node} serving ${model} on ${listen}`);
   });
-  const stop = () => server.tryShutdown(() => process.exit(0));
+  // Graceful, but not forever: a client that keeps its channel open must not hold the bench.
+  const stop = () => {
+    server.tryShutdown(() => process.exit(0));
+    setTimeout(() => { server.forceShutdown(); process.exit(0); }, 1000).unref();
+  };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
 }

@@ -30,6 +30,7 @@
 #include "absl/strings/str_split.h"
 #include "core/fashion_mnist.h"
 #include "core/files.h"
+#include "core/image_folder.h"
 #include "core/input_spec.h"
 #include "core/model_metadata.h"
 #include "core/status_macros.h"
@@ -63,7 +64,10 @@ ABSL_FLAG(bool, train_exits, false,
           "Train the exit heads (backbone frozen), calibrate and write the report: after "
           "importing --onnx, or for the model already at --out when --onnx is not given");
 ABSL_FLAG(std::string, data_dir, hapi::kDefaultFashionMnistDir,
-          "Exit training data: Fashion-MNIST IDX .gz files");
+          "Exit training data: Fashion-MNIST IDX .gz files (the default)");
+ABSL_FLAG(std::string, image_folder, "",
+          "Exit training data: an image folder instead (<dir>/<class>/*.png|jpg or "
+          "<dir>/{train,val,test}/<class>/..., docs/datasets.md), decoded for the model");
 ABSL_FLAG(bool, convert_images, true,
           "Convert data set images to the model's input (grey replicated into each channel, "
           "resized by its resize policy, as the server does); false: a shape mismatch is an "
@@ -177,6 +181,28 @@ absl::Status Import(const std::string& path, const std::string& out) {
   return absl::OkStatus();
 }
 
+// The image folder when one is given, else Fashion-MNIST, in `spec`'s format.
+absl::StatusOr<hapi::LabelledSplits> TrainingData(const hapi::v1::InputSpec& spec) {
+  const std::string folder = absl::GetFlag(FLAGS_image_folder);
+  if (!folder.empty()) {
+    hapi::ImageFolderOptions options;
+    options.progress = absl::GetFlag(FLAGS_progress);
+    HAPI_ASSIGN_OR_RETURN(hapi::ImageFolderDataset data,
+                          hapi::LoadImageFolder(folder, spec, options));
+    LOG(INFO) << folder << ": " << hapi::DescribeImageFolder(data);
+    std::string name = std::filesystem::path(folder).lexically_normal().filename().string();
+    if (name.empty())
+      name = std::filesystem::path(folder).lexically_normal().parent_path().filename().string();
+    return hapi::ImageFolderSplits(
+        std::make_shared<const hapi::ImageFolderDataset>(std::move(data)), name);
+  }
+  HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist fashion_mnist,
+                        hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir)));
+  hapi::ImageConversion conversion;
+  conversion.convert = absl::GetFlag(FLAGS_convert_images);
+  return hapi::FashionMnistSplitsFor(std::move(fashion_mnist), spec, conversion);
+}
+
 absl::Status TrainExits(const std::string& model_dir) {
   hapi::v1::ModelManifest manifest;
   HAPI_RETURN_IF_ERROR(
@@ -187,12 +213,7 @@ absl::Status TrainExits(const std::string& model_dir) {
         "'); the residual network's exits retrain with hapi-train --retrain_exits"));
   }
   HAPI_ASSIGN_OR_RETURN(const hapi::v1::InputSpec spec, hapi::EffectiveInputSpec(manifest));
-  HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist fashion_mnist,
-                        hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir)));
-  hapi::ImageConversion conversion;
-  conversion.convert = absl::GetFlag(FLAGS_convert_images);
-  HAPI_ASSIGN_OR_RETURN(hapi::LabelledSplits data,
-                        hapi::FashionMnistSplitsFor(std::move(fashion_mnist), spec, conversion));
+  HAPI_ASSIGN_OR_RETURN(hapi::LabelledSplits data, TrainingData(spec));
   hapi::ImportedExitOptions options;
   options.epochs = absl::GetFlag(FLAGS_exit_epochs);
   options.learning_rate = absl::GetFlag(FLAGS_exit_learning_rate);

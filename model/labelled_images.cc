@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/image_folder.h"
 #include "core/input_spec.h"
 #include "stb_image_resize.h"
 
@@ -68,6 +69,29 @@ class IdxImages : public LabelledImages {
   const Region region_;
 };
 
+// One split of a decoded image folder: already the model's floats in [0,1].
+class FolderImages : public LabelledImages {
+ public:
+  FolderImages(std::shared_ptr<const ImageFolderDataset> data, const ImageSplit* split)
+      : data_(std::move(data)), split_(split) {}
+  int size() const override { return split_->size(); }
+  int label(int i) const override { return split_->labels[i]; }
+  v1::TensorShape shape() const override {
+    v1::TensorShape s;
+    s.set_channels(split_->channels);
+    s.set_height(split_->height);
+    s.set_width(split_->width);
+    return s;
+  }
+  void Read(int i, float* out) const override {
+    std::copy_n(split_->image(i), split_->image_floats(), out);
+  }
+
+ private:
+  const std::shared_ptr<const ImageFolderDataset> data_;  // owns *split_
+  const ImageSplit* const split_;
+};
+
 class FirstOf : public LabelledImages {
  public:
   FirstOf(std::shared_ptr<const LabelledImages> images, int n)
@@ -114,6 +138,18 @@ absl::StatusOr<LabelledSplits> FashionMnistSplitsFor(FashionMnist data, const v1
     if (!images.ok()) return images.status();
     *out = *std::move(images);
   }
+  return splits;
+}
+
+LabelledSplits ImageFolderSplits(std::shared_ptr<const ImageFolderDataset> data,
+                                 const std::string& name) {
+  LabelledSplits splits;
+  splits.dataset = name;
+  splits.class_names = data->class_names;
+  splits.split_seed = data->split_seed;
+  splits.train = std::make_shared<FolderImages>(data, &data->train);
+  splits.validation = std::make_shared<FolderImages>(data, &data->validation);
+  splits.test = std::make_shared<FolderImages>(data, &data->test);
   return splits;
 }
 

@@ -1,8 +1,8 @@
 // Labelled images in a model's input format, for training exit heads and
 // calibrating: the seam between data sets and the exit trainer
-// (model/imported_exits.h). IDX (Fashion-MNIST) implements it here; another
-// data set (an image folder) plugs in by implementing LabelledImages.
-// Torch-free header.
+// (model/imported_exits.h). IDX (Fashion-MNIST) and image folders
+// (core/image_folder.h) implement it here; another data set plugs in by
+// implementing LabelledImages. Torch-free header.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +15,8 @@
 #include "hapi/v1/model.pb.h"
 
 namespace hapi {
+
+struct ImageFolderDataset;  // core/image_folder.h
 
 class LabelledImages {
  public:
@@ -55,6 +57,11 @@ absl::StatusOr<std::shared_ptr<const LabelledImages>> IdxImagesFor(ImageSet imag
 // Fashion-MNIST's splits in `spec`'s format, as IdxImagesFor converts them.
 absl::StatusOr<LabelledSplits> FashionMnistSplitsFor(FashionMnist data, const v1::InputSpec& spec,
                                                      const ImageConversion& conv);
+
+// An image folder's splits, decoded by LoadImageFolder for the model's input
+// spec (so always of its shape), class names from its folders.
+LabelledSplits ImageFolderSplits(std::shared_ptr<const ImageFolderDataset> data,
+                                 const std::string& name);
 
 // The first `n` samples of `images` (all when n <= 0 or n >= its size).
 std::shared_ptr<const LabelledImages> FirstImages(std::shared_ptr<const LabelledImages> images,

@@ -17,9 +17,11 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "core/design.h"
 #include "core/executor.h"
 #include "core/files.h"
+#include "core/image_folder.h"
 #include "core/input_spec.h"
 #include "core/model_metadata.h"
 #include "core/repository_layout.h"
@@ -34,6 +36,7 @@
 #include "model/torch_model.h"
 #include "optimizer/optimizer_process.h"
 #include "rpc/grpc_status.h"
+#include "stb_image_write.h"
 #include "tests/status_matchers.h"
 #include "tests/test_util.h"
 #include "tests/tiny_model.h"
@@ -410,6 +413,58 @@ TEST(ImportedExitsTest, HeadBudgetShrinksHeadsAndRefusesWhenNothingFits) {
   EXPECT_THAT(ChooseExitHeads(manifest, stingy),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("exit 0"), HasSubstr("even a linear head"))));
+}
+
+// An image folder plugs into the same trainer: RGB PNGs of another size,
+// decoded for the model by core/image_folder.h. Class c is a bar of colour c
+// at row band c, so the heads can learn it.
+TEST(ImportedExitsTest, TrainsOnAnImageFolder) {
+  ScopedTempDir dir;
+  const std::string root = dir.Join("bars");
+  for (const char* split : {"train", "val", "test"}) {
+    const int per_class = std::string(split) == "train" ? 12 : 4;
+    for (int c = 0; c < 10; ++c) {
+      const std::string folder = absl::StrCat(root, "/", split, "/class", c);
+      std::filesystem::create_directories(folder);
+      for (int k = 0; k < per_class; ++k) {
+        constexpr int kSide = 40;
+        std::vector<uint8_t> rgb(kSide * kSide * 3);
+        for (int y = 0; y < kSide; ++y) {
+          for (int x = 0; x < kSide; ++x) {
+            const bool bar = y / 4 == c;
+            for (int ch = 0; ch < 3; ++ch) {
+              rgb[(y * kSide + x) * 3 + ch] = static_cast<uint8_t>(
+                  (bar ? 120 + 40 * ((c + ch) % 3) : 0) + (x * 7 + y * 13 + k * 29 + ch) % 50);
+            }
+          }
+        }
+        ASSERT_TRUE(stbi_write_png(absl::StrCat(folder, "/", k, ".png").c_str(), kSide, kSide, 3,
+                                   rgb.data(), kSide * 3));
+      }
+    }
+  }
+  ImageFolderOptions folder_options;
+  folder_options.progress = false;
+  ASSERT_OK_AND_ASSIGN(ImageFolderDataset folder,
+                       LoadImageFolder(root, FixtureSpec(), folder_options));
+  const LabelledSplits data =
+      ImageFolderSplits(std::make_shared<const ImageFolderDataset>(std::move(folder)), "bars");
+  ASSERT_EQ(data.train->size(), 120);
+  const v1::TensorShape shape = data.train->shape();
+  EXPECT_EQ(ShapeString(shape.channels(), shape.height(), shape.width()), "3x32x32");
+
+  const std::string model_dir = dir.Join("models/vgg");
+  ASSERT_OK(ImportFixture("vgg_tiny.onnx", model_dir, "vgg"));
+  ImportedExitOptions options = FastOptions();
+  options.epochs = 6;
+  options.batch_size = 16;
+  ASSERT_OK_AND_ASSIGN(ImportedExitsSummary summary, TrainImportedExits(model_dir, data, options));
+  EXPECT_LT(summary.epoch_loss.back(), summary.epoch_loss.front());
+  ASSERT_OK_AND_ASSIGN(ModelMetadata m, LoadModelMetadata(model_dir));
+  EXPECT_EQ(m.manifest.split().train(), 120);
+  EXPECT_EQ(m.test.num_samples(), 40);
+  EXPECT_EQ(m.manifest.dataset(), "bars");
+  EXPECT_GT(m.validation.Accuracy(0), 0.3) << "chance is 0.1";
 }
 
 TEST(ImportedExitsTest, TamperedHeadsFileIsDataLoss) {

@@ -270,6 +270,7 @@ v1::ModelManifest ManifestWithHeads(v1::ModelManifest m, const std::vector<ExitH
     e->set_cumulative_macs_fraction(static_cast<double>(cumulative[e->after_stage()] + h.macs) /
                                     full);
   }
+  m.clear_report();  // a retraining's report starts afresh
   m.set_exit_weights(kExitsFile);
   m.set_validation_calibration(kValidationCalibrationFile);
   m.set_test_calibration(kTestCalibrationFile);

@@ -465,6 +465,14 @@ TEST(ImportedExitsTest, TrainsOnAnImageFolder) {
   EXPECT_EQ(m.test.num_samples(), 40);
   EXPECT_EQ(m.manifest.dataset(), "bars");
   EXPECT_GT(m.validation.Accuracy(0), 0.3) << "chance is 0.1";
+
+  // Retraining replaces the heads and the report, and leaves the backbone.
+  options.epochs = 2;
+  ASSERT_OK(TrainImportedExits(model_dir, data, options).status());
+  ASSERT_OK_AND_ASSIGN(ModelMetadata again, LoadModelMetadata(model_dir));
+  EXPECT_EQ(again.manifest.report().exit_epoch_seconds_size(), 2);
+  EXPECT_EQ(again.manifest.training().exit_epochs(), 2);
+  EXPECT_EQ(ReadBytes(model_dir + "/" + kImportedGraphFile), ReadBytes(Fixture("vgg_tiny.onnx")));
 }
 
 TEST(ImportedExitsTest, TamperedHeadsFileIsDataLoss) {

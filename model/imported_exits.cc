@@ -10,7 +10,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "core/exit_policy.h"
 #include "core/files.h"
 #include "core/input_spec.h"

@@ -100,8 +100,7 @@ absl::Status WriteProbabilities(const hapi::Model& model, const std::vector<floa
   }
   out.close();
   if (!out) return absl::InternalError(absl::StrCat("writing ", path, " failed"));
-  std::fprintf(stderr, "wrote %d x %d probabilities to %s\n", n, model.num_classes(),
-               path.c_str());
+  std::fprintf(stderr, "wrote %d x %d probabilities to %s\n", n, model.num_classes(), path.c_str());
   return absl::OkStatus();
 }
 
@@ -214,18 +213,17 @@ absl::Status Run(const Options& o) {
     HAPI_RETURN_IF_ERROR(WriteProbabilities(*served, pixels, test.size(), o.probs_out));
   }
   if (o.loop_seconds > 0) {
-    HAPI_RETURN_IF_ERROR(
-        Loop(served, design, pixels, test.size(), o.loop_seconds, o.torch_trace));
+    HAPI_RETURN_IF_ERROR(Loop(served, design, pixels, test.size(), o.loop_seconds, o.torch_trace));
   }
   if (o.components) {
     HAPI_RETURN_IF_ERROR(TimeComponents(*served, pixels, test.size(), o.warmup));
   }
   if (o.time) {
-    HAPI_RETURN_IF_ERROR(TimeDesign("full", served, hapi::Design::FinalOnly(), test, pixels,
-                                    o.warmup));
+    HAPI_RETURN_IF_ERROR(
+        TimeDesign("full", served, hapi::Design::FinalOnly(), test, pixels, o.warmup));
     if (!o.exits.empty()) {
-      HAPI_RETURN_IF_ERROR(TimeDesign(absl::StrCat("exits ", absl::StrJoin(o.exits, ",")),
-                                      served, design, test, pixels, o.warmup));
+      HAPI_RETURN_IF_ERROR(TimeDesign(absl::StrCat("exits ", absl::StrJoin(o.exits, ",")), served,
+                                      design, test, pixels, o.warmup));
     }
   }
   return absl::OkStatus();

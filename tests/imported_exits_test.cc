@@ -129,8 +129,9 @@ struct Trained {
 };
 
 const Trained& Shared() {
-  static Trained* t = [] {
-    auto* t = new Trained();
+  // Destroyed at exit, which removes the temporary repository.
+  static const std::unique_ptr<Trained> t = [] {
+    auto t = std::make_unique<Trained>();
     t->repository = t->dir.Join("repository");
     t->model_dir = RepositoryLayout(t->repository).ModelDir(kModel);
     auto fail = [](const absl::Status& st) {

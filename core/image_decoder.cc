@@ -592,6 +592,12 @@ absl::StatusOr<std::vector<float>> DecodeRawFloat32(const v1::Image& image,
 
 }  // namespace
 
+absl::StatusOr<std::vector<float>> PlanesToInput(const uint8_t* planes, int channels, int width,
+                                                 int height, const v1::InputSpec& spec) {
+  HAPI_RETURN_IF_ERROR(CheckShape(height, width));
+  return ToInput(planes, channels, width, height, spec);
+}
+
 absl::StatusOr<std::vector<float>> DecodeImage(const v1::Image& image, const v1::InputSpec& spec) {
   switch (image.data_case()) {
     case v1::Image::kEncoded:

@@ -63,6 +63,13 @@ inline constexpr int64_t kMaxEncodedImagePixels = int64_t{2048} * 2048;
 // escaped.
 absl::StatusOr<std::vector<float>> DecodeImage(const v1::Image& image, const v1::InputSpec& spec);
 
+// `channels` planes of width x height 8-bit samples (already decoded, in the
+// model's channel count) as the model's input: each plane resized by the
+// spec's policy, as DecodeImage does, then in [0,1]. For data sets that hold
+// decoded images (model/labelled_images.cc).
+absl::StatusOr<std::vector<float>> PlanesToInput(const uint8_t* planes, int channels, int width,
+                                                 int height, const v1::InputSpec& spec);
+
 // DecodeImage of an Image whose `encoded` is `bytes`, without copying them.
 absl::StatusOr<std::vector<float>> DecodeEncodedImage(absl::string_view bytes,
                                                       const v1::InputSpec& spec);

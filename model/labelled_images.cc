@@ -1,35 +1,17 @@
 #include "model/labelled_images.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/image_decoder.h"
 #include "core/image_folder.h"
 #include "core/input_spec.h"
-#include "stb_image_resize.h"
 
 namespace hapi {
 namespace {
-
-// The fractions of a width x height source that RESIZE_CENTER_CROP keeps:
-// the centre whose aspect ratio is the target's (server/image_decoder.cc
-// crops the same way).
-struct Region {
-  float s0 = 0, t0 = 0, s1 = 1, t1 = 1;
-};
-Region RegionFor(int width, int height, const v1::InputSpec& spec) {
-  Region r;
-  if (spec.resize() != v1::InputSpec::RESIZE_CENTER_CROP) return r;
-  const double scale = std::max(static_cast<double>(spec.width()) / width,
-                                static_cast<double>(spec.height()) / height);
-  const double kept_width = spec.width() / scale / width;
-  const double kept_height = spec.height() / scale / height;
-  r.s0 = static_cast<float>((1 - kept_width) / 2);
-  r.s1 = static_cast<float>((1 + kept_width) / 2);
-  r.t0 = static_cast<float>((1 - kept_height) / 2);
-  r.t1 = static_cast<float>((1 + kept_height) / 2);
-  return r;
-}
 
 // Fashion-MNIST-style grey 28x28 images. A grey image sent to the server as
 // PNG is replicated into every channel the model has and each plane resized
@@ -37,36 +19,28 @@ Region RegionFor(int width, int height, const v1::InputSpec& spec) {
 // so heads train on what served requests look like.
 class IdxImages : public LabelledImages {
  public:
-  IdxImages(ImageSet images, const v1::InputSpec& spec)
-      : images_(std::move(images)), spec_(spec), region_(RegionFor(kImageSide, kImageSide, spec)) {}
+  IdxImages(ImageSet images, const v1::InputSpec& spec) : images_(std::move(images)), spec_(spec) {}
 
   int size() const override { return images_.size(); }
   int label(int i) const override { return images_.labels[i]; }
   v1::TensorShape shape() const override { return InputShape(spec_); }
 
   void Read(int i, float* out) const override {
-    const int height = spec_.height(), width = spec_.width();
-    const size_t plane = static_cast<size_t>(height) * width;
-    const uint8_t* src = images_.image(i);
-    std::vector<uint8_t> resized;
-    if (height != kImageSide || width != kImageSide) {
-      resized.resize(plane);
-      stbir_resize_region(src, kImageSide, kImageSide, 0, resized.data(), width, height, 0,
-                          STBIR_TYPE_UINT8, 1, -1, 0, STBIR_EDGE_CLAMP, STBIR_EDGE_CLAMP,
-                          STBIR_FILTER_DEFAULT, STBIR_FILTER_DEFAULT, STBIR_COLORSPACE_LINEAR,
-                          nullptr, region_.s0, region_.t0, region_.s1, region_.t1);
-      src = resized.data();
+    // The grey plane resized as the decoder resizes it, then replicated.
+    absl::StatusOr<std::vector<float>> plane =
+        PlanesToInput(images_.image(i), 1, kImageSide, kImageSide, spec_);
+    if (!plane.ok()) {  // only when resizing cannot allocate
+      std::fprintf(stderr, "image %d: %s\n", i, plane.status().ToString().c_str());
+      std::abort();
     }
     for (int c = 0; c < spec_.channels(); ++c) {
-      float* dst = out + c * plane;
-      for (size_t p = 0; p < plane; ++p) dst[p] = src[p] / 255.0f;
+      std::copy(plane->begin(), plane->end(), out + c * plane->size());
     }
   }
 
  private:
   const ImageSet images_;
   const v1::InputSpec spec_;
-  const Region region_;
 };
 
 // One split of a decoded image folder: already the model's floats in [0,1].

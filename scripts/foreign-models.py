@@ -1,0 +1,221 @@
+#!/usr/bin/python3
+"""Foreign architectures for scripts/foreign-models.sh (docs/onnx-import.md).
+
+Usage (Debian's python3-torch 1.13, python3-torchvision 0.14, python3-pil;
+no network, no pretrained weights):
+
+  /usr/bin/python3 scripts/foreign-models.py folder --out var/foreign/fmnist-rgb32
+      Fashion-MNIST as an image folder of RGB PNGs, 32x32 (each 28x28 grey
+      image resized bilinearly by PIL to 32x32 and replicated into R, G, B):
+        train/<class>/  the first TRAIN (10,000) images of the official
+                        training set
+        val/<class>/    the last VAL (2,000) images of the official training
+                        set (disjoint from train/)
+        test/<class>/   the first TEST (2,000) images of the official test set
+      Class folders are 00-tshirt .. 09-boot so that byte order is label order.
+
+  /usr/bin/python3 scripts/foreign-models.py train --model resnet18 \\
+      --folder var/foreign/fmnist-rgb32 --out var/foreign/onnx/resnet18.onnx
+      Builds the model, trains it on the folder's train/ PNGs (SGD momentum
+      0.9, lr 0.05 with cosine decay, batch 64, weight decay 5e-4, random
+      horizontal flip; --limit images, --epochs epochs, --max_seconds wall
+      clock cap, torch.set_num_threads(--threads)), reports val accuracy, and
+      exports ONNX (opset 13, eval mode, dynamic batch) with hapi.mean,
+      hapi.std, hapi.class_names and hapi.dataset in metadata_props. What was
+      actually trained is printed and written to <out>.train.json.
+
+Models (3x32x32 input, 10 classes):
+  resnet18     torchvision.models.resnet18(num_classes=10), stem adapted to
+               32x32: conv1 3x3 stride 1 padding 1, maxpool removed
+  mobilenetv2  torchvision.models.mobilenet_v2(width_mult=0.5,
+               num_classes=10), first conv stride 1 (a 32x32 input then ends at
+               2x2 rather than 1x1)
+  vgg          plain VGG-style: [32,32,M,64,64,M,128,128,M] conv3x3-BN-ReLU,
+               flatten, linear 2048->256, ReLU, dropout, linear 256->10
+"""
+
+import argparse
+import gzip
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+CLASSES = ["00-tshirt", "01-trouser", "02-pullover", "03-dress", "04-coat",
+           "05-sandal", "06-shirt", "07-sneaker", "08-bag", "09-boot"]
+MEAN = [0.286, 0.286, 0.286]
+STD = [0.353, 0.353, 0.353]
+IDX_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def write_folder(args):
+    from PIL import Image
+    tr_x = read_idx(f"{args.idx_dir}/train-images-idx3-ubyte.gz")
+    tr_y = read_idx(f"{args.idx_dir}/train-labels-idx1-ubyte.gz")
+    te_x = read_idx(f"{args.idx_dir}/t10k-images-idx3-ubyte.gz")
+    te_y = read_idx(f"{args.idx_dir}/t10k-labels-idx1-ubyte.gz")
+    splits = {
+        "train": (tr_x[:args.train], tr_y[:args.train]),
+        "val": (tr_x[-args.val:], tr_y[-args.val:]),
+        "test": (te_x[:args.test], te_y[:args.test]),
+    }
+    tmp = args.out + ".tmp"
+    for split, (xs, ys) in splits.items():
+        for c in CLASSES:
+            os.makedirs(f"{tmp}/{split}/{c}", exist_ok=True)
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            img = Image.fromarray(x, "L").resize((32, 32), Image.BILINEAR).convert("RGB")
+            img.save(f"{tmp}/{split}/{CLASSES[y]}/{i:05d}.png")
+        print(f"{split}: {len(xs)} images")
+    os.rename(tmp, args.out)
+
+
+def load_split(folder, split, limit=0):
+    from PIL import Image
+    xs, ys = [], []
+    for label, c in enumerate(CLASSES):
+        d = f"{folder}/{split}/{c}"
+        for name in sorted(os.listdir(d)):
+            xs.append(f"{d}/{name}")
+            ys.append(label)
+    order = np.random.RandomState(1).permutation(len(xs))
+    if limit:
+        order = order[:limit]
+    imgs = np.stack([np.asarray(Image.open(xs[i]).convert("RGB")) for i in order])
+    x = imgs.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    return x, np.array([ys[i] for i in order], np.int64)
+
+
+def build(name):
+    import torch.nn as nn
+    import torchvision
+    if name == "resnet18":
+        m = torchvision.models.resnet18(num_classes=10)
+        m.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        m.maxpool = nn.Identity()
+        return m
+    if name == "mobilenetv2":
+        m = torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10)
+        m.features[0][0].stride = (1, 1)
+        return m
+    if name == "vgg":
+        layers, cin = [], 3
+        for v in [32, 32, "M", 64, 64, "M", 128, 128, "M"]:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, padding=1, bias=False), nn.BatchNorm2d(v),
+                           nn.ReLU(inplace=True)]
+                cin = v
+        return nn.Sequential(*layers, nn.Flatten(1), nn.Linear(128 * 16, 256),
+                             nn.ReLU(inplace=True), nn.Dropout(0.3), nn.Linear(256, 10))
+    raise SystemExit(f"unknown model {name}")
+
+
+def train(args):
+    import onnx
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    x, y = load_split(args.folder, "train", args.limit)
+    vx, vy = load_split(args.folder, "val")
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    model = build(args.model)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4,
+                          nesterov=True)
+    steps = args.epochs * math.ceil(len(x) / args.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps,
+                                                pct_start=0.15)
+    start, seen, step, stopped = time.time(), 0, 0, False
+    for epoch in range(args.epochs):
+        model.train()
+        perm = np.random.permutation(len(x))
+        for b in range(0, len(x), args.batch):
+            idx = perm[b:b + args.batch]
+            xb = torch.from_numpy(x[idx])
+            flip = torch.rand(len(idx)) < 0.5
+            xb[flip] = xb[flip].flip(3)
+            loss = F.cross_entropy(model((xb - mean) / std), torch.from_numpy(y[idx]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen += len(idx)
+            step += 1
+            if step % 20 == 0:
+                print(f"epoch {epoch} step {step}/{steps} loss {loss.item():.3f} "
+                      f"{time.time() - start:.0f} s", flush=True)
+            if args.max_seconds and time.time() - start > args.max_seconds:
+                stopped = True
+                break
+        if stopped:
+            break
+    train_s = time.time() - start
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model((torch.from_numpy(vx[b:b + 256]) - mean) / std).argmax(1)
+                          for b in range(0, len(vx), 256)])
+    val_acc = float((pred.numpy() == vy).mean())
+    info = {"model": args.model, "train_images": int(len(x)), "epochs": args.epochs,
+            "samples_seen": seen, "steps": step, "planned_steps": steps,
+            "stopped_by_time_cap": stopped, "train_seconds": round(train_s, 1),
+            "threads": args.threads, "batch": args.batch, "lr": args.lr,
+            "val_acc_pytorch": val_acc, "val_images": int(len(vx))}
+    print(json.dumps(info))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + ".tmp"
+    torch.onnx.export(model, torch.zeros(1, 3, 32, 32), tmp, opset_version=13,
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+                      do_constant_folding=True)
+    m = onnx.load(tmp)
+    for k, v in {"hapi.mean": ",".join(map(str, MEAN)), "hapi.std": ",".join(map(str, STD)),
+                 "hapi.class_names": ",".join(CLASSES), "hapi.dataset": "fashion-mnist-rgb32",
+                 "hapi.training": json.dumps(info)}.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.save(m, tmp)
+    os.rename(tmp, args.out)
+    with open(args.out + ".train.json", "w") as f:
+        json.dump(info, f, indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("folder")
+    f.add_argument("--out", required=True)
+    f.add_argument("--idx_dir", default=IDX_DIR)
+    f.add_argument("--train", type=int, default=10000)
+    f.add_argument("--val", type=int, default=2000)
+    f.add_argument("--test", type=int, default=2000)
+    t = sub.add_parser("train")
+    t.add_argument("--model", required=True, choices=["resnet18", "mobilenetv2", "vgg"])
+    t.add_argument("--folder", required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("--limit", type=int, default=0, help="train images (0: all of train/)")
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--max_seconds", type=float, default=0)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    write_folder(args) if args.cmd == "folder" else train(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# The main job (scripts/main.sh) for an architecture this project did not
+# design, fed 3x32x32 RGB through an image folder (docs/onnx-import.md,
+# "Foreign architectures"):
+#   image folder -> train + export ONNX (cached) -> hapi-import --train_exits
+#   (exits, calibration; cached) -> profile this machine -> optimizer ->
+#   variant for the default SLA (HAPI search, and exhaustive for the gap) ->
+#   server -> the folder's test split through the client -> report.
+# MODEL=resnet18|mobilenetv2|vgg (default vgg). Uses the binaries in build/
+# (scripts/build.sh hapi-import hapi-profile hapi-optimizer hapi-server
+# hapi-client) and Debian's python3-torch / python3-torchvision / python3-pil.
+# Environment overrides: MODEL, WORK, REPOSITORY, DEVICE, SLA_ARGS, PORT_BASE,
+# COUNT, THREADS (training and exit training).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${MODEL:-vgg}
+WORK=${WORK:-var/foreign}
+REPOSITORY=${REPOSITORY:-$WORK/repository}
+DEVICE=${DEVICE:-this-machine-$MODEL}
+SLA_ARGS=${SLA_ARGS:---objective=min-latency --max-drop=0.5 --statistic=mean}
+PORT_BASE=${PORT_BASE:-50150}
+COUNT=${COUNT:-2000}
+THREADS=${THREADS:-2}
+NAME=foreign-$MODEL
+FOLDER=$WORK/fmnist-rgb32
+ONNX=$WORK/onnx/$MODEL.onnx
+OPT_PORT=$((PORT_BASE + 2)); SRV_PORT=$((PORT_BASE + 1))
+OPT_METRICS=$((PORT_BASE + 12)); SRV_METRICS=$((PORT_BASE + 11))
+RUN=$WORK/runs/$MODEL-$(date +%Y%m%d-%H%M%S)
+BIN=build
+CLIENT="$BIN/client/hapi-client"
+PY=/usr/bin/python3
+
+# Per model: how it is trained (a subset, one epoch; see docs/onnx-import.md)
+# and which cut points become exits.
+case $MODEL in
+  vgg)         TRAIN_ARGS=(--epochs 1); IMPORT_ARGS=(--train_limit=10000) ;;
+  mobilenetv2) TRAIN_ARGS=(--epochs 1)
+               IMPORT_ARGS=(--train_limit=10000 --min_exit_spacing_macs=800000) ;;
+  resnet18)    TRAIN_ARGS=(--limit 4000 --epochs 1 --max_seconds 400)
+               IMPORT_ARGS=(--train_limit=3000) ;;
+  *) echo "foreign-models: MODEL must be resnet18, mobilenetv2 or vgg" >&2; exit 2 ;;
+esac
+
+step() { printf '\n== %s\n' "$*"; }
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+wait_ready() {  # wait_ready <what> <command...>
+  local what=$1; shift
+  for _ in $(seq 1 150); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  echo "foreign-models: $what did not come up; see $RUN/*.log" >&2
+  exit 1
+}
+
+start=$(date +%s)
+mkdir -p "$RUN" "$WORK/onnx"
+step "image folder $FOLDER (written only when absent)"
+[[ -d $FOLDER ]] || $PY scripts/foreign-models.py folder --out "$FOLDER"
+
+step "train and export $MODEL (only when $ONNX is absent)"
+if [[ ! -f $ONNX ]]; then
+  $PY scripts/foreign-models.py train --model "$MODEL" --folder "$FOLDER" --out "$ONNX" \
+    --threads "$THREADS" "${TRAIN_ARGS[@]}" | tee "$WORK/onnx/$MODEL.train.log"
+fi
+cat "$ONNX.train.json"
+
+step "import, exit heads and calibration for $NAME (only when the model is absent)"
+if [[ ! -f $REPOSITORY/models/$NAME/report.md ]]; then
+  rm -rf "$REPOSITORY/models/$NAME"
+  mkdir -p "$REPOSITORY/models"
+  "$BIN/model/hapi-import" --onnx="$ONNX" --out="$REPOSITORY/models/$NAME" --train_exits \
+    --image_folder="$FOLDER" --threads="$THREADS" "${IMPORT_ARGS[@]}" 2> "$RUN/import.log" \
+    | tee "$RUN/model-report.md"
+fi
+cp "$REPOSITORY/models/$NAME/report.md" "$RUN/model-report.md"
+
+step "profile this machine as device '$DEVICE'"
+"$BIN/model/hapi-profile" --repository="$REPOSITORY" --model="$NAME" --device="$DEVICE" \
+  --threads=1 --out="$RUN/$DEVICE.profile.pbtxt" --description="measured by scripts/foreign-models.sh"
+
+step "optimizer on 127.0.0.1:$OPT_PORT"
+"$BIN/optimizer/hapi-optimizer" --repository="$REPOSITORY" --listen="127.0.0.1:$OPT_PORT" \
+  --metrics_address="127.0.0.1:$OPT_METRICS" > "$RUN/optimizer.log" 2>&1 &
+pids+=($!)
+OPT=(--target="127.0.0.1:$OPT_PORT")
+wait_ready optimizer "$CLIENT" "${OPT[@]}" devices list
+"$CLIENT" "${OPT[@]}" devices register --overwrite "$RUN/$DEVICE.profile.pbtxt"
+
+step "variant for the SLA: $SLA_ARGS (HAPI search, then exhaustive for comparison)"
+# shellcheck disable=SC2086
+"$CLIENT" "${OPT[@]}" variants create --model="$NAME" --device="$DEVICE" $SLA_ARGS --watch \
+  | tee "$RUN/job.txt"
+VARIANT=$(awk '/^variant /{print $2}' "$RUN/job.txt" | tail -1)
+"$CLIENT" "${OPT[@]}" variants get "$VARIANT" > "$RUN/variant.pbtxt"
+# shellcheck disable=SC2086
+"$CLIENT" "${OPT[@]}" variants create --model="$NAME" --device="$DEVICE" $SLA_ARGS \
+  --algorithm=exhaustive --watch | tee "$RUN/job-exhaustive.txt"
+EXHAUSTIVE=$(awk '/^variant /{print $2}' "$RUN/job-exhaustive.txt" | tail -1)
+"$CLIENT" "${OPT[@]}" variants get "$EXHAUSTIVE" > "$RUN/variant-exhaustive.pbtxt"
+
+serve_and_bench() {  # serve_and_bench <name> [server flags...]
+  local name=$1; shift
+  "$BIN/server/hapi-server" --repository="$REPOSITORY" --variant="$VARIANT" \
+    --listen="127.0.0.1:$SRV_PORT" --metrics_address="127.0.0.1:$SRV_METRICS" \
+    --intra_op_threads=1 "$@" > "$RUN/server-$name.log" 2>&1 &
+  local pid=$!
+  pids+=($pid)
+  wait_ready server "$CLIENT" --target="127.0.0.1:$SRV_PORT" status
+  "$CLIENT" --target="127.0.0.1:$SRV_PORT" bench --image_folder="$FOLDER" --split=test \
+    --images="$COUNT" --count="$COUNT" --concurrency=1 \
+    --json="$RUN/bench-$name.json" --no_progress | tee "$RUN/bench-$name.txt"
+  kill "$pid"; wait "$pid" || true
+}
+step "server with variant $VARIANT: the image folder's test split, one request at a time"
+serve_and_bench early-exit
+step "the same server serving the full network (final exit only), for comparison"
+serve_and_bench full --full_network
+
+step "report"
+$PY - "$RUN" "$VARIANT" "$(( $(date +%s) - start ))" "$REPOSITORY/models/$NAME/manifest.pbtxt" <<'PY'
+import json, re, sys
+run, variant, seconds, manifest = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ee = json.load(open(f"{run}/bench-early-exit.json"))
+full = json.load(open(f"{run}/bench-full.json"))
+def field(text, name):
+    m = re.search(rf"{name} \{{(.*?)\}}", text, re.S)
+    return m.group(1) if m else ""
+def num(text, name):
+    m = re.search(rf"\b{name}: ([-0-9.e+]+)", text)
+    return float(m.group(1)) if m else float("nan")
+hapi = open(f"{run}/variant.pbtxt").read()
+exh = open(f"{run}/variant-exhaustive.pbtxt").read()
+# Per-exit latency: the profile's mean stage + head times, summed to each exit.
+prof = open(f"{run}/" + [l for l in __import__("os").listdir(run) if l.endswith(".profile.pbtxt")][0]).read()
+exits = re.findall(r"enabled_exits: (\d+)", hapi)
+total = sum(ee["exits"].values())
+dist = ", ".join(f"exit {k}: {100*v/total:.1f}%" for k, v in sorted(ee["exits"].items(), key=lambda kv: int(kv[0])))
+mean_ee, mean_full = ee["latency_ms"]["mean"], full["latency_ms"]["mean"]
+h_ms = num(field(hapi, "predicted_latency"), "mean_ms")
+x_ms = num(field(exh, "predicted_latency"), "mean_ms")
+f_ms = num(field(hapi, "full_network_latency"), "mean_ms")
+print(f"variant            {variant} (enabled exits {', '.join(exits) or 'none'}; thresholds "
+      f"{', '.join(re.findall(r'thresholds: ([0-9.e-]+)', hapi))})")
+print(f"predicted (val)    accuracy {100*num(hapi, 'predicted_accuracy'):.2f}% vs full "
+      f"{100*num(hapi, 'final_exit_accuracy'):.2f}%; mean {h_ms:.3f} ms vs full {f_ms:.3f} ms "
+      f"({f_ms/h_ms:.2f}x); design test accuracy {100*num(hapi, 'test_accuracy'):.2f}%")
+print(f"exhaustive         enabled exits {', '.join(re.findall(r'enabled_exits: (\d+)', exh)) or 'none'}; "
+      f"predicted mean {x_ms:.3f} ms, accuracy {100*num(exh, 'predicted_accuracy'):.2f}%; "
+      f"HAPI's gap {100*(h_ms/x_ms-1):+.2f}% ({num(field(hapi, 'search'), 'designs_evaluated'):.0f} vs "
+      f"{num(field(exh, 'search'), 'designs_evaluated'):.0f} designs evaluated)")
+print(f"test accuracy      early-exit {100*ee['accuracy']:.2f}%   full network {100*full['accuracy']:.2f}% "
+      f"({total} images of the folder's test split)")
+print(f"exit distribution  {dist}")
+print(f"latency (client)   early-exit p50 {ee['latency_ms']['p50']:.3f} ms, p99 {ee['latency_ms']['p99']:.3f} ms; "
+      f"full network p50 {full['latency_ms']['p50']:.3f} ms, p99 {full['latency_ms']['p99']:.3f} ms")
+print(f"mean latency       early-exit {mean_ee:.3f} ms, full network {mean_full:.3f} ms (client-side): "
+      f"speedup {mean_full/mean_ee:.2f}x")
+print(f"logs               {run}/")
+print(f"foreign job took   {seconds} s")
+PY

@@ -193,6 +193,74 @@ def train(args):
         json.dump(info, f, indent=1)
 
 
+def report(args):
+    """The job's report: the served variant against the full network, HAPI's
+    search against exhaustive's, and the per-exit table for the docs."""
+    import glob
+    import re
+    run = args.run
+    ee = json.load(open(f"{run}/bench-early-exit.json"))
+    full = json.load(open(f"{run}/bench-full.json"))
+
+    def field(text, name):
+        m = re.search(name + r" \{(.*?)\}", text, re.S)
+        return m.group(1) if m else ""
+
+    def num(text, name):
+        m = re.search(r"\b" + name + r": ([-0-9.e+]+)", text)
+        return float(m.group(1)) if m else float("nan")
+
+    hapi = open(f"{run}/variant.pbtxt").read()
+    exh = open(f"{run}/variant-exhaustive.pbtxt").read()
+    exits = re.findall(r"enabled_exits: (\d+)", hapi)
+    exh_exits = re.findall(r"enabled_exits: (\d+)", exh)
+    thresholds = re.findall(r"thresholds: ([0-9.e-]+)", hapi)
+    total = sum(ee["exits"].values())
+    dist = ", ".join(f"exit {k}: {100 * v / total:.1f}%"
+                     for k, v in sorted(ee["exits"].items(), key=lambda kv: int(kv[0])))
+    h_ms = num(field(hapi, "predicted_latency"), "mean_ms")
+    x_ms = num(field(exh, "predicted_latency"), "mean_ms")
+    f_ms = num(field(hapi, "full_network_latency"), "mean_ms")
+    mean_ee, mean_full = ee["latency_ms"]["mean"], full["latency_ms"]["mean"]
+    print(f"variant            {args.variant} (enabled exits {', '.join(exits) or 'none'}; "
+          f"thresholds {', '.join(thresholds)})")
+    print(f"predicted (val)    accuracy {100 * num(hapi, 'predicted_accuracy'):.2f}% vs full "
+          f"{100 * num(hapi, 'final_exit_accuracy'):.2f}%; mean {h_ms:.3f} ms vs full "
+          f"{f_ms:.3f} ms ({f_ms / h_ms:.2f}x); design's test accuracy "
+          f"{100 * num(hapi, 'test_accuracy'):.2f}%")
+    print(f"exhaustive         enabled exits {', '.join(exh_exits) or 'none'}; predicted mean "
+          f"{x_ms:.3f} ms, accuracy {100 * num(exh, 'predicted_accuracy'):.2f}%; HAPI's gap "
+          f"{100 * (h_ms / x_ms - 1):+.2f}% "
+          f"({num(field(hapi, 'search'), 'designs_evaluated'):.0f} vs "
+          f"{num(field(exh, 'search'), 'designs_evaluated'):.0f} designs evaluated)")
+    print(f"test accuracy      early-exit {100 * ee['accuracy']:.2f}%   full network "
+          f"{100 * full['accuracy']:.2f}% ({total} images of the folder's test split)")
+    print(f"exit distribution  {dist}")
+    print(f"latency (client)   early-exit p50 {ee['latency_ms']['p50']:.3f} ms, "
+          f"p99 {ee['latency_ms']['p99']:.3f} ms; full network p50 "
+          f"{full['latency_ms']['p50']:.3f} ms, p99 {full['latency_ms']['p99']:.3f} ms")
+    print(f"mean latency       early-exit {mean_ee:.3f} ms, full network {mean_full:.3f} ms "
+          f"(client-side): speedup {mean_full / mean_ee:.2f}x")
+    # Per exit: accuracies from the model's report, latency to the exit from
+    # this machine's profile (batch 1: medians of the stages up to it plus
+    # its head).
+    prof = open(glob.glob(f"{run}/*.profile.pbtxt")[0]).read()
+    b1 = prof.split("batches {")[1]
+    stages = [float(x) for x in re.findall(r"stages \{\s*median_s: ([0-9.e-]+)", b1)]
+    heads = [float(x) for x in re.findall(r"exits \{\s*median_s: ([0-9.e-]+)", b1)]
+    rows = [l for l in open(f"{args.model_dir}/report.md") if re.match(r"\| (exit-\d+|final) ", l)]
+    lat = [1e3 * (sum(stages[:i + 1]) + heads[i]) for i in range(len(heads))]
+    print("\n| exit | stage output | head | val acc | test acc | MACs to here | "
+          "latency to exit (p50, ms) | of full |")
+    print("|---|---|---|---|---|---|---|---|")
+    for i, row in enumerate(rows):
+        c = [x.strip() for x in row.strip().strip("|").split("|")]
+        print(f"| {c[0]} | {c[2]} | {c[3]} | {c[4]} | {c[5]} | {c[6]} | {lat[i]:.3f} | "
+              f"{100 * lat[i] / lat[-1]:.0f}% |")
+    print(f"\nlogs               {run}/")
+    print(f"foreign job took   {args.seconds} s")
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -213,8 +281,13 @@ def main():
     t.add_argument("--lr", type=float, default=0.05)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--seed", type=int, default=1)
+    r = sub.add_parser("report")
+    r.add_argument("--run", required=True)
+    r.add_argument("--variant", required=True)
+    r.add_argument("--seconds", type=int, default=0)
+    r.add_argument("--model_dir", required=True)
     args = ap.parse_args()
-    write_folder(args) if args.cmd == "folder" else train(args)
+    {"folder": write_folder, "train": train, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ wait_ready() {  # wait_ready <what> <command...>
   exit 1
 }
 
+served_input_spec() { "$CLIENT" --target="127.0.0.1:$SRV_PORT" status 2>/dev/null | grep -q channels; }
+
 start=$(date +%s)
 mkdir -p "$RUN" "$WORK/onnx"
 step "image folder $FOLDER (written only when absent)"
@@ -112,7 +114,9 @@ serve_and_bench() {  # serve_and_bench <name> [server flags...]
     --intra_op_threads=1 "$@" > "$RUN/server-$name.log" 2>&1 &
   local pid=$!
   pids+=($pid)
-  wait_ready server "$CLIENT" --target="127.0.0.1:$SRV_PORT" status
+  # Ready once the status names the model's input spec (before the variant is
+  # loaded the status has none, and the client would assume 1x28x28).
+  wait_ready server served_input_spec
   "$CLIENT" --target="127.0.0.1:$SRV_PORT" bench --image_folder="$FOLDER" --split=test \
     --images="$COUNT" --count="$COUNT" --concurrency=1 \
     --json="$RUN/bench-$name.json" --no_progress | tee "$RUN/bench-$name.txt"
@@ -124,44 +128,5 @@ step "the same server serving the full network (final exit only), for comparison
 serve_and_bench full --full_network
 
 step "report"
-$PY - "$RUN" "$VARIANT" "$(( $(date +%s) - start ))" "$REPOSITORY/models/$NAME/manifest.pbtxt" <<'PY'
-import json, re, sys
-run, variant, seconds, manifest = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-ee = json.load(open(f"{run}/bench-early-exit.json"))
-full = json.load(open(f"{run}/bench-full.json"))
-def field(text, name):
-    m = re.search(rf"{name} \{{(.*?)\}}", text, re.S)
-    return m.group(1) if m else ""
-def num(text, name):
-    m = re.search(rf"\b{name}: ([-0-9.e+]+)", text)
-    return float(m.group(1)) if m else float("nan")
-hapi = open(f"{run}/variant.pbtxt").read()
-exh = open(f"{run}/variant-exhaustive.pbtxt").read()
-# Per-exit latency: the profile's mean stage + head times, summed to each exit.
-prof = open(f"{run}/" + [l for l in __import__("os").listdir(run) if l.endswith(".profile.pbtxt")][0]).read()
-exits = re.findall(r"enabled_exits: (\d+)", hapi)
-total = sum(ee["exits"].values())
-dist = ", ".join(f"exit {k}: {100*v/total:.1f}%" for k, v in sorted(ee["exits"].items(), key=lambda kv: int(kv[0])))
-mean_ee, mean_full = ee["latency_ms"]["mean"], full["latency_ms"]["mean"]
-h_ms = num(field(hapi, "predicted_latency"), "mean_ms")
-x_ms = num(field(exh, "predicted_latency"), "mean_ms")
-f_ms = num(field(hapi, "full_network_latency"), "mean_ms")
-print(f"variant            {variant} (enabled exits {', '.join(exits) or 'none'}; thresholds "
-      f"{', '.join(re.findall(r'thresholds: ([0-9.e-]+)', hapi))})")
-print(f"predicted (val)    accuracy {100*num(hapi, 'predicted_accuracy'):.2f}% vs full "
-      f"{100*num(hapi, 'final_exit_accuracy'):.2f}%; mean {h_ms:.3f} ms vs full {f_ms:.3f} ms "
-      f"({f_ms/h_ms:.2f}x); design test accuracy {100*num(hapi, 'test_accuracy'):.2f}%")
-print(f"exhaustive         enabled exits {', '.join(re.findall(r'enabled_exits: (\d+)', exh)) or 'none'}; "
-      f"predicted mean {x_ms:.3f} ms, accuracy {100*num(exh, 'predicted_accuracy'):.2f}%; "
-      f"HAPI's gap {100*(h_ms/x_ms-1):+.2f}% ({num(field(hapi, 'search'), 'designs_evaluated'):.0f} vs "
-      f"{num(field(exh, 'search'), 'designs_evaluated'):.0f} designs evaluated)")
-print(f"test accuracy      early-exit {100*ee['accuracy']:.2f}%   full network {100*full['accuracy']:.2f}% "
-      f"({total} images of the folder's test split)")
-print(f"exit distribution  {dist}")
-print(f"latency (client)   early-exit p50 {ee['latency_ms']['p50']:.3f} ms, p99 {ee['latency_ms']['p99']:.3f} ms; "
-      f"full network p50 {full['latency_ms']['p50']:.3f} ms, p99 {full['latency_ms']['p99']:.3f} ms")
-print(f"mean latency       early-exit {mean_ee:.3f} ms, full network {mean_full:.3f} ms (client-side): "
-      f"speedup {mean_full/mean_ee:.2f}x")
-print(f"logs               {run}/")
-print(f"foreign job took   {seconds} s")
-PY
+$PY scripts/foreign-models.py report --run "$RUN" --variant "$VARIANT" \
+  --seconds "$(( $(date +%s) - start ))" --model_dir "$REPOSITORY/models/$NAME" | tee "$RUN/report.txt"

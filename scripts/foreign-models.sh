@@ -113,7 +113,7 @@ serve_and_bench() {  # serve_and_bench <name> [server flags...]
     --listen="127.0.0.1:$SRV_PORT" --metrics_address="127.0.0.1:$SRV_METRICS" \
     --intra_op_threads=1 "$@" > "$RUN/server-$name.log" 2>&1 &
   local pid=$!
-  pids+=($pid)
+  pids+=("$pid")
   # Ready once the status names the model's input spec (before the variant is
   # loaded the status has none, and the client would assume 1x28x28).
   wait_ready server served_input_spec

@@ -10,7 +10,9 @@
 # (scripts/build.sh hapi-import hapi-profile hapi-optimizer hapi-server
 # hapi-client) and Debian's python3-torch / python3-torchvision / python3-pil.
 # Environment overrides: MODEL, WORK, REPOSITORY, DEVICE, SLA_ARGS, PORT_BASE,
-# COUNT, THREADS (training and exit training).
+# COUNT, THREADS (training and exit training), OPT_ARGS (extra hapi-optimizer
+# flags, e.g. --certify_fraction=0 to select on the whole validation split,
+# uncertified).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${MODEL:-vgg}
@@ -21,6 +23,7 @@ SLA_ARGS=${SLA_ARGS:---objective=min-latency --max-drop=0.5 --statistic=mean}
 PORT_BASE=${PORT_BASE:-50150}
 COUNT=${COUNT:-2000}
 THREADS=${THREADS:-2}
+OPT_ARGS=${OPT_ARGS:-}
 NAME=foreign-$MODEL
 FOLDER=$WORK/fmnist-rgb32
 ONNX=$WORK/onnx/$MODEL.onnx
@@ -96,9 +99,10 @@ step "profile this machine as device '$DEVICE'"
 "$BIN/model/hapi-profile" --repository="$REPOSITORY" --model="$NAME" --device="$DEVICE" \
   --threads=1 --out="$RUN/$DEVICE.profile.pbtxt" --description="measured by scripts/foreign-models.sh"
 
-step "optimizer on 127.0.0.1:$OPT_PORT"
+step "optimizer on 127.0.0.1:$OPT_PORT $OPT_ARGS"
+# shellcheck disable=SC2086
 "$BIN/optimizer/hapi-optimizer" --repository="$REPOSITORY" --listen="127.0.0.1:$OPT_PORT" \
-  --metrics_address="127.0.0.1:$OPT_METRICS" > "$RUN/optimizer.log" 2>&1 &
+  --metrics_address="127.0.0.1:$OPT_METRICS" $OPT_ARGS > "$RUN/optimizer.log" 2>&1 &
 pids+=($!)
 OPT=(--target="127.0.0.1:$OPT_PORT")
 wait_ready optimizer "$CLIENT" "${OPT[@]}" devices list

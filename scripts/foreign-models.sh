@@ -10,7 +10,7 @@
 # (scripts/build.sh hapi-import hapi-profile hapi-optimizer hapi-server
 # hapi-client) and Debian's python3-torch / python3-torchvision / python3-pil.
 # Environment overrides: MODEL, WORK, REPOSITORY, DEVICE, SLA_ARGS, PORT_BASE,
-# COUNT, THREADS (training and exit training), OPT_ARGS (extra hapi-optimizer
+# COUNT, TRAIN_THREADS (PyTorch training, 2), THREADS (exit training, 1), OPT_ARGS (extra hapi-optimizer
 # flags, e.g. --certify_fraction=0 to select on the whole validation split,
 # uncertified).
 set -euo pipefail
@@ -22,7 +22,8 @@ DEVICE=${DEVICE:-this-machine-$MODEL}
 SLA_ARGS=${SLA_ARGS:---objective=min-latency --max-drop=0.5 --statistic=mean}
 PORT_BASE=${PORT_BASE:-50150}
 COUNT=${COUNT:-2000}
-THREADS=${THREADS:-2}
+TRAIN_THREADS=${TRAIN_THREADS:-2}
+THREADS=${THREADS:-1}
 OPT_ARGS=${OPT_ARGS:-}
 NAME=foreign-$MODEL
 FOLDER=$WORK/fmnist-rgb32
@@ -81,7 +82,7 @@ fi
 step "train and export $MODEL (only when $ONNX is absent)"
 if [[ ! -f $ONNX ]]; then
   $PY scripts/foreign-models.py train --model "$MODEL" --folder "$FOLDER" --out "$ONNX" \
-    --threads "$THREADS" "${TRAIN_ARGS[@]}" | tee "$WORK/onnx/$MODEL.train.log"
+    --threads "$TRAIN_THREADS" "${TRAIN_ARGS[@]}" | tee "$WORK/onnx/$MODEL.train.log"
 fi
 cat "$ONNX.train.json"
 

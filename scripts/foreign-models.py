@@ -24,6 +24,13 @@ no network, no pretrained weights):
       hapi.std, hapi.class_names and hapi.dataset in metadata_props. What was
       actually trained is printed and written to <out>.train.json.
 
+  /usr/bin/python3 scripts/foreign-models.py report --run DIR --variant ID \\
+      --model_dir DIR
+      The job's report (scripts/foreign-models.sh): the served variant against
+      the full network, HAPI's search against exhaustive's, and the per-exit
+      table (accuracy from the model's report.md, latency to each exit from
+      the run's profile: batch-1 stage medians up to it plus its head's).
+
 Models (3x32x32 input, 10 classes):
   resnet18     torchvision.models.resnet18(num_classes=10), stem adapted to
                32x32: conv1 3x3 stride 1 padding 1, maxpool removed

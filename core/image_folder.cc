@@ -326,6 +326,195 @@ ImageSplit& ImageFolderDataset::split(DataSplit s) {
   return s == DataSplit::kTrain ? train : s == DataSplit::kValidation ? validation : test;
 }
 
+namespace {
+
+// Images of one source folder by class, and the split they belong to (or
+// the pool's, split here by the fixed seed).
+struct Source {
+  std::string folder;  // relative to the root: "" or "train" ...
+  ClassFiles classes;
+  bool pool = false;
+  DataSplit split = DataSplit::kTrain;
+};
+
+// Which splits have their own folder, and the shares the pool gives away
+// (only to splits whose folder is not there).
+struct Shares {
+  bool folder[kNumDataSplits] = {false, false, false};
+  double test = 0, validation = 0;
+  double of(DataSplit s) const {
+    return s == DataSplit::kTest ? test : s == DataSplit::kValidation ? validation : 1;
+  }
+};
+
+// The layout from the root's folders, and every source folder with its
+// classes (the same in every split folder); sets data->layout and
+// data->class_names.
+absl::StatusOr<std::vector<Source>> ListSources(const std::string& root, const fs::path& root_path,
+                                                const ImageFolderOptions& options,
+                                                FolderLister& lister, ImageFolderDataset* data,
+                                                Shares* shares) {
+  HAPI_ASSIGN_OR_RETURN(std::vector<Entry> top, ListFolder(root_path));
+  std::vector<std::string> split_folders, other_folders;
+  for (const Entry& e : top) {
+    if (!e.directory || IsHidden(e.name)) continue;
+    (e.name == "train" || e.name == "val" || e.name == "test" ? split_folders : other_folders)
+        .push_back(e.name);
+  }
+  if (!split_folders.empty() && !other_folders.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Printable(root), " mixes split folders (", absl::StrJoin(split_folders, ", "),
+                     ") with other folders (", Printable(absl::StrJoin(other_folders, ", ")),
+                     "): use <root>/<class>/<image> or <root>/{train,val,test}/<class>/<image>"));
+  }
+  data->layout =
+      split_folders.empty() ? ImageFolderLayout::kClassFolders : ImageFolderLayout::kSplitFolders;
+  std::vector<Source> sources;
+  if (data->layout == ImageFolderLayout::kClassFolders) {
+    HAPI_ASSIGN_OR_RETURN(ClassFiles classes, lister.ListClasses(""));
+    sources.push_back({"", std::move(classes), true, DataSplit::kTrain});
+  } else {
+    for (const Entry& e : top) {
+      if (!e.directory || IsHidden(e.name)) lister.Ignore(e.name);
+    }
+    for (DataSplit s : {DataSplit::kTrain, DataSplit::kValidation, DataSplit::kTest}) {
+      const std::string name = DataSplitName(s);
+      if (std::find(split_folders.begin(), split_folders.end(), name) == split_folders.end()) {
+        continue;
+      }
+      shares->folder[static_cast<int>(s)] = true;
+      HAPI_ASSIGN_OR_RETURN(ClassFiles classes, lister.ListClasses(name + "/"));
+      sources.push_back({name, std::move(classes), s == DataSplit::kTrain, s});
+    }
+    for (size_t k = 1; k < sources.size(); ++k) {
+      HAPI_RETURN_IF_ERROR(CheckSameClasses(root_path, sources[0].folder, sources[0].classes,
+                                            sources[k].folder, sources[k].classes));
+    }
+  }
+  for (const auto& [name, files] : sources[0].classes) data->class_names.push_back(name);
+  shares->test = shares->folder[static_cast<int>(DataSplit::kTest)] ? 0 : options.test_fraction;
+  shares->validation =
+      shares->folder[static_cast<int>(DataSplit::kValidation)] ? 0 : options.validation_fraction;
+  return sources;
+}
+
+// Every image with its class and split, each split in traversal order.
+void AssignSplits(const std::vector<Source>& sources, const Shares& shares, uint64_t seed,
+                  std::vector<Listed> (&listed)[kNumDataSplits]) {
+  for (const Source& source : sources) {
+    int label = 0;
+    for (const auto& [name, files] : source.classes) {
+      for (const std::string& path : files) {
+        DataSplit split = source.split;
+        if (source.pool) {
+          const double u = UnitHash(path, seed);
+          split = u < shares.test                       ? DataSplit::kTest
+                  : u < shares.test + shares.validation ? DataSplit::kValidation
+                                                        : DataSplit::kTrain;
+        }
+        listed[static_cast<int>(split)].push_back({path, label, split});
+      }
+      ++label;
+    }
+  }
+}
+
+// A fixed sample of `max` of `listed`, kept in traversal order.
+void KeepSample(std::vector<Listed>* listed, int64_t max, uint64_t seed) {
+  std::vector<std::pair<uint64_t, size_t>> keyed;
+  for (size_t i = 0; i < listed->size(); ++i) {
+    keyed.emplace_back(KeyedPathHash((*listed)[i].path, seed ^ kSampleKey), i);
+  }
+  std::sort(keyed.begin(), keyed.end());
+  keyed.resize(static_cast<size_t>(max));
+  std::sort(keyed.begin(), keyed.end(),
+            [](const auto& a, const auto& b) { return a.second < b.second; });
+  std::vector<Listed> kept;
+  for (const auto& [hash, i] : keyed) kept.push_back(std::move((*listed)[i]));
+  *listed = std::move(kept);
+}
+
+// Describes each split in `data`, and keeps in `listed` the images to decode
+// (only the splits asked for, sampled down to max_per_split); how many.
+absl::StatusOr<int64_t> SelectImages(const std::string& root, const v1::InputSpec& spec,
+                                     const ImageFolderOptions& options, bool pool,
+                                     const Shares& shares, ImageFolderDataset* data,
+                                     std::vector<Listed> (&listed)[kNumDataSplits]) {
+  int64_t to_decode = 0;
+  for (int s = 0; s < kNumDataSplits; ++s) {
+    ImageSplit& split = data->split(static_cast<DataSplit>(s));
+    split.split = static_cast<DataSplit>(s);
+    split.channels = spec.channels();
+    split.height = spec.height();
+    split.width = spec.width();
+    split.listed = static_cast<int64_t>(listed[s].size());
+    if (!options.decode[s]) {
+      listed[s].clear();
+      continue;
+    }
+    // Empty: an error when images were expected (a split carved out with a
+    // share above 0, or one with neither a folder nor a pool to carve it from).
+    const bool carved = !shares.folder[s] && pool;
+    if (listed[s].empty() && (!carved || shares.of(split.split) > 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image folder ", Printable(root), " has no images in its ", DataSplitName(split.split),
+          " split",
+          carved ? " (carved out of the pool by its fraction: add images or raise the fraction)"
+                 : absl::StrCat(" (no ", DataSplitName(split.split),
+                                "/ folder, nor a train/ to carve it from)")));
+    }
+    if (options.max_per_split > 0 &&
+        static_cast<int64_t>(listed[s].size()) > options.max_per_split) {
+      KeepSample(&listed[s], options.max_per_split, options.split_seed);
+    }
+    to_decode += static_cast<int64_t>(listed[s].size());
+  }
+  return to_decode;
+}
+
+// Decodes the selected images into `data`'s splits (skipping bad ones when
+// the options say so).
+absl::Status DecodeImages(const std::string& root, const fs::path& root_path,
+                          const v1::InputSpec& spec, const ImageFolderOptions& options,
+                          const std::vector<Listed> (&listed)[kNumDataSplits], int64_t to_decode,
+                          ImageFolderDataset* data) {
+  std::unique_ptr<ProgressBar> bar;
+  if (options.progress && to_decode >= kProgressBarMinImages && ::isatty(::fileno(stderr)) != 0) {
+    bar = std::make_unique<ProgressBar>(absl::StrCat("decode ", Printable(root)), to_decode);
+  }
+  int64_t done = 0;
+  for (int s = 0; s < kNumDataSplits; ++s) {
+    ImageSplit& split = data->split(static_cast<DataSplit>(s));
+    split.images.reserve(listed[s].size() * static_cast<size_t>(split.image_floats()));
+    for (const Listed& image : listed[s]) {
+      absl::StatusOr<std::vector<float>> pixels = [&]() -> absl::StatusOr<std::vector<float>> {
+        HAPI_ASSIGN_OR_RETURN(std::string bytes, ReadImageFile(root_path / image.path));
+        return DecodeEncodedImage(bytes, spec);
+      }();
+      if (!pixels.ok()) {
+        if (options.bad_images == BadImagePolicy::kFail) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("bad image ", Printable((root_path / image.path).string()), ": ",
+                           pixels.status().message(),
+                           " (fix or remove it, or skip bad images: docs/datasets.md)"));
+        }
+        data->skipped.push_back({Printable(image.path), std::string(pixels.status().message())});
+      } else {
+        split.images.insert(split.images.end(), pixels->begin(), pixels->end());
+        split.labels.push_back(image.label);
+        split.paths.push_back(image.path);
+      }
+      if (bar != nullptr) bar->Update(++done);
+    }
+  }
+  if (bar != nullptr) {
+    bar->Finish(absl::StrCat(data->skipped.size(), " bad images skipped"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<ImageFolderDataset> LoadImageFolder(const std::string& root,
                                                    const v1::InputSpec& spec,
                                                    const ImageFolderOptions& options) {
@@ -342,158 +531,14 @@ absl::StatusOr<ImageFolderDataset> LoadImageFolder(const std::string& root,
   data.split_seed = options.split_seed;
   const fs::path root_path(root);
   FolderLister lister(root_path, &data);
-
-  // The layout, from the root's folders.
-  HAPI_ASSIGN_OR_RETURN(std::vector<Entry> top, ListFolder(root_path));
-  std::vector<std::string> split_folders, other_folders;
-  for (const Entry& e : top) {
-    if (!e.directory || IsHidden(e.name)) continue;
-    (e.name == "train" || e.name == "val" || e.name == "test" ? split_folders : other_folders)
-        .push_back(e.name);
-  }
-  if (!split_folders.empty() && !other_folders.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Printable(root), " mixes split folders (", absl::StrJoin(split_folders, ", "),
-                     ") with other folders (", Printable(absl::StrJoin(other_folders, ", ")),
-                     "): use <root>/<class>/<image> or <root>/{train,val,test}/<class>/<image>"));
-  }
-  data.layout =
-      split_folders.empty() ? ImageFolderLayout::kClassFolders : ImageFolderLayout::kSplitFolders;
-
-  // Every image with its class, and the split it came from (or the pool's).
-  struct Source {
-    std::string folder;  // relative to the root: "" or "train" ...
-    ClassFiles classes;
-    bool pool = false;  // split here by the fixed seed
-    DataSplit split = DataSplit::kTrain;
-  };
-  std::vector<Source> sources;
-  if (data.layout == ImageFolderLayout::kClassFolders) {
-    HAPI_ASSIGN_OR_RETURN(ClassFiles classes, lister.ListClasses(""));
-    sources.push_back({"", std::move(classes), true, DataSplit::kTrain});
-  } else {
-    for (const Entry& e : top) {
-      if (!e.directory || IsHidden(e.name)) lister.Ignore(e.name);
-    }
-    for (DataSplit s : {DataSplit::kTrain, DataSplit::kValidation, DataSplit::kTest}) {
-      const std::string name = DataSplitName(s);
-      if (std::find(split_folders.begin(), split_folders.end(), name) == split_folders.end()) {
-        continue;
-      }
-      HAPI_ASSIGN_OR_RETURN(ClassFiles classes, lister.ListClasses(name + "/"));
-      sources.push_back({name, std::move(classes), s == DataSplit::kTrain, s});
-    }
-    for (size_t k = 1; k < sources.size(); ++k) {
-      HAPI_RETURN_IF_ERROR(CheckSameClasses(root_path, sources[0].folder, sources[0].classes,
-                                            sources[k].folder, sources[k].classes));
-    }
-  }
-  for (const auto& [name, files] : sources[0].classes) data.class_names.push_back(name);
-
-  // What the pool gives away: only splits whose folder is not there.
-  auto has_folder = [&](DataSplit s) {
-    return data.layout == ImageFolderLayout::kSplitFolders &&
-           std::find(split_folders.begin(), split_folders.end(), DataSplitName(s)) !=
-               split_folders.end();
-  };
-  const double test_share = has_folder(DataSplit::kTest) ? 0 : options.test_fraction;
-  const double validation_share =
-      has_folder(DataSplit::kValidation) ? 0 : options.validation_fraction;
-
+  Shares shares;
+  HAPI_ASSIGN_OR_RETURN(std::vector<Source> sources,
+                        ListSources(root, root_path, options, lister, &data, &shares));
   std::vector<Listed> listed[kNumDataSplits];
-  for (const Source& source : sources) {
-    int label = 0;
-    for (const auto& [name, files] : source.classes) {
-      for (const std::string& path : files) {
-        DataSplit split = source.split;
-        if (source.pool) {
-          const double u = UnitHash(path, options.split_seed);
-          split = u < test_share                      ? DataSplit::kTest
-                  : u < test_share + validation_share ? DataSplit::kValidation
-                                                      : DataSplit::kTrain;
-        }
-        listed[static_cast<int>(split)].push_back({path, label, split});
-      }
-      ++label;
-    }
-  }
-
-  // The images to decode, each split in traversal order.
-  int64_t to_decode = 0;
-  for (int s = 0; s < kNumDataSplits; ++s) {
-    ImageSplit& split = data.split(static_cast<DataSplit>(s));
-    split.split = static_cast<DataSplit>(s);
-    split.channels = spec.channels();
-    split.height = spec.height();
-    split.width = spec.width();
-    split.listed = static_cast<int64_t>(listed[s].size());
-    if (!options.decode[s]) {
-      listed[s].clear();
-      continue;
-    }
-    // Empty: an error when images were expected (a split carved out with a
-    // share above 0, or one with neither a folder nor a pool to carve it from).
-    const bool carved = !has_folder(split.split) && sources[0].pool;
-    const double share = s == static_cast<int>(DataSplit::kTest)         ? test_share
-                         : s == static_cast<int>(DataSplit::kValidation) ? validation_share
-                                                                         : 1;
-    if (listed[s].empty() && (!carved || share > 0)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "image folder ", Printable(root), " has no images in its ", DataSplitName(split.split),
-          " split",
-          carved ? " (carved out of the pool by its fraction: add images or raise the fraction)"
-                 : absl::StrCat(" (no ", DataSplitName(split.split),
-                                "/ folder, nor a train/ to carve it from)")));
-    }
-    if (options.max_per_split > 0 &&
-        static_cast<int64_t>(listed[s].size()) > options.max_per_split) {
-      std::vector<std::pair<uint64_t, size_t>> keyed;
-      for (size_t i = 0; i < listed[s].size(); ++i) {
-        keyed.emplace_back(KeyedPathHash(listed[s][i].path, options.split_seed ^ kSampleKey), i);
-      }
-      std::sort(keyed.begin(), keyed.end());
-      keyed.resize(static_cast<size_t>(options.max_per_split));
-      std::sort(keyed.begin(), keyed.end(),
-                [](const auto& a, const auto& b) { return a.second < b.second; });
-      std::vector<Listed> kept;
-      for (const auto& [hash, i] : keyed) kept.push_back(std::move(listed[s][i]));
-      listed[s] = std::move(kept);
-    }
-    to_decode += static_cast<int64_t>(listed[s].size());
-  }
-
-  std::unique_ptr<ProgressBar> bar;
-  if (options.progress && to_decode >= kProgressBarMinImages && ::isatty(::fileno(stderr)) != 0) {
-    bar = std::make_unique<ProgressBar>(absl::StrCat("decode ", Printable(root)), to_decode);
-  }
-  int64_t done = 0;
-  for (int s = 0; s < kNumDataSplits; ++s) {
-    ImageSplit& split = data.split(static_cast<DataSplit>(s));
-    split.images.reserve(listed[s].size() * static_cast<size_t>(split.image_floats()));
-    for (const Listed& image : listed[s]) {
-      absl::StatusOr<std::vector<float>> pixels = [&]() -> absl::StatusOr<std::vector<float>> {
-        HAPI_ASSIGN_OR_RETURN(std::string bytes, ReadImageFile(root_path / image.path));
-        return DecodeEncodedImage(bytes, spec);
-      }();
-      if (!pixels.ok()) {
-        if (options.bad_images == BadImagePolicy::kFail) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("bad image ", Printable((root_path / image.path).string()), ": ",
-                           pixels.status().message(),
-                           " (fix or remove it, or skip bad images: docs/datasets.md)"));
-        }
-        data.skipped.push_back({Printable(image.path), std::string(pixels.status().message())});
-      } else {
-        split.images.insert(split.images.end(), pixels->begin(), pixels->end());
-        split.labels.push_back(image.label);
-        split.paths.push_back(image.path);
-      }
-      if (bar != nullptr) bar->Update(++done);
-    }
-  }
-  if (bar != nullptr) {
-    bar->Finish(absl::StrCat(data.skipped.size(), " bad images skipped"));
-  }
+  AssignSplits(sources, shares, options.split_seed, listed);
+  HAPI_ASSIGN_OR_RETURN(int64_t to_decode,
+                        SelectImages(root, spec, options, sources[0].pool, shares, &data, listed));
+  HAPI_RETURN_IF_ERROR(DecodeImages(root, root_path, spec, options, listed, to_decode, &data));
   return data;
 }
 

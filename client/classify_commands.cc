@@ -527,90 +527,117 @@ class ServingTimeline {
   bool warned_ = false;
 };
 
-void Bench(const BenchOptions& o, const Connection& conn, const std::string& data_dir) {
-  LoadOptions load = o.load;
-  load.progress = !o.no_progress;
-  if (load.batch < 1) Die("--batch must be at least 1", 2);
+// The options Bench checks before it contacts the server; dies naming the
+// option that is wrong.
+ImageShift CheckBenchOptions(const BenchOptions& o) {
+  if (o.load.batch < 1) Die("--batch must be at least 1", 2);
   const ImageShift shift = BenchShift(o);
-  const bool shifted = shift.kind != ShiftKind::kNone;
   if (!o.timeline_out.empty() && o.timeline_every < 1) {
     Die("--timeline_every must be at least 1", 2);
   }
+  return shift;
+}
+
+// Where the bench's requests go; *spec is the served model's input. Fails
+// fast and clearly when the server is not there.
+LoadTarget BenchTarget(const BenchOptions& o, const Connection& conn, v1::InputSpec* spec) {
   LoadTarget target;
   target.protocol = ParseProtocol(o.protocol.protocol);
   target.channel = conn.Channel();
   target.token = conn.Token();
   target.deadline_ms = o.deadline_ms;
-  // Fails fast and clearly when the server is not there.
-  const v1::InputSpec spec = ServedSpec(conn, target.protocol == Protocol::kOip, o.protocol.model);
+  *spec = ServedSpec(conn, target.protocol == Protocol::kOip, o.protocol.model);
   target.model =
       target.protocol == Protocol::kOip ? OipModel(conn, o.protocol.model) : o.protocol.model;
+  return target;
+}
+
+// The requests' images (with a shift: the clean ones, then their shifted
+// copies) and the clean images' labels.
+struct BenchImages {
   std::vector<std::string> images;
   std::vector<int> labels;
-  int num_images = 0;
-  if (!o.folder.dir.empty()) {
-    // An image folder's split, already the model's shape: raw tensors,
-    // shifted on all of their channels.
-    if (o.images < 1) Die("--images must be at least 1", 2);
-    DataSplit split_name;
-    const ImageFolderDataset data = LoadFolderSplit(o.folder, spec, o.images, &split_name);
-    const ImageSplit& split = data.split(split_name);
-    target.encoded = false;
-    target.channels = spec.channels();
-    target.height = spec.height();
-    target.width = spec.width();
-    for (int copy = 0; copy < (shifted ? 2 : 1); ++copy) {
-      for (int i = 0; i < split.size(); ++i) {
-        std::string raw = QuantizedImageFor(split.image(i), spec).raw_uint8();
-        if (copy == 1) {
-          DieUnlessOk(ApplyShift(shift, spec.channels(), spec.height(), spec.width(), i,
-                                 reinterpret_cast<uint8_t*>(raw.data())));
-        }
-        images.push_back(std::move(raw));
-        if (copy == 0) labels.push_back(split.labels[i]);
+  int num_images = 0;  // clean images
+};
+
+// An image folder's split, already the model's shape: raw tensors, shifted on
+// all of their channels.
+void LoadFolderBenchImages(const BenchOptions& o, const v1::InputSpec& spec,
+                           const ImageShift& shift, LoadTarget* target, BenchImages* out) {
+  if (o.images < 1) Die("--images must be at least 1", 2);
+  const bool shifted = shift.kind != ShiftKind::kNone;
+  DataSplit split_name;
+  const ImageFolderDataset data = LoadFolderSplit(o.folder, spec, o.images, &split_name);
+  const ImageSplit& split = data.split(split_name);
+  target->encoded = false;
+  target->channels = spec.channels();
+  target->height = spec.height();
+  target->width = spec.width();
+  for (int copy = 0; copy < (shifted ? 2 : 1); ++copy) {
+    for (int i = 0; i < split.size(); ++i) {
+      std::string raw = QuantizedImageFor(split.image(i), spec).raw_uint8();
+      if (copy == 1) {
+        DieUnlessOk(ApplyShift(shift, spec.channels(), spec.height(), spec.width(), i,
+                               reinterpret_cast<uint8_t*>(raw.data())));
       }
+      out->images.push_back(std::move(raw));
+      if (copy == 0) out->labels.push_back(split.labels[i]);
     }
-    num_images = split.size();
   }
-  ImageSet test;
-  if (o.folder.dir.empty()) {
-    test = TestSet(data_dir);
-    test.Truncate(o.images);
-    num_images = test.size();
-  }
-  // The clean images, then (with a shift) their shifted copies: shifted on the
-  // grey plane, before packing, so every channel of an RGB model gets the
-  // same shifted grey.
+  out->num_images = split.size();
+}
+
+// The test set's images, converted to the model's input. The clean images,
+// then (with a shift) their shifted copies: shifted on the grey plane, before
+// packing, so every channel of an RGB model gets the same shifted grey.
+void LoadTestSetBenchImages(const BenchOptions& o, const std::string& data_dir,
+                            const v1::InputSpec& spec, const ImageShift& shift, LoadTarget* target,
+                            BenchImages* out) {
+  const bool shifted = shift.kind != ShiftKind::kNone;
+  ImageSet test = TestSet(data_dir);
+  test.Truncate(o.images);
+  out->num_images = test.size();
   for (int copy = 0; copy < (shifted ? 2 : 1); ++copy) {
     for (int i = 0; i < test.size(); ++i) {
       std::vector<uint8_t> grey(test.image(i), test.image(i) + kImagePixels);
       if (copy == 1) DieUnlessOk(ApplyShift(shift, 1, kImageSide, kImageSide, i, grey.data()));
       absl::StatusOr<v1::Image> image = GrayImageFor(grey.data(), kImageSide, kImageSide, spec);
       if (!image.ok()) Die(std::string(image.status().message()));
-      target.encoded = image->has_encoded();
-      if (target.encoded) {
-        images.push_back(image->encoded());
+      target->encoded = image->has_encoded();
+      if (target->encoded) {
+        out->images.push_back(image->encoded());
       } else {
-        target.channels = image->channels();
-        target.height = image->height();
-        target.width = image->width();
-        images.push_back(image->raw_uint8());
+        target->channels = image->channels();
+        target->height = image->height();
+        target->width = image->width();
+        out->images.push_back(image->raw_uint8());
       }
-      if (copy == 0) labels.push_back(test.labels[i]);
+      if (copy == 0) out->labels.push_back(test.labels[i]);
     }
   }
-  if (images.empty()) {
-    Die(absl::StrCat(o.folder.dir.empty() ? data_dir : o.folder.dir, ": no test images"));
-  }
+}
+
+// Tells stderr what the bench sends: the model's input and the shift, if any.
+void DescribeBench(const BenchOptions& o, const v1::InputSpec& spec, const LoadTarget& target,
+                   const ImageShift& shift) {
   std::cerr << "model input " << DescribeInputSpec(spec) << ": sending "
             << (target.encoded ? "PNG images (the server converts them)"
                                : absl::StrFormat("raw %dx%dx%d uint8 tensors", target.channels,
                                                  target.height, target.width))
             << "\n";
-  if (shifted) {
-    load.shift_after = o.shift_after;
+  if (shift.kind != ShiftKind::kNone) {
     std::cerr << "shift: " << DescribeShift(shift) << ", from request " << o.shift_after << "\n";
   }
+}
+
+// Runs the load (with --timeline, polling the server as it goes) and writes
+// its summary and reports.
+void RunBench(const BenchOptions& o, const Connection& conn, const LoadTarget& target,
+              const ImageShift& shift, const BenchImages& images) {
+  const bool shifted = shift.kind != ShiftKind::kNone;
+  LoadOptions load = o.load;
+  load.progress = !o.no_progress;
+  if (shifted) load.shift_after = o.shift_after;
   std::unique_ptr<ServingTimeline> timeline;
   if (!o.timeline_out.empty()) {
     timeline = std::make_unique<ServingTimeline>(conn, o.protocol.model, o.timeline_out,
@@ -618,12 +645,29 @@ void Bench(const BenchOptions& o, const Connection& conn, const std::string& dat
     load.observe_every = o.timeline_every;
     load.observe = [&timeline](const LoadProgress& p) { timeline->Observe(p); };
   }
-  std::unique_ptr<LoadClient> client = MakeLoadClient(target, images);
-  LoadReport report = RunLoad(client.get(), num_images, labels, load);
+  std::unique_ptr<LoadClient> client = MakeLoadClient(target, images.images);
+  LoadReport report = RunLoad(client.get(), images.num_images, images.labels, load);
   if (timeline != nullptr) timeline->Finish();
   std::cout << SummariseLoad(report);
   if (!o.csv_out.empty()) DieUnlessOk(WriteFileAtomically(o.csv_out, LoadReportCsv(report)));
   if (!o.json_out.empty()) DieUnlessOk(WriteFileAtomically(o.json_out, LoadReportJson(report)));
+}
+
+void Bench(const BenchOptions& o, const Connection& conn, const std::string& data_dir) {
+  const ImageShift shift = CheckBenchOptions(o);
+  v1::InputSpec spec;
+  LoadTarget target = BenchTarget(o, conn, &spec);
+  BenchImages images;
+  if (!o.folder.dir.empty()) {
+    LoadFolderBenchImages(o, spec, shift, &target, &images);
+  } else {
+    LoadTestSetBenchImages(o, data_dir, spec, shift, &target, &images);
+  }
+  if (images.images.empty()) {
+    Die(absl::StrCat(o.folder.dir.empty() ? data_dir : o.folder.dir, ": no test images"));
+  }
+  DescribeBench(o, spec, target, shift);
+  RunBench(o, conn, target, shift, images);
 }
 
 // --- export-samples ------------------------------------------------------

@@ -153,72 +153,111 @@ struct TrainedHeads {
   std::vector<double> last_epoch_accuracy;
 };
 
-TrainedHeads TrainHeads(const ImportedModel& model, const FeatureCache& cache,
-                        const std::vector<ExitHeadChoice>& heads,
-                        const ImportedExitOptions& options) {
+// The heads' modules, built in order (their initial weights drawn from the
+// generator as seeded), and all their parameters, for the optimizer.
+std::vector<ExitHead> BuildHeads(const ImportedModel& model,
+                                 const std::vector<ExitHeadChoice>& heads,
+                                 std::vector<torch::Tensor>* parameters) {
   const v1::ModelManifest& m = model.manifest();
-  torch::manual_seed(options.seed);
-  TrainedHeads out;
-  std::vector<torch::Tensor> parameters;
+  std::vector<ExitHead> modules;
   for (const ExitHeadChoice& h : heads) {
     const v1::TensorShape& s = m.stages(model.ExitStage(h.exit)).output();
     ExitHead head(s.channels(), std::min(s.height(), s.width()), h.conv_channels, h.pool,
                   model.num_classes());
-    for (const auto& p : head->parameters()) parameters.push_back(p);
-    out.modules.push_back(head);
+    for (const auto& p : head->parameters()) parameters->push_back(p);
+    modules.push_back(head);
   }
+  return modules;
+}
+
+// The learning-rate schedule's step counts.
+struct StepSchedule {
+  int64_t per_epoch = 0;
+  int64_t total = 0;
+  int64_t warmup = 0;
+};
+
+// One optimizer step of every head on the samples order[begin, begin + count)
+// at `rate`: adds each head's correct predictions to `hits` and returns the
+// summed loss.
+double TrainStep(std::vector<ExitHead>& modules, torch::optim::Adam& optimizer,
+                 const FeatureCache& cache, const torch::Tensor& labels,
+                 const std::vector<int>& order, int begin, int count, double rate,
+                 std::vector<int64_t>* hits) {
+  const torch::Tensor index =
+      torch::tensor(std::vector<int64_t>(order.begin() + begin, order.begin() + begin + count));
+  const torch::Tensor y = labels.index_select(0, index);
+  for (auto& group : optimizer.param_groups()) group.options().set_lr(rate);
+  optimizer.zero_grad();
+  torch::Tensor loss = torch::zeros({});
+  for (size_t k = 0; k < modules.size(); ++k) {
+    const torch::Tensor logits = modules[k]->forward(cache.inputs[k].index_select(0, index));
+    loss = loss + torch::nn::functional::cross_entropy(logits, y);
+    (*hits)[k] += logits.argmax(1).eq(y).sum().item<int64_t>();
+  }
+  loss.backward();
+  optimizer.step();
+  return loss.item<double>();
+}
+
+// One epoch over the cached features in a seeded order; records its time,
+// mean loss and the heads' accuracies in `out`.
+void TrainEpoch(int epoch, const FeatureCache& cache, const torch::Tensor& labels,
+                const StepSchedule& schedule, const ImportedExitOptions& options,
+                torch::optim::Adam& optimizer, int64_t* step, TrainedHeads* out) {
+  const int n = static_cast<int>(cache.labels.size());
+  const int num_heads = static_cast<int>(out->modules.size());
+  const Clock::time_point epoch_start = Clock::now();
+  for (auto& head : out->modules) head->train(true);
+  std::unique_ptr<ProgressBar> bar;
+  if (options.progress) {
+    bar = std::make_unique<ProgressBar>(
+        absl::StrFormat("exits epoch %d/%d", epoch + 1, options.epochs), schedule.per_epoch);
+  }
+  const std::vector<int> order = SeededPermutation(n, options.seed * 1000 + 500 + epoch);
+  double loss_sum = 0;
+  std::vector<int64_t> hits(num_heads, 0);
+  int64_t seen = 0;
+  for (int begin = 0; begin < n; begin += options.batch_size) {
+    const int count = std::min(options.batch_size, n - begin);
+    const double rate =
+        ScheduledRate(options.learning_rate, *step, schedule.total, schedule.warmup);
+    const double loss =
+        TrainStep(out->modules, optimizer, cache, labels, order, begin, count, rate, &hits);
+    loss_sum += loss / num_heads * count;
+    seen += count;
+    ++*step;
+    if (bar) {
+      bar->Update(begin / options.batch_size + 1,
+                  absl::StrFormat("mean loss %.3f first-exit acc %.1f%% last-exit acc %.1f%%",
+                                  loss_sum / seen, 100.0 * hits.front() / seen,
+                                  100.0 * hits.back() / seen));
+    }
+  }
+  out->epoch_seconds.push_back(SecondsSince(epoch_start));
+  out->epoch_loss.push_back(loss_sum / std::max<int64_t>(1, seen));
+  out->last_epoch_accuracy.clear();
+  for (int64_t h : hits) out->last_epoch_accuracy.push_back(static_cast<double>(h) / seen);
+  if (bar) bar->Finish(absl::StrFormat("mean loss %.3f", out->epoch_loss.back()));
+}
+
+TrainedHeads TrainHeads(const ImportedModel& model, const FeatureCache& cache,
+                        const std::vector<ExitHeadChoice>& heads,
+                        const ImportedExitOptions& options) {
+  torch::manual_seed(options.seed);
+  TrainedHeads out;
+  std::vector<torch::Tensor> parameters;
+  out.modules = BuildHeads(model, heads, &parameters);
   torch::optim::Adam optimizer(parameters, torch::optim::AdamOptions(options.learning_rate));
   const int n = static_cast<int>(cache.labels.size());
   const torch::Tensor labels = torch::tensor(cache.labels);
-  const int64_t steps_per_epoch = (n + options.batch_size - 1) / options.batch_size;
-  const int64_t total_steps = steps_per_epoch * options.epochs;
-  const int64_t warmup = std::min<int64_t>(steps_per_epoch / 4 + 1, total_steps);
-  const int num_heads = static_cast<int>(heads.size());
+  StepSchedule schedule;
+  schedule.per_epoch = (n + options.batch_size - 1) / options.batch_size;
+  schedule.total = schedule.per_epoch * options.epochs;
+  schedule.warmup = std::min<int64_t>(schedule.per_epoch / 4 + 1, schedule.total);
   int64_t step = 0;
   for (int epoch = 0; epoch < options.epochs; ++epoch) {
-    const Clock::time_point epoch_start = Clock::now();
-    for (auto& head : out.modules) head->train(true);
-    std::unique_ptr<ProgressBar> bar;
-    if (options.progress) {
-      bar = std::make_unique<ProgressBar>(
-          absl::StrFormat("exits epoch %d/%d", epoch + 1, options.epochs), steps_per_epoch);
-    }
-    const std::vector<int> order = SeededPermutation(n, options.seed * 1000 + 500 + epoch);
-    double loss_sum = 0;
-    std::vector<int64_t> hits(num_heads, 0);
-    int64_t seen = 0;
-    for (int begin = 0; begin < n; begin += options.batch_size) {
-      const int count = std::min(options.batch_size, n - begin);
-      const torch::Tensor index =
-          torch::tensor(std::vector<int64_t>(order.begin() + begin, order.begin() + begin + count));
-      const torch::Tensor y = labels.index_select(0, index);
-      const double rate = ScheduledRate(options.learning_rate, step, total_steps, warmup);
-      for (auto& group : optimizer.param_groups()) group.options().set_lr(rate);
-      optimizer.zero_grad();
-      torch::Tensor loss = torch::zeros({});
-      for (int k = 0; k < num_heads; ++k) {
-        const torch::Tensor logits =
-            out.modules[k]->forward(cache.inputs[k].index_select(0, index));
-        loss = loss + torch::nn::functional::cross_entropy(logits, y);
-        hits[k] += logits.argmax(1).eq(y).sum().item<int64_t>();
-      }
-      loss.backward();
-      optimizer.step();
-      loss_sum += loss.item<double>() / num_heads * count;
-      seen += count;
-      ++step;
-      if (bar) {
-        bar->Update(begin / options.batch_size + 1,
-                    absl::StrFormat("mean loss %.3f first-exit acc %.1f%% last-exit acc %.1f%%",
-                                    loss_sum / seen, 100.0 * hits.front() / seen,
-                                    100.0 * hits.back() / seen));
-      }
-    }
-    out.epoch_seconds.push_back(SecondsSince(epoch_start));
-    out.epoch_loss.push_back(loss_sum / std::max<int64_t>(1, seen));
-    out.last_epoch_accuracy.clear();
-    for (int64_t h : hits) out.last_epoch_accuracy.push_back(static_cast<double>(h) / seen);
-    if (bar) bar->Finish(absl::StrFormat("mean loss %.3f", out.epoch_loss.back()));
+    TrainEpoch(epoch, cache, labels, schedule, options, optimizer, &step, &out);
   }
   for (auto& head : out.modules) head->eval();
   return out;
@@ -376,6 +415,128 @@ absl::StatusOr<CalibrationTable> CalibrateOnImages(const Model& model, const Lab
   return table;
 }
 
+namespace {
+
+// Sizes the cache of the training images' features at the heads into
+// `summary`; an error if it is over the options' allowance.
+absl::Status SizeFeatureCache(const ImportedModel& backbone, const LabelledImages& train,
+                              const ImportedExitOptions& options, ImportedExitsSummary* summary) {
+  const v1::ModelManifest& manifest = backbone.manifest();
+  int64_t per_sample = 0;
+  for (const ExitHeadChoice& h : summary->heads) {
+    per_sample += CachedFloats(manifest.stages(backbone.ExitStage(h.exit)).output(), h);
+  }
+  summary->feature_cache_bytes = per_sample * static_cast<int64_t>(sizeof(float)) * train.size();
+  if (summary->feature_cache_bytes > options.feature_cache_bytes) {
+    const int64_t fits = options.feature_cache_bytes / (per_sample * int64_t{sizeof(float)});
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "the features of %d training samples take %.0f MB (%d floats each), over the %.0f MB "
+        "allowed for the cache: train on at most %d samples or allow more memory",
+        train.size(), summary->feature_cache_bytes / 1e6, per_sample,
+        options.feature_cache_bytes / 1e6, fits));
+  }
+  return absl::OkStatus();
+}
+
+// Computes the features, trains the heads on them and folds them for
+// inference into `heads`; the times, losses and accuracies go into `summary`
+// and the per-epoch times into `epoch_seconds`.
+absl::Status TrainAndFoldHeads(const ImportedModel& backbone, const LabelledImages& train,
+                               const ImportedExitOptions& options, ImportedExitsSummary* summary,
+                               std::vector<ExitHeadWeights>* heads,
+                               std::vector<double>* epoch_seconds) {
+  try {
+    Clock::time_point start = Clock::now();
+    HAPI_ASSIGN_OR_RETURN(FeatureCache cache,
+                          ComputeFeatures(backbone, train, summary->heads, options.progress));
+    summary->feature_seconds = SecondsSince(start);
+    start = Clock::now();
+    TrainedHeads trained = TrainHeads(backbone, cache, summary->heads, options);
+    summary->train_seconds = SecondsSince(start);
+    summary->epoch_loss = trained.epoch_loss;
+    summary->last_epoch_accuracy = trained.last_epoch_accuracy;
+    *epoch_seconds = trained.epoch_seconds;
+    for (size_t k = 0; k < summary->heads.size(); ++k) {
+      heads->push_back(FoldHead(trained.modules[k], summary->heads[k]));
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("training the exits of model ",
+                                            backbone.manifest().name(), ": ",
+                                            e.what_without_backtrace()));
+  }
+  return absl::OkStatus();
+}
+
+// What the retrained model's directory holds before calibration: its
+// manifest (with the heads and the report's sizes) and its weight files.
+struct ExitFiles {
+  v1::ModelManifest manifest;
+  std::string heads_bytes;
+  std::string graph_bytes;
+};
+
+absl::StatusOr<ExitFiles> AssembleFiles(const std::string& model_dir,
+                                        const v1::ModelManifest& manifest,
+                                        const std::vector<ExitHeadChoice>& chosen,
+                                        const LabelledSplits& data, int train_samples,
+                                        const ImportedExitOptions& options,
+                                        const std::vector<ExitHeadWeights>& heads,
+                                        const std::vector<double>& epoch_seconds) {
+  ExitFiles files;
+  v1::ModelManifest& m = files.manifest;
+  m = ManifestWithHeads(manifest, chosen, data, train_samples, options);
+  for (double s : epoch_seconds) m.mutable_report()->add_exit_epoch_seconds(s);
+  HAPI_ASSIGN_OR_RETURN(files.heads_bytes, SerializeExitHeads(heads));
+  HAPI_ASSIGN_OR_RETURN(files.graph_bytes,
+                        ReadFile(absl::StrCat(model_dir, "/", m.backbone_weights())));
+  int64_t params = 0;
+  for (const auto& s : m.stages()) params += s.params();
+  for (const auto& e : m.exits()) params += e.params();
+  m.mutable_report()->set_num_parameters(params);
+  m.mutable_report()->set_weights_bytes(
+      static_cast<int64_t>(files.graph_bytes.size() + files.heads_bytes.size()));
+  return files;
+}
+
+// Writes the files into `staging`, calibrates the model from there through
+// the model loader (the server's path, heads attached from the file), writes
+// the calibrations, report and final manifest, and publishes `staging` as
+// `model_dir` in one rename.
+absl::Status WriteCalibrateAndPublish(const std::string& staging, const std::string& model_dir,
+                                      const LabelledSplits& data,
+                                      const ImportedExitOptions& options,
+                                      const std::vector<ExitHeadChoice>& chosen, ExitFiles* files) {
+  v1::ModelManifest& m = files->manifest;
+  auto write = [&](const std::string& file, absl::string_view bytes) {
+    return WriteFileAtomically(absl::StrCat(staging, "/", file), bytes);
+  };
+  HAPI_RETURN_IF_ERROR(write(m.backbone_weights(), files->graph_bytes));
+  HAPI_RETURN_IF_ERROR(write(m.exit_weights(), files->heads_bytes));
+  HAPI_RETURN_IF_ERROR(WriteTextProtoAtomically(absl::StrCat(staging, "/", kManifestFile), m));
+  HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const Model> served, LoadImportedModel(staging));
+  const std::shared_ptr<const LabelledImages> validation =
+      FirstImages(data.validation, options.calibration_limit);
+  const std::shared_ptr<const LabelledImages> test =
+      FirstImages(data.test, options.calibration_limit);
+  HAPI_ASSIGN_OR_RETURN(
+      CalibrationTable validation_table,
+      CalibrateOnImages(*served, *validation, options.progress ? "calibrate validation" : ""));
+  HAPI_ASSIGN_OR_RETURN(
+      CalibrationTable test_table,
+      CalibrateOnImages(*served, *test, options.progress ? "calibrate test" : ""));
+  m.mutable_split()->set_validation(validation->size());
+  m.mutable_split()->set_test(test->size());
+  FillExitReports(validation_table, test_table, &m);
+  HAPI_RETURN_IF_ERROR(write(m.validation_calibration(), validation_table.Serialize()));
+  HAPI_RETURN_IF_ERROR(write(m.test_calibration(), test_table.Serialize()));
+  HAPI_RETURN_IF_ERROR(
+      write(kReportFile, FormatImportedExitsReport(m, chosen, options.max_head_macs_fraction)));
+  HAPI_RETURN_IF_ERROR(WriteTextProtoAtomically(absl::StrCat(staging, "/", kManifestFile), m));
+  return PublishDirectory(staging, model_dir);
+}
+
+}  // namespace
+
 absl::StatusOr<ImportedExitsSummary> TrainImportedExits(const std::string& model_dir,
                                                         const LabelledSplits& data,
                                                         const ImportedExitOptions& options) {
@@ -392,95 +553,32 @@ absl::StatusOr<ImportedExitsSummary> TrainImportedExits(const std::string& model
   }
   const std::shared_ptr<const LabelledImages> train = FirstImages(data.train, options.train_limit);
   summary.train_samples = train->size();
-  int64_t per_sample = 0;
-  for (const ExitHeadChoice& h : summary.heads) {
-    per_sample += CachedFloats(manifest.stages(backbone->ExitStage(h.exit)).output(), h);
-  }
-  summary.feature_cache_bytes = per_sample * static_cast<int64_t>(sizeof(float)) * train->size();
-  if (summary.feature_cache_bytes > options.feature_cache_bytes) {
-    const int64_t fits = options.feature_cache_bytes / (per_sample * int64_t{sizeof(float)});
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "the features of %d training samples take %.0f MB (%d floats each), over the %.0f MB "
-        "allowed for the cache: train on at most %d samples or allow more memory",
-        train->size(), summary.feature_cache_bytes / 1e6, per_sample,
-        options.feature_cache_bytes / 1e6, fits));
-  }
+  HAPI_RETURN_IF_ERROR(SizeFeatureCache(*backbone, *train, options, &summary));
   torch::set_num_threads(options.threads > 0
                              ? options.threads
                              : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
 
   std::vector<ExitHeadWeights> heads;
   std::vector<double> epoch_seconds;
-  try {
-    Clock::time_point start = Clock::now();
-    HAPI_ASSIGN_OR_RETURN(FeatureCache cache,
-                          ComputeFeatures(*backbone, *train, summary.heads, options.progress));
-    summary.feature_seconds = SecondsSince(start);
-    start = Clock::now();
-    TrainedHeads trained = TrainHeads(*backbone, cache, summary.heads, options);
-    summary.train_seconds = SecondsSince(start);
-    summary.epoch_loss = trained.epoch_loss;
-    summary.last_epoch_accuracy = trained.last_epoch_accuracy;
-    epoch_seconds = trained.epoch_seconds;
-    for (size_t k = 0; k < summary.heads.size(); ++k) {
-      heads.push_back(FoldHead(trained.modules[k], summary.heads[k]));
-    }
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("training the exits of model ", manifest.name(), ": ",
-                                            e.what_without_backtrace()));
-  }
-  v1::ModelManifest m = ManifestWithHeads(manifest, summary.heads, data, train->size(), options);
-  for (double s : epoch_seconds) m.mutable_report()->add_exit_epoch_seconds(s);
-  HAPI_ASSIGN_OR_RETURN(const std::string heads_bytes, SerializeExitHeads(heads));
-  HAPI_ASSIGN_OR_RETURN(const std::string graph_bytes,
-                        ReadFile(absl::StrCat(model_dir, "/", m.backbone_weights())));
-  int64_t params = 0;
-  for (const auto& s : m.stages()) params += s.params();
-  for (const auto& e : m.exits()) params += e.params();
-  m.mutable_report()->set_num_parameters(params);
-  m.mutable_report()->set_weights_bytes(
-      static_cast<int64_t>(graph_bytes.size() + heads_bytes.size()));
+  HAPI_RETURN_IF_ERROR(
+      TrainAndFoldHeads(*backbone, *train, options, &summary, &heads, &epoch_seconds));
+  HAPI_ASSIGN_OR_RETURN(ExitFiles files,
+                        AssembleFiles(model_dir, manifest, summary.heads, data, train->size(),
+                                      options, heads, epoch_seconds));
 
-  // Written in a staging directory, calibrated from there through the model
-  // loader (the server's path, heads attached from the file), then published
-  // in one rename.
+  // Written in a staging directory, calibrated from there, then published in
+  // one rename.
   HAPI_ASSIGN_OR_RETURN(const std::string staging, MakeStagingDirectory(model_dir));
   const Clock::time_point calibration_start = Clock::now();
-  absl::Status st = [&]() -> absl::Status {
-    auto write = [&](const std::string& file, absl::string_view bytes) {
-      return WriteFileAtomically(absl::StrCat(staging, "/", file), bytes);
-    };
-    HAPI_RETURN_IF_ERROR(write(m.backbone_weights(), graph_bytes));
-    HAPI_RETURN_IF_ERROR(write(m.exit_weights(), heads_bytes));
-    HAPI_RETURN_IF_ERROR(WriteTextProtoAtomically(absl::StrCat(staging, "/", kManifestFile), m));
-    HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const Model> served, LoadImportedModel(staging));
-    const std::shared_ptr<const LabelledImages> validation =
-        FirstImages(data.validation, options.calibration_limit);
-    const std::shared_ptr<const LabelledImages> test =
-        FirstImages(data.test, options.calibration_limit);
-    HAPI_ASSIGN_OR_RETURN(
-        CalibrationTable validation_table,
-        CalibrateOnImages(*served, *validation, options.progress ? "calibrate validation" : ""));
-    HAPI_ASSIGN_OR_RETURN(
-        CalibrationTable test_table,
-        CalibrateOnImages(*served, *test, options.progress ? "calibrate test" : ""));
-    m.mutable_split()->set_validation(validation->size());
-    m.mutable_split()->set_test(test->size());
-    FillExitReports(validation_table, test_table, &m);
-    HAPI_RETURN_IF_ERROR(write(m.validation_calibration(), validation_table.Serialize()));
-    HAPI_RETURN_IF_ERROR(write(m.test_calibration(), test_table.Serialize()));
-    HAPI_RETURN_IF_ERROR(write(
-        kReportFile, FormatImportedExitsReport(m, summary.heads, options.max_head_macs_fraction)));
-    HAPI_RETURN_IF_ERROR(WriteTextProtoAtomically(absl::StrCat(staging, "/", kManifestFile), m));
-    return PublishDirectory(staging, model_dir);
-  }();
+  absl::Status st =
+      WriteCalibrateAndPublish(staging, model_dir, data, options, summary.heads, &files);
   if (!st.ok()) {
     std::error_code ec;
     std::filesystem::remove_all(staging, ec);
     return st;
   }
   summary.calibration_seconds = SecondsSince(calibration_start);
-  summary.manifest = std::move(m);
+  summary.manifest = std::move(files.manifest);
   return summary;
 }
 

@@ -34,6 +34,11 @@ struct ModelOptions {
   bool fuse_batch_norm = true;  // fold BN into convolutions (docs/executor-bench.md)
   bool channels_last = true;    // NHWC activations (docs/executor-bench.md)
   bool onednn = true;           // oneDNN convolutions instead of LibTorch's choice
+  // The direct path (model/direct_program.h): oneDNN primitives created once
+  // per model and batch size, weights prepacked, bias/activation/residual add
+  // fused, one blocked layout from stage to stage; no LibTorch per request.
+  // Models whose ops it cannot lower run the LibTorch path above.
+  bool direct = true;
 };
 
 // Ready for inference. Every method is const and safe to call from several

@@ -6,12 +6,14 @@
 #include <torch/torch.h>
 
 #include "core/model.h"
+#include "model/imported_model.h"
 
 namespace hapi {
 
-// `x` must come from ImportedModel::Input (and RunStage): the batch as the
-// inference path holds it (N x C x H x W, channels-last unless the model's
-// options said otherwise). Valid while `x` lives and is not run further.
-const torch::Tensor& ImportedTensor(const Activations& x);
+// `x` must come from `model`'s Input (and RunStage): the batch the inference
+// path computed, N x C x H x W (a copy when the direct path holds it in its
+// own layout; else the tensor itself, valid while `x` lives and is not run
+// further).
+torch::Tensor ImportedTensor(const ImportedModel& model, const Activations& x);
 
 }  // namespace hapi

@@ -132,7 +132,7 @@ absl::StatusOr<FeatureCache> ComputeFeatures(const ImportedModel& model,
       HAPI_RETURN_IF_ERROR(model.RunStage(s, *x));
       for (; next < heads.size() && model.ExitStage(heads[next].exit) == s; ++next) {
         const ExitHeadChoice& h = heads[next];
-        const torch::Tensor& t = ImportedTensor(*x);
+        const torch::Tensor t = ImportedTensor(model, *x);
         torch::Tensor features =
             h.conv_channels > 0 ? t : torch::adaptive_avg_pool2d(t, {h.pool, h.pool});
         cache.inputs[next].narrow(0, begin, count).copy_(features);

@@ -14,6 +14,8 @@
 #include "core/input_spec.h"
 #include "core/model_metadata.h"
 #include "core/status_macros.h"
+#include "glog/logging.h"
+#include "model/direct_program.h"
 #include "model/imported_activations.h"
 #include "model/onednn_conv.h"
 
@@ -249,8 +251,13 @@ absl::StatusOr<std::vector<CutPoint>> ManifestCutPoints(const ImportedGraph& gra
 
 }  // namespace
 
-const torch::Tensor& ImportedTensor(const Activations& x) {
-  return static_cast<const ImportedActivations&>(x).x;
+torch::Tensor ImportedTensor(const ImportedModel& model, const Activations& x) {
+  if (model.direct_program() == nullptr) return static_cast<const ImportedActivations&>(x).x;
+  std::vector<float> values;
+  std::vector<int64_t> dims;
+  const absl::Status st = model.direct_program()->CopyOut(x, &values, &dims);
+  if (!st.ok()) throw std::runtime_error(std::string(st.message()));
+  return torch::from_blob(values.data(), dims, torch::kFloat32).clone();
 }
 
 struct ImportedModel::Program {
@@ -260,6 +267,9 @@ struct ImportedModel::Program {
   torch::Tensor mean, std;                 // 1 x C x 1 x 1
   bool channels_last = true;
   bool onednn = true;
+  // The direct oneDNN path, when options.direct and the graph lowers to it;
+  // otherwise the LibTorch program above runs.
+  std::unique_ptr<DirectProgram> direct;
 };
 
 // --- Manifest -----------------------------------------------------------------
@@ -356,12 +366,30 @@ absl::StatusOr<std::unique_ptr<ImportedModel>> ImportedModel::Create(ImportedGra
     const int64_t channels = spec.channels();
     program->mean = torch::tensor(mean).view({1, channels, 1, 1});
     program->std = torch::tensor(std).view({1, channels, 1, 1});
+    if (options.direct) {
+      absl::StatusOr<std::unique_ptr<DirectProgram>> direct =
+          DirectProgram::Create(g, segments, mean, std);
+      if (direct.ok()) {
+        program->direct = *std::move(direct);
+      } else {
+        LOG(WARNING) << "model " << model->manifest_.name()
+                     << " runs on LibTorch: " << direct.status().message();
+      }
+    }
     model->program_ = std::move(program);
   } catch (const std::exception& e) {
     return model->Failed("preparing the graph", e);
   }
   return model;
 }
+
+absl::Status ImportedModel::Named(absl::Status status) const {
+  if (status.ok()) return status;
+  return absl::Status(status.code(),
+                      absl::StrCat("model ", manifest_.name(), ": ", status.message()));
+}
+
+const DirectProgram* ImportedModel::direct_program() const { return program_->direct.get(); }
 
 absl::Status ImportedModel::Failed(absl::string_view what, const std::exception& e) const {
   const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
@@ -372,6 +400,7 @@ absl::Status ImportedModel::Failed(absl::string_view what, const std::exception&
 
 absl::StatusOr<std::unique_ptr<Activations>> ImportedModel::Input(const float* pixels,
                                                                   int n) const {
+  if (program_->direct) return program_->direct->Input(pixels, n);
   try {
     torch::InferenceMode guard;
     const auto& shape = graph_.input_shape;
@@ -390,6 +419,7 @@ absl::Status ImportedModel::RunStage(int stage, Activations& x) const {
     return absl::InvalidArgumentError(
         absl::StrCat("model ", manifest_.name(), " has no stage ", stage));
   }
+  if (program_->direct) return Named(program_->direct->RunStage(stage, x));
   try {
     torch::InferenceMode guard;
     torch::Tensor& t = static_cast<ImportedActivations&>(x).x;
@@ -401,6 +431,7 @@ absl::Status ImportedModel::RunStage(int stage, Activations& x) const {
 }
 
 absl::Status ImportedModel::FinalLogits(const Activations& x, std::vector<float>* logits) const {
+  if (program_->direct) return Named(program_->direct->FinalLogits(x, logits));
   try {
     torch::InferenceMode guard;
     CopyOut(RunSegment(program_->tail, static_cast<const ImportedActivations&>(x).x), logits);
@@ -420,6 +451,13 @@ absl::Status ImportedModel::RunHead(int exit, const Activations& x,
     return absl::FailedPreconditionError(
         absl::StrCat("model ", manifest_.name(), ": exit ", exit,
                      " has no trained head (imported models' exit heads are trained separately)"));
+  }
+  if (program_->direct) {
+    const DirectProgram& d = *program_->direct;
+    HAPI_RETURN_IF_ERROR(Named(exit == final_exit() ? d.FinalLogits(x, probabilities)
+                                                    : d.HeadLogits(exit, x, probabilities)));
+    SoftmaxRows(probabilities, num_classes());
+    return absl::OkStatus();
   }
   try {
     torch::InferenceMode guard;
@@ -470,6 +508,9 @@ absl::Status ImportedModel::AttachHead(int exit, const ExitHeadWeights& w) {
   h.pool = w.pool;
   h.fc_weight = ToTensor(w.fc_weight);
   h.fc_bias = ToTensor(w.fc_bias);
+  if (program_->direct) {
+    HAPI_RETURN_IF_ERROR(program_->direct->AttachHead(exit, ExitStage(exit), w));
+  }
   program_->heads[exit] = std::move(h);
   return absl::OkStatus();
 }

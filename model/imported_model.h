@@ -19,6 +19,8 @@
 
 namespace hapi {
 
+class DirectProgram;
+
 // The ONNX file inside an imported model's directory.
 inline constexpr char kImportedGraphFile[] = "model.onnx";
 
@@ -98,12 +100,15 @@ class ImportedModel : public Model {
   bool HasHead(int exit) const;
 
   const ImportedGraph& graph() const { return graph_; }
+  // The direct oneDNN path, when it runs this model (ModelOptions::direct).
+  const DirectProgram* direct_program() const;
 
  private:
   struct Program;  // the stages and heads as LibTorch tensors
 
   ImportedModel(v1::ModelManifest manifest, ImportedGraph graph);
   absl::Status Failed(absl::string_view what, const std::exception& e) const;
+  absl::Status Named(absl::Status status) const;  // prefixes the model's name
 
   const v1::ModelManifest manifest_;
   const ImportedGraph graph_;

@@ -11,8 +11,9 @@ PACKAGES=(
   # RPC, serialisation, base libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev libgflags-dev libcli11-dev
-  # model library; ONNX import (parser, checker, shape inference)
-  libtorch-dev libonnx-dev
+  # model library; ONNX import (parser, checker, shape inference); the direct
+  # oneDNN inference path (the same oneDNN LibTorch links)
+  libtorch-dev libonnx-dev libdnnl-dev
   # metrics, state, images
   prometheus-cpp-dev libsqlite3-dev libstb-dev zlib1g-dev
   # image decoding (PNG, JPEG): libraries fuzzed upstream

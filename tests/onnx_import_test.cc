@@ -222,6 +222,13 @@ ModelOptions PlainOptions() {
   ModelOptions o;
   o.channels_last = false;
   o.onednn = false;
+  o.direct = false;
+  return o;
+}
+
+ModelOptions LibTorchOptions() {
+  ModelOptions o;
+  o.direct = false;
   return o;
 }
 
@@ -229,11 +236,93 @@ INSTANTIATE_TEST_SUITE_P(
     Fixtures, ReferenceTest,
     ::testing::Values(Reference{"resnet_tiny", {}}, Reference{"mobilenet_tiny", {}},
                       Reference{"vgg_tiny", {}}, Reference{"opmix_op10", {}},
-                      Reference{"opmix_op14", {}}, Reference{"resnet_tiny", PlainOptions()},
+                      Reference{"opmix_op14", {}}, Reference{"resnet_tiny", LibTorchOptions()},
+                      Reference{"mobilenet_tiny", LibTorchOptions()},
+                      Reference{"opmix_op14", LibTorchOptions()},
+                      Reference{"resnet_tiny", PlainOptions()},
                       Reference{"mobilenet_tiny", PlainOptions()}),
     [](const auto& info) {
-      return absl::StrCat(info.param.fixture, info.param.options.onednn ? "" : "_plain");
+      const ModelOptions& o = info.param.options;
+      return absl::StrCat(info.param.fixture, o.direct ? "" : (o.onednn ? "_libtorch" : "_plain"));
     });
+
+// --- The direct oneDNN path against LibTorch's ------------------------------------
+
+// A head of the exit family with deterministic random weights.
+ExitHeadWeights RandomHead(int channels, int conv_channels, int pool, int classes, int seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 0.2f);
+  auto fill = [&](std::vector<int64_t> dims) {
+    Weight w;
+    w.dims = dims;
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    for (int64_t i = 0; i < n; ++i) w.values.push_back(normal(rng));
+    return w;
+  };
+  ExitHeadWeights h;
+  if (conv_channels > 0) {
+    h.conv_weight = fill({conv_channels, channels, 3, 3});
+    h.conv_bias = fill({conv_channels});
+  }
+  h.pool = pool;
+  const int features = (conv_channels > 0 ? conv_channels : channels) * pool * pool;
+  h.fc_weight = fill({classes, features});
+  h.fc_bias = fill({classes});
+  return h;
+}
+
+class DirectPathTest : public ::testing::TestWithParam<const char*> {};
+
+// Every fixture lowers to the direct path (no silent fallback), and its
+// answers at every exit match the LibTorch path's, batch and single rows.
+TEST_P(DirectPathTest, LowersAndMatchesLibTorchAtEveryExit) {
+  const std::string name = GetParam();
+  std::unique_ptr<ImportedModel> direct = MakeModel(name);
+  std::unique_ptr<ImportedModel> torch = MakeModel(name, LibTorchOptions());
+  ASSERT_NE(direct, nullptr);
+  ASSERT_NE(torch, nullptr);
+  ASSERT_NE(direct->direct_program(), nullptr) << name << " fell back to LibTorch";
+  EXPECT_EQ(torch->direct_program(), nullptr);
+  // Heads on two exits: with a conv and an uneven adaptive pool, and without.
+  const int classes = direct->num_classes();
+  const int last_early = direct->final_exit() - 1;
+  for (ImportedModel* m : {direct.get(), torch.get()}) {
+    const auto& s0 = m->manifest().stages(0).output();
+    const auto& s1 = m->manifest().stages(m->ExitStage(last_early)).output();
+    ASSERT_THAT(m->AttachHead(0, RandomHead(s0.channels(), 12, 3, classes, 1)), IsOk());
+    ASSERT_THAT(m->AttachHead(last_early, RandomHead(s1.channels(), 0, 2, classes, 2)), IsOk());
+  }
+  const std::vector<float> pixels = ReadFloats(Fixture(name + ".input.bin"));
+  for (int batch : {kSamples, 1}) {
+    auto a = direct->Input(pixels.data(), batch);
+    auto b = torch->Input(pixels.data(), batch);
+    ASSERT_THAT(a, IsOk());
+    ASSERT_THAT(b, IsOk());
+    for (int s = 0; s < direct->num_stages(); ++s) {
+      ASSERT_THAT(direct->RunStage(s, **a), IsOk());
+      ASSERT_THAT(torch->RunStage(s, **b), IsOk());
+      for (int e = 0; e < direct->num_exits(); ++e) {
+        if (direct->ExitStage(e) != s || (e != 0 && e != last_early && e != direct->final_exit())) {
+          continue;
+        }
+        std::vector<float> pa, pb;
+        ASSERT_THAT(direct->RunHead(e, **a, &pa), IsOk());
+        ASSERT_THAT(torch->RunHead(e, **b, &pb), IsOk());
+        ASSERT_EQ(pa.size(), static_cast<size_t>(batch * classes));
+        EXPECT_LT(MaxAbsDiff(pa, pb), 1e-5f) << name << " exit " << e << " batch " << batch;
+      }
+    }
+    std::vector<float> la, lb;
+    ASSERT_THAT(direct->FinalLogits(**a, &la), IsOk());
+    ASSERT_THAT(torch->FinalLogits(**b, &lb), IsOk());
+    EXPECT_LT(MaxAbsDiff(la, lb), kTolerance) << name << " batch " << batch;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, DirectPathTest,
+                         ::testing::Values("resnet_tiny", "mobilenet_tiny", "vgg_tiny",
+                                           "opmix_op10", "opmix_op14"));
 
 TEST(ImportedModelTest, SamplesAloneAndKeptRowsAnswerAsInTheBatch) {
   std::unique_ptr<ImportedModel> model = MakeModel("mobilenet_tiny");

@@ -1,9 +1,13 @@
 #include "model/inference_network.h"
 
+#include <algorithm>
 #include <cmath>
+#include <exception>
 #include <map>
 #include <string>
+#include <utility>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
 namespace hapi {
@@ -20,6 +24,16 @@ TensorMap NamedTensors(torch::nn::Module& module) {
 
 constexpr double kBatchNormEps = 1e-5;  // torch::nn::BatchNorm2d default
 
+// `t`'s floats in standard row-major (NCHW, not channels-last) order.
+Weight ToWeight(const torch::Tensor& t) {
+  const torch::Tensor c =
+      t.detach().to(torch::kFloat32).contiguous(torch::MemoryFormat::Contiguous);
+  Weight w;
+  w.dims = c.sizes().vec();
+  w.values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  return w;
+}
+
 }  // namespace
 
 torch::Tensor InferenceNetwork::Conv::operator()(const torch::Tensor& x) const {
@@ -34,7 +48,7 @@ torch::Tensor InferenceNetwork::Conv::operator()(const torch::Tensor& x) const {
 
 InferenceNetwork::InferenceNetwork(EarlyExitModel& model, const v1::InputSpec& input,
                                    const InferenceOptions& options)
-    : options_(options), input_(input), normalize_(input) {
+    : options_(options), name_(model.manifest().name()), input_(input), normalize_(input) {
   torch::NoGradGuard no_grad;
   EarlyExitNetwork& net = model.network();
   const TensorMap backbone = NamedTensors(*net.backbone());
@@ -93,6 +107,7 @@ void InferenceNetwork::BuildStages(const v1::ModelManifest& manifest, const Tens
 void InferenceNetwork::BuildHeads(const v1::ModelManifest& manifest, const TensorMap& backbone,
                                   const TensorMap& heads) {
   for (int e = 0; e < manifest.exits_size(); ++e) {
+    exit_stage_.push_back(manifest.exits(e).after_stage());
     HeadOps h;
     if (manifest.exits(e).is_final()) {
       h.pool = 0;
@@ -141,6 +156,154 @@ torch::Tensor InferenceNetwork::ExitLogits(int exit, const torch::Tensor& featur
     x = torch::adaptive_avg_pool2d(x, {h.pool, h.pool}).flatten(1);
   }
   return torch::addmm(h.fc_bias, x, h.fc_weight.t());
+}
+
+namespace {
+
+// Appends nodes to a graph, recording each output's per-sample shape.
+class GraphBuilder {
+ public:
+  explicit GraphBuilder(ImportedGraph* g) : g_(g) {}
+
+  // A 2-D convolution (square padding and stride, dilation 1, one group) of
+  // `input` by the folded `weight` and `bias`; returns its output tensor.
+  std::string Conv(const std::string& name, const std::string& input, const torch::Tensor& weight,
+                   const torch::Tensor& bias, int stride, int padding, bool relu) {
+    const std::vector<int64_t>& in = g_->shapes.at(input);
+    GraphNode n;
+    n.name = name;
+    n.op_type = "Conv";
+    n.op = GraphOp::kConv;
+    n.inputs = {input};
+    n.weights = {ToWeight(weight), ToWeight(bias)};
+    const std::vector<int64_t>& w = n.weights[0].dims;
+    n.kernel = {w[2], w[3]};
+    n.strides = {stride, stride};
+    n.pads = {padding, padding, padding, padding};
+    n.dilations = {1, 1};
+    n.group = 1;
+    if (relu) n.activation.kind = ActivationKind::kRelu;
+    const std::vector<int64_t> out = {w[0], (in[1] + 2 * padding - w[2]) / stride + 1,
+                                      (in[2] + 2 * padding - w[3]) / stride + 1};
+    // As the importer counts: output elements times the MACs of one.
+    n.macs = out[0] * out[1] * out[2] * (n.weights[0].numel() / w[0]);
+    return Add(std::move(n), out);
+  }
+
+  std::string Add(GraphNode n, std::vector<int64_t> shape) {
+    n.output = n.name;
+    g_->shapes[n.output] = std::move(shape);
+    macs_ += n.macs;
+    g_->nodes.push_back(std::move(n));
+    return g_->nodes.back().output;
+  }
+
+  // The cut point after the last node added.
+  CutPoint Cut() const {
+    const GraphNode& n = g_->nodes.back();
+    return {static_cast<int>(g_->nodes.size()) - 1, n.output, n.name, macs_};
+  }
+
+ private:
+  ImportedGraph* g_;
+  int64_t macs_ = 0;  // of the nodes so far, one sample
+};
+
+}  // namespace
+
+absl::StatusOr<LoweredNetwork> InferenceNetwork::Lower() const {
+  if (!options_.fuse_batch_norm) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model ", name_, ": lowering to the graph IR needs batch norm folded (fuse_batch_norm)"));
+  }
+  try {
+    torch::NoGradGuard no_grad;
+    LoweredNetwork out;
+    ImportedGraph& g = out.graph;
+    g.name = name_;
+    g.input = "input";
+    g.input_shape = {input_.channels(), input_.height(), input_.width()};
+    g.shapes[g.input] = g.input_shape;
+    GraphBuilder b(&g);
+    std::string x = g.input;
+    for (int s = 0; s < num_stages(); ++s) {
+      const StageOps& op = stages_[s];
+      if (!op.residual) {
+        const Conv& c = op.conv1;
+        x = b.Conv(absl::StrCat("stages.", s, ".0"), x, c.weight, c.bias, c.stride, c.padding,
+                   /*relu=*/true);
+      } else {
+        const std::string p = absl::StrCat("stages.", s, ".0.");
+        const Conv &c1 = op.conv1, &c2 = op.conv2, &sc = op.shortcut;
+        std::string y = b.Conv(p + "conv1", x, c1.weight, c1.bias, c1.stride, c1.padding, true);
+        y = b.Conv(p + "conv2", y, c2.weight, c2.bias, c2.stride, c2.padding, false);
+        const std::string shortcut = op.has_shortcut ? b.Conv(p + "shortcut_conv", x, sc.weight,
+                                                              sc.bias, sc.stride, sc.padding, false)
+                                                     : x;
+        if (g.shapes.at(y) != g.shapes.at(shortcut)) {
+          return absl::InternalError(absl::StrCat("model ", name_, ": stage ", s,
+                                                  "'s residual and shortcut differ in shape"));
+        }
+        GraphNode add;
+        add.name = p + "add";
+        add.op_type = "Add";
+        add.op = GraphOp::kAdd;
+        add.inputs = {y, shortcut};
+        add.activation.kind = ActivationKind::kRelu;
+        x = b.Add(std::move(add), g.shapes.at(y));
+      }
+      out.cuts.push_back(b.Cut());
+    }
+    const int64_t channels = g.shapes.at(x)[0];
+    GraphNode pool;
+    pool.name = "global_pool";
+    pool.op_type = "GlobalAveragePool";
+    pool.op = GraphOp::kGlobalAveragePool;
+    pool.inputs = {x};
+    x = b.Add(std::move(pool), {channels, 1, 1});
+    GraphNode flatten;
+    flatten.name = "flatten";
+    flatten.op_type = "Flatten";
+    flatten.op = GraphOp::kFlatten;
+    flatten.inputs = {x};
+    x = b.Add(std::move(flatten), {channels});
+    auto final_head_it =
+        std::find_if(heads_.begin(), heads_.end(), [](const HeadOps& h) { return h.pool == 0; });
+    if (final_head_it == heads_.end()) {
+      return absl::InternalError(absl::StrCat("model ", name_, " has no final exit"));
+    }
+    const HeadOps& final_head = *final_head_it;
+    GraphNode fc;
+    fc.name = "classifier";
+    fc.op_type = "Gemm";
+    fc.op = GraphOp::kLinear;
+    fc.inputs = {x};
+    fc.weights = {ToWeight(final_head.fc_weight), ToWeight(final_head.fc_bias)};
+    const int64_t classes = fc.weights[0].dims[0];
+    fc.macs = classes * fc.weights[0].dims[1];
+    g.output = b.Add(std::move(fc), {classes});
+    g.num_classes = static_cast<int>(classes);
+    g.output_was_softmax = false;
+    g.cut_points = out.cuts;
+
+    for (int e = 0; e < num_exits(); ++e) {
+      const HeadOps& h = heads_[e];
+      if (h.pool == 0) continue;  // the final exit: the graph's own tail
+      ExitHeadWeights w;
+      if (h.has_conv) {
+        w.conv_weight = ToWeight(h.conv.weight);
+        w.conv_bias = ToWeight(h.conv.bias);
+      }
+      w.pool = h.pool;
+      w.fc_weight = ToWeight(h.fc_weight);
+      w.fc_bias = ToWeight(h.fc_bias);
+      out.heads.push_back(std::move(w));
+      out.head_stage.push_back(exit_stage_[e]);
+    }
+    return out;
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("model ", name_, ": lowering: ", e.what()));
+  }
 }
 
 }  // namespace hapi

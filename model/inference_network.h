@@ -9,8 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "model/early_exit_model.h"
+#include "model/imported_model.h"
 #include "model/network.h"
+#include "model/onnx_import.h"
 
 namespace hapi {
 
@@ -18,6 +21,17 @@ struct InferenceOptions {
   bool fuse_batch_norm = true;
   bool channels_last = true;
   bool onednn = true;  // call oneDNN's convolution directly
+};
+
+// The network as the lowered graph IR (model/onnx_import.h), for the direct
+// oneDNN path: BN folded (requires options().fuse_batch_norm), one cut point
+// per stage (its output; the last one is where the classifier tail begins),
+// and the early exits' heads.
+struct LoweredNetwork {
+  ImportedGraph graph;
+  std::vector<CutPoint> cuts;          // == graph.cut_points, one per stage, in order
+  std::vector<ExitHeadWeights> heads;  // heads[e] for every early exit e (not the final one)
+  std::vector<int> head_stage;  // the stage each early exit reads (manifest exits(e).after_stage())
 };
 
 class InferenceNetwork {
@@ -37,6 +51,14 @@ class InferenceNetwork {
   torch::Tensor Input(const float* pixels, int n) const;
   torch::Tensor Stage(int stage, const torch::Tensor& x) const;
   torch::Tensor ExitLogits(int exit, const torch::Tensor& features) const;
+
+  // Nodes per stage: the stem is a Conv (+ ReLU); a residual stage is conv1
+  // (+ ReLU), conv2, the shortcut Conv when there is one, and the Add (+ ReLU)
+  // of conv2 and the shortcut (or the stage input). The tail is
+  // GlobalAveragePool, Flatten and the classifier (Gemm). Weights are copied
+  // in standard (not channels-last) order. FAILED_PRECONDITION when batch norm
+  // is not folded.
+  absl::StatusOr<LoweredNetwork> Lower() const;
 
  private:
   using TensorMap = std::map<std::string, torch::Tensor>;  // parameters and buffers by name
@@ -67,7 +89,9 @@ class InferenceNetwork {
 
   InferenceOptions options_;
   std::vector<StageOps> stages_;
-  std::vector<HeadOps> heads_;  // per exit; the final one has pool 0 (global mean)
+  std::vector<HeadOps> heads_;   // per exit; the final one has pool 0 (global mean)
+  std::vector<int> exit_stage_;  // per exit: the stage it reads
+  std::string name_;             // the model's
   v1::InputSpec input_;
   InputNormalization normalize_;
 };

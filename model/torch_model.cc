@@ -7,6 +7,7 @@
 #include "core/input_spec.h"
 #include "core/model_metadata.h"
 #include "core/status_macros.h"
+#include "model/direct_program.h"
 #include "model/imported_model.h"
 #include "model/inference_network.h"
 
@@ -110,6 +111,7 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadTorchModel(const std::string& m
 
 void SetIntraOpThreads(int threads) {
   if (threads > 0) torch::set_num_threads(threads);
+  SetDirectThreads(threads);
 }
 int IntraOpThreads() { return torch::get_num_threads(); }
 

@@ -48,6 +48,7 @@ ABSL_FLAG(bool, time, false, "Time EarlyExitExecutor::Run at batch 1");
 ABSL_FLAG(bool, components, false, "Time Input, each stage and each head at batch 1");
 ABSL_FLAG(double, loop_seconds, 0, "Run batch-1 requests for this long (profiling)");
 ABSL_FLAG(std::string, torch_trace, "", "With --loop_seconds: LibTorch profiler trace here");
+ABSL_FLAG(bool, direct, true, "The direct oneDNN path (ModelOptions::direct); false: LibTorch");
 ABSL_FLAG(int32_t, warmup, 200, "Untimed batch-1 requests first");
 ABSL_FLAG(std::vector<std::string>, exits, {}, "Early-exit design: enabled exits (empty: none)");
 ABSL_FLAG(std::vector<std::string>, thresholds, {},
@@ -199,11 +200,14 @@ absl::Status Loop(std::shared_ptr<const hapi::Model> model, const hapi::Design& 
 
 absl::Status Run(const Options& o) {
   hapi::SetIntraOpThreads(o.threads);
+  hapi::ModelOptions options;
+  options.direct = absl::GetFlag(FLAGS_direct);
   // Any model directory (the residual network, or a graph hapi-import wrote),
   // as hapi-server loads it.
   HAPI_ASSIGN_OR_RETURN(
       std::shared_ptr<const hapi::Model> served,
-      hapi::LoadTorchModel(hapi::RepositoryLayout(o.source.repository).ModelDir(o.source.model)));
+      hapi::LoadTorchModel(hapi::RepositoryLayout(o.source.repository).ModelDir(o.source.model),
+                           options));
   HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist data, hapi::LoadFashionMnist(o.source.data_dir));
   hapi::ImageSet test = std::move(data.test);
   test.Truncate(o.samples);

@@ -1,7 +1,8 @@
 // The native residual network (model/inference_network.h) lowered to the
 // graph IR (model/onnx_import.h): its structure, and the lowered graph run by
-// ImportedModel's LibTorch path (with the lowered exit heads attached) against
-// InferenceNetwork: every stage's output and every exit's answer.
+// ImportedModel (LibTorch's ops and the direct oneDNN path; the lowered exit
+// heads attached) against InferenceNetwork: every stage's output and every
+// exit's answer.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -82,15 +83,18 @@ std::unique_ptr<EarlyExitModel> RandomModel() {
 struct Case {
   int height, width;
   bool channels_last;
+  bool direct;  // ImportedModel on the direct oneDNN path rather than LibTorch's ops
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << "1x" << c.height << "x" << c.width << (c.channels_last ? " channels-last" : " NCHW");
+  *os << "1x" << c.height << "x" << c.width << (c.channels_last ? " channels-last" : " NCHW")
+      << (c.direct ? " direct" : " LibTorch");
 }
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   return absl::StrCat(info.param.height, "x", info.param.width,
-                      info.param.channels_last ? "_channels_last" : "_nchw");
+                      info.param.channels_last ? "_channels_last" : "_nchw",
+                      info.param.direct ? "_direct" : "_libtorch");
 }
 
 class NativeGraphTest : public ::testing::TestWithParam<Case> {
@@ -295,7 +299,8 @@ std::vector<int64_t> Argmax(const torch::Tensor& t) {
   return std::vector<int64_t>(a.data_ptr<int64_t>(), a.data_ptr<int64_t>() + a.numel());
 }
 
-// The lowered graph and heads run by ImportedModel (LibTorch) answer as
+// The lowered graph and heads run by ImportedModel (LibTorch's ops, or the
+// direct oneDNN path that runs native models through Lower()) answer as
 // InferenceNetwork does: every stage's output, and after every stage its exit,
 // an early one (the lowered head attached to the imported exit reading
 // head_stage[e]) or the final one (the graph's tail).
@@ -308,11 +313,12 @@ TEST_P(NativeGraphTest, ImportedModelAnswersAsTheNetwork) {
   ASSERT_THAT(manifest, IsOk());
   ModelOptions options;
   options.channels_last = GetParam().channels_last;
-  options.direct = false;  // LibTorch's ops, not the direct oneDNN path
+  options.direct = GetParam().direct;
   absl::StatusOr<std::unique_ptr<ImportedModel>> imported =
       ImportedModel::Create(lowered_.graph, *manifest, options);
   ASSERT_THAT(imported, IsOk());
   ImportedModel& model = **imported;
+  EXPECT_EQ(model.direct_program() != nullptr, GetParam().direct);
   ASSERT_EQ(model.num_stages(), kStages);
   ASSERT_EQ(model.num_exits(), kStages);
   // Early exit e of the native model reads stage head_stage[e]; the imported
@@ -371,8 +377,9 @@ TEST_P(NativeGraphTest, ImportedModelAnswersAsTheNetwork) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, NativeGraphTest,
-                         ::testing::Values(Case{28, 28, true}, Case{28, 28, false},
-                                           Case{28, 20, true}, Case{28, 20, false}),
+                         ::testing::Values(Case{28, 28, true, false}, Case{28, 28, false, false},
+                                           Case{28, 20, true, false}, Case{28, 20, false, false},
+                                           Case{28, 28, true, true}, Case{28, 20, false, true}),
                          CaseName);
 
 TEST(NativeGraphPreconditionTest, UnfoldedBatchNormIsRefused) {

@@ -359,14 +359,17 @@ class Compiler {
                                                            AnyMd(in),
                                                            AnyMd(ToDims(h.conv_weight.dims)),
                                                            PlainMd({h.conv_weight.dims[0]}),
-                                                           PlainMd(out_dims),
+                                                           AnyMd(out_dims),
                                                            {2, 2},
                                                            {0, 0},
                                                            {1, 1},
                                                            {1, 1}},
                                                           Attr({{dnnl::algorithm::eltwise_relu}}),
                                                           Engine());
+      // In the layout the convolution likes (a plain destination makes
+      // oneDNN fall back to im2col + GEMM), then plain for the pooling loop.
       out = EmitConv(pd, 0, h.conv_weight, 1, h.conv_bias, -1);
+      if (MdOf(out) != PlainMd(out_dims)) out = Reorder(out, PlainMd(out_dims));
     } else {
       out = Reorder(0, PlainMd(in));
     }

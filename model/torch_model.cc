@@ -7,6 +7,7 @@
 #include "core/input_spec.h"
 #include "core/model_metadata.h"
 #include "core/status_macros.h"
+#include "glog/logging.h"
 #include "model/direct_program.h"
 #include "model/imported_model.h"
 #include "model/inference_network.h"
@@ -26,8 +27,11 @@ class TorchActivations : public Activations {
 
 class TorchModel : public Model {
  public:
-  TorchModel(v1::ModelManifest manifest, std::unique_ptr<InferenceNetwork> network)
-      : manifest_(std::move(manifest)), network_(std::move(network)) {}
+  // With `direct`, every call runs the direct oneDNN path; `network` stays
+  // for what only LibTorch computes (training features, tests).
+  TorchModel(v1::ModelManifest manifest, std::unique_ptr<InferenceNetwork> network,
+             std::unique_ptr<DirectProgram> direct)
+      : manifest_(std::move(manifest)), network_(std::move(network)), direct_(std::move(direct)) {}
 
   // input_shape(): the manifest's input spec, which InferenceNetwork eats.
   const v1::ModelManifest& manifest() const override { return manifest_; }
@@ -35,6 +39,7 @@ class TorchModel : public Model {
   // LibTorch throws; the seam returns a Status naming the model and the step.
   // The message is built only on failure: these run on every request.
   absl::StatusOr<std::unique_ptr<Activations>> Input(const float* pixels, int n) const override {
+    if (direct_) return direct_->Input(pixels, n);
     try {
       torch::InferenceMode guard;
       return std::make_unique<TorchActivations>(network_->Input(pixels, n));
@@ -44,6 +49,7 @@ class TorchModel : public Model {
   }
 
   absl::Status RunStage(int stage, Activations& x) const override {
+    if (direct_) return Named(direct_->RunStage(stage, x));
     try {
       torch::InferenceMode guard;
       torch::Tensor& t = static_cast<TorchActivations&>(x).x;
@@ -56,6 +62,17 @@ class TorchModel : public Model {
 
   absl::Status RunHead(int exit, const Activations& x,
                        std::vector<float>* probabilities) const override {
+    if (direct_) {
+      if (exit < 0 || exit >= num_exits()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("model ", manifest_.name(), " has no exit ", exit));
+      }
+      HAPI_RETURN_IF_ERROR(Named(exit == final_exit()
+                                     ? direct_->FinalLogits(x, probabilities)
+                                     : direct_->HeadLogits(exit, x, probabilities)));
+      SoftmaxRows(probabilities, num_classes());
+      return absl::OkStatus();
+    }
     try {
       torch::InferenceMode guard;
       const torch::Tensor& t = static_cast<const TorchActivations&>(x).x;
@@ -68,6 +85,12 @@ class TorchModel : public Model {
   }
 
  private:
+  absl::Status Named(absl::Status status) const {
+    if (status.ok()) return status;
+    return absl::Status(status.code(),
+                        absl::StrCat("model ", manifest_.name(), ": ", status.message()));
+  }
+
   absl::Status Failed(absl::string_view what, const c10::Error& e) const {
     return absl::InternalError(
         absl::StrCat("model ", manifest_.name(), ": ", what, ": ", e.what_without_backtrace()));
@@ -75,7 +98,32 @@ class TorchModel : public Model {
 
   const v1::ModelManifest manifest_;
   const std::unique_ptr<InferenceNetwork> network_;
+  const std::unique_ptr<DirectProgram> direct_;  // null: LibTorch runs every call
 };
+
+// The direct path for `network` (ModelOptions::direct), or null with a
+// warning when it cannot be lowered.
+std::unique_ptr<DirectProgram> MakeDirect(const v1::ModelManifest& manifest,
+                                          const v1::InputSpec& input,
+                                          const InferenceNetwork& network) {
+  absl::StatusOr<LoweredNetwork> lowered = network.Lower();
+  absl::StatusOr<std::unique_ptr<DirectProgram>> direct =
+      lowered.ok()
+          ? DirectProgram::Create(lowered->graph, SplitGraph(lowered->graph, lowered->cuts),
+                                  ChannelMeans(input), ChannelStds(input))
+          : lowered.status();
+  for (size_t e = 0; direct.ok() && e < lowered->heads.size(); ++e) {
+    absl::Status st =
+        (*direct)->AttachHead(static_cast<int>(e), lowered->head_stage[e], lowered->heads[e]);
+    if (!st.ok()) direct = st;
+  }
+  if (!direct.ok()) {
+    LOG(WARNING) << "model " << manifest.name()
+                 << " runs on LibTorch: " << direct.status().message();
+    return nullptr;
+  }
+  return *std::move(direct);
+}
 
 }  // namespace
 
@@ -87,8 +135,10 @@ absl::StatusOr<std::shared_ptr<const Model>> MakeTorchModel(EarlyExitModel& mode
     io.fuse_batch_norm = options.fuse_batch_norm;
     io.channels_last = options.channels_last;
     io.onednn = options.onednn;
-    return std::make_shared<TorchModel>(model.manifest(),
-                                        std::make_unique<InferenceNetwork>(model, input, io));
+    auto network = std::make_unique<InferenceNetwork>(model, input, io);
+    std::unique_ptr<DirectProgram> direct;
+    if (options.direct) direct = MakeDirect(model.manifest(), input, *network);
+    return std::make_shared<TorchModel>(model.manifest(), std::move(network), std::move(direct));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("preparing model ", model.manifest().name(),
                                             " for inference: ", e.what_without_backtrace()));

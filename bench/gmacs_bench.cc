@@ -11,8 +11,9 @@
 // RunStage, the final RunHead), on fixed pseudo-random pixels of the model's
 // input_shape(), timing the whole request and each piece of it. Rounds
 // alternate the paths (direct first in even rounds, LibTorch first in odd
-// ones) so both see the same machine; every number reported is the median
-// over rounds of a round's median.
+// ones) so both see the same machine; every latency reported is the median
+// over rounds of a round's median, and LibTorch/direct the median over rounds
+// of the ratio within a round.
 //
 // GMAC/s = manifest MACs / median latency (full_network_macs for a request, a
 // stage's macs for the stage). The peak is measured here (bench/fma_peak.cc:
@@ -335,6 +336,17 @@ absl::StatusOr<ModelResult> RunModel(const std::string& dir, int rounds, int ima
 
 // ---------------------------------------------------------------- output
 
+// LibTorch / direct of the two measurements of each round, which ran back to
+// back: steadier than the ratio of medians when the machine's load changes.
+std::vector<double> RoundRatios(const ModelResult& r) {
+  std::vector<double> out;
+  for (size_t i = 0; i < r.direct.round_full.size() && i < r.libtorch.round_full.size(); ++i) {
+    if (r.direct.round_full[i] > 0)
+      out.push_back(r.libtorch.round_full[i] / r.direct.round_full[i]);
+  }
+  return out;
+}
+
 void PrintJson(const Peak& p, const std::vector<ModelResult>& results, int threads) {
   absl::PrintF(
       "{\"what\":\"fma_peak\",\"isa\":\"%s\",\"lanes\":%d,\"chains\":%d,\"threads\":1,"
@@ -355,10 +367,13 @@ void PrintJson(const Peak& p, const std::vector<ModelResult>& results, int threa
         "{\"what\":\"model\",\"model\":\"%s\",\"dir\":\"%s\",\"input\":\"%s\",\"threads\":%d,"
         "\"full_network_macs\":%d,\"direct_in_use\":\"%s\",\"libtorch_load_direct\":\"%s\","
         "\"max_abs_prob_diff\":%.3g,\"direct\":%s,\"libtorch\":%s,"
-        "\"libtorch_over_direct\":%.3f}\n",
+        "\"libtorch_over_direct\":%.3f,\"round_ratios\":[%s],\"round_ratio_median\":%.3f}\n",
         r.name, r.dir, r.input, threads, r.full_macs, r.direct_in_use, r.libtorch_direct,
         r.max_prob_diff, path(r.direct), path(r.libtorch),
-        r.direct.full > 0 ? r.libtorch.full / r.direct.full : 0);
+        r.direct.full > 0 ? r.libtorch.full / r.direct.full : 0,
+        absl::StrJoin(RoundRatios(r), ",",
+                      [](std::string* out, double x) { absl::StrAppendFormat(out, "%.3f", x); }),
+        Median(RoundRatios(r)));
     for (int s = 0; s < r.manifest.stages_size(); ++s) {
       const hapi::v1::StageInfo& st = r.manifest.stages(s);
       absl::PrintF(
@@ -397,11 +412,13 @@ void PrintTables(const Peak& p, const std::vector<ModelResult>& results, int thr
     const double gd = Gmacs(r.full_macs, r.direct.full), gl = Gmacs(r.full_macs, r.libtorch.full);
     absl::PrintF("| %s | %s | %.4f | %.3f | %.3f | %.2fx | %.2f | %.1f%% | %.2f | %.1f%% | %s |\n",
                  r.name, r.input, r.full_macs / 1e9, r.direct.full * 1e3, r.libtorch.full * 1e3,
-                 r.direct.full > 0 ? r.libtorch.full / r.direct.full : 0, gd,
-                 100 * gd * 1e9 / p.measured, gl, 100 * gl * 1e9 / p.measured, r.direct_in_use);
+                 Median(RoundRatios(r)), gd, 100 * gd * 1e9 / p.measured, gl,
+                 100 * gl * 1e9 / p.measured, r.direct_in_use);
   }
-  absl::PrintF("\n(batch 1, %d intra-op thread(s); medians over rounds of per-round medians)\n",
-               threads);
+  absl::PrintF(
+      "\n(batch 1, %d intra-op thread(s); latencies: medians over rounds of per-round medians; "
+      "LibTorch/direct: median over rounds of the round's ratio)\n",
+      threads);
   for (const ModelResult& r : results) {
     absl::PrintF("\n%s: per stage (medians inside full requests)\n\n", r.name);
     absl::PrintF(

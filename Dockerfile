@@ -45,7 +45,8 @@ RUN ./build/model/hapi-train --repository=repository --model=fmnist-resnet --pro
 FROM debian:12-slim AS runtime
 # The packages owning the libraries the binaries link directly (readelf -d ...
 # NEEDED; tests/deploy/check_manifests.py checks this list against the build).
-# Their own dependencies (oneDNN, OpenBLAS, ... for LibTorch) come with them.
+# Their own dependencies (OpenBLAS, ... for LibTorch) come with them; oneDNN
+# and its OpenMP runtime are linked directly by the direct inference path.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
        libtorch1.13 \
@@ -53,6 +54,7 @@ RUN apt-get update \
        libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
        libgoogle-glog0v6 libsqlite3-0 libstb0 zlib1g libstdc++6 \
        libpng16-16 libjpeg62-turbo libonnx1 \
+       libdnnl2 libgomp1 \
     && rm -rf /var/lib/apt/lists/*
 
 # Non-root. /var/lib/hapi/repository and /var/lib/hapi/state are owned by the

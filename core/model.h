@@ -39,6 +39,10 @@ struct ModelOptions {
   // fused, one blocked layout from stage to stage; no LibTorch per request.
   // Models whose ops it cannot lower run the LibTorch path above.
   bool direct = true;
+  // Non-empty: the direct path's convolutions run in int8
+  // (DirectProgram::Int8), calibrated on these samples (input_shape() floats
+  // each, in [0,1]; from the training split). The residual network only.
+  std::shared_ptr<const std::vector<float>> int8_calibration;
 };
 
 // Ready for inference. Every method is const and safe to call from several

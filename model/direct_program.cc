@@ -7,8 +7,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <map>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 
@@ -102,8 +104,16 @@ bool RowsContiguous(const Md& md) {
   for (int i = 0; i < d.format_desc.blocking.inner_nblks; ++i) {
     if (d.format_desc.blocking.inner_idxs[i] == 0) return false;
   }
-  return static_cast<size_t>(d.format_desc.blocking.strides[0] * d.dims[0]) * sizeof(float) ==
+  return static_cast<size_t>(d.format_desc.blocking.strides[0] * d.dims[0]) *
+             memory::data_type_size(md.data_type()) ==
          md.get_size();
+}
+
+// `md` with elements of type `t` (same layout).
+Md WithType(const Md& md, memory::data_type t) {
+  dnnl_memory_desc_t d = md.data;
+  d.data_type = static_cast<dnnl_data_type_t>(t);
+  return Md(d);
 }
 
 // `md` (RowsContiguous) for a batch of `n`.
@@ -126,7 +136,7 @@ class DirectActivations final : public Activations {
 
   void KeepRows(const std::vector<int>& rows) override {
     if (!RowsContiguous(md)) {
-      const Md plain = PlainMd(md.dims());
+      const Md plain(md.dims(), md.data_type(), PlainTag(md.dims().size()));
       spare.Reserve(plain.get_size());
       RunReorder(md, cur.data(), plain, spare.data());
       cur.Swap(spare);
@@ -161,6 +171,7 @@ struct StorageClass {
 struct PlanTensor {
   Md md;
   int cls = 0;
+  float scale = 1;  // int8 tensors: quantised = real x scale
 };
 
 struct Step {
@@ -185,6 +196,7 @@ struct Plan {
   std::vector<Step> steps;
   int output = 0;  // plan tensor
   size_t workspace = 0, scratchpad = 0;
+  std::map<std::string, int> named;  // graph tensor -> plan tensor
 
   const Md& output_md() const { return tensors[output].md; }
   size_t output_bytes() const { return classes[tensors[output].cls].bytes; }
@@ -224,8 +236,10 @@ struct Plan {
     idle.push_back(std::move(c));
   }
 
-  // Runs every step, reading `in` and writing `out`.
-  void Run(const void* in, void* out) const {
+  // Runs every step, reading `in` and writing `out`; then `observe` sees the
+  // thread context's memory objects (when the plan keeps every tensor).
+  void Run(const void* in, void* out,
+           const std::function<void(const std::vector<memory>&)>& observe = nullptr) const {
     std::unique_ptr<Context> c = Acquire();
     for (size_t t = 0; t < tensors.size(); ++t) {
       const Place place = classes[tensors[t].cls].place;
@@ -235,6 +249,7 @@ struct Plan {
     dnnl::stream& stream = ThreadStream();
     for (size_t i = 0; i < steps.size(); ++i) steps[i].primitive.execute(stream, c->args[i]);
     stream.wait();
+    if (observe) observe(c->tensors);
     Release(std::move(c));
   }
 };
@@ -244,18 +259,26 @@ struct Plan {
 class WeightCache {
  public:
   memory Get(const Weight& w, const Md& user, const Md& packed) {
+    return Get(
+        &w, 0, [&] { return static_cast<const void*>(w.values.data()); }, user, packed);
+  }
+  // Weights derived from `key` (kind > 0: e.g. quantised), made by `data`
+  // only when not cached yet.
+  template <typename Data>
+  memory Get(const void* key, int kind, Data data, const Md& user, const Md& packed) {
     for (const Entry& e : entries_) {
-      if (e.weight == &w && e.md == packed) return e.packed;
+      if (e.key == key && e.kind == kind && e.md == packed) return e.packed;
     }
     memory m(packed, Engine());
-    RunReorder(user, w.values.data(), packed, m.get_data_handle());
-    entries_.push_back({&w, packed, m});
+    RunReorder(user, data(), packed, m.get_data_handle());
+    entries_.push_back({key, kind, packed, m});
     return m;
   }
 
  private:
   struct Entry {
-    const Weight* weight;
+    const void* key;
+    int kind;
     Md md;
     memory packed;
   };
@@ -306,7 +329,16 @@ struct FusedAdd {
 // Compiles one segment (or head) for one input layout.
 class Compiler {
  public:
-  Compiler(const ImportedGraph& graph, WeightCache& weights) : g_(graph), weights_(weights) {}
+  // `int8_max`: the largest |value| of each graph tensor on calibration
+  // data; given, convolutions run in int8 (u8 after ReLU, else s8; weights s8
+  // per output channel) and everything else in fp32. `observe`: no tensor
+  // shares storage, so all can be read after a run.
+  Compiler(const ImportedGraph& graph, WeightCache& weights,
+           const std::map<std::string, float>* int8_max = nullptr, bool observe = false)
+      : g_(graph), weights_(weights), int8_max_(int8_max), observe_(observe) {
+    for (size_t i = 0; i < g_.nodes.size(); ++i)
+      producer_[g_.nodes[i].output] = static_cast<int>(i);
+  }
 
   absl::StatusOr<std::unique_ptr<Plan>> Segment(const GraphSegment& seg, const Md& input,
                                                 bool writable, bool plain_output) {
@@ -328,6 +360,9 @@ class Compiler {
     }
     last_use_[seg.output] = std::numeric_limits<int>::max();
     Bind(seg.input, 0);
+    if (MdOf(0).data_type() != memory::data_type::f32) {
+      HAPI_ASSIGN_OR_RETURN(plan_->tensors[0].scale, Multiplier(seg.input));
+    }
     for (int i = seg.begin; i < seg.end; ++i) {
       if (deferred.count(i)) continue;
       const GraphNode& n = g_.nodes[i];
@@ -347,10 +382,15 @@ class Compiler {
 
   // A head of model/network.h's family up to its pooling: the conv (+ ReLU)
   // output, or the stage output itself, as plain N x C x H x W.
-  absl::StatusOr<std::unique_ptr<Plan>> Head(const ExitHeadWeights& h, const Md& input) {
+  absl::StatusOr<std::unique_ptr<Plan>> Head(const ExitHeadWeights& h, const Md& input,
+                                             const std::string& input_name) {
     Start(input, /*writable=*/false);
+    if (input.data_type() != memory::data_type::f32) {
+      HAPI_ASSIGN_OR_RETURN(plan_->tensors[0].scale, Multiplier(input_name));
+    }
+    const int src = AsF32(0);
     const Dims in = input.dims();
-    int out = 0;
+    int out = src;
     if (h.conv_weight.numel() > 0) {
       const Dims out_dims = {in[0], h.conv_weight.dims[0], (in[2] - 1) / 2 + 1,
                              (in[3] - 1) / 2 + 1};
@@ -368,10 +408,10 @@ class Compiler {
                                                           Engine());
       // In the layout the convolution likes (a plain destination makes
       // oneDNN fall back to im2col + GEMM), then plain for the pooling loop.
-      out = EmitConv(pd, 0, h.conv_weight, 1, h.conv_bias, -1);
+      out = EmitConv(pd, src, h.conv_weight, 1, h.conv_bias, -1);
       if (MdOf(out) != PlainMd(out_dims)) out = Reorder(out, PlainMd(out_dims));
     } else {
-      out = Reorder(0, PlainMd(in));
+      out = Reorder(src, PlainMd(in));
     }
     return Finish(out);
   }
@@ -393,6 +433,7 @@ class Compiler {
       out = CopyInto(out, NewTensor(MdOf(out)));
     }
     plan_->output = out;
+    plan_->named = tensor_;
     StorageClass& c = plan_->classes[plan_->tensors[out].cls];
     if (c.place == Place::kWork) c.place = Place::kOutput;
     size_t offset = 0;
@@ -445,7 +486,7 @@ class Compiler {
   // True when node `node_` may overwrite `t`: nothing reads its storage later.
   bool Overwritable(int t) const {
     const StorageClass& c = plan_->classes[plan_->tensors[t].cls];
-    return c.last_use <= node_ && (c.place != Place::kInput || writable_);
+    return !observe_ && c.last_use <= node_ && (c.place != Place::kInput || writable_);
   }
   // Graph tensor `name` produced as plan tensor `t`.
   void Bind(const std::string& name, int t) {
@@ -454,6 +495,40 @@ class Compiler {
     c.last_use = std::max(c.last_use, last_use_.count(name) ? last_use_.at(name) : node_);
   }
   int Input(const std::string& name) const { return tensor_.at(name); }
+  // Graph tensor `name` as fp32 (dequantised when int8).
+  int InputF32(const std::string& name) { return AsF32(Input(name)); }
+
+  int AsF32(int t) {
+    if (MdOf(t).data_type() == memory::data_type::f32) return t;
+    return Reorder(t, WithType(MdOf(t), memory::data_type::f32), 1 / plan_->tensors[t].scale);
+  }
+  // True when graph tensor `name` is never negative (its producer ends in
+  // ReLU, a Clip at >= 0, or a sigmoid).
+  bool NonNegative(const std::string& name) const {
+    auto p = producer_.find(name);
+    if (p == producer_.end()) return false;
+    const Activation& a = g_.nodes[p->second].activation;
+    return a.kind == ActivationKind::kRelu || a.kind == ActivationKind::kSigmoid ||
+           a.kind == ActivationKind::kHardSigmoid ||
+           (a.kind == ActivationKind::kClip && a.alpha >= 0);
+  }
+  memory::data_type Int8Type(const std::string& name) const {
+    return NonNegative(name) ? memory::data_type::u8 : memory::data_type::s8;
+  }
+  // Quantised = real x Multiplier(name): the calibrated range onto 255 (u8)
+  // or 127 (s8).
+  absl::StatusOr<float> Multiplier(const std::string& name) const {
+    if (int8_max_ == nullptr || int8_max_->count(name) == 0) {
+      return absl::UnimplementedError(absl::StrCat("no int8 range for tensor '", name, "'"));
+    }
+    return (NonNegative(name) ? 255.f : 127.f) / std::max(int8_max_->at(name), 1e-6f);
+  }
+  // Graph tensor `name` (plan tensor t) as int8.
+  absl::StatusOr<int> AsInt8(int t, const std::string& name) {
+    if (MdOf(t).data_type() != memory::data_type::f32) return t;
+    HAPI_ASSIGN_OR_RETURN(const float m, Multiplier(name));
+    return Reorder(t, WithType(MdOf(t), Int8Type(name)), m);
+  }
   const Md& MdOf(int t) const { return plan_->tensors[t].md; }
 
   void AddStep(dnnl::primitive p, const Md& scratchpad, std::vector<std::pair<int, int>> tensors,
@@ -462,11 +537,15 @@ class Compiler {
     plan_->steps.push_back({std::move(p), std::move(tensors), std::move(constants), scratchpad});
   }
 
-  int Reorder(int t, const Md& md) {
+  // `t` in layout and type `md`, multiplied by `multiply` (quantising or
+  // dequantising); the result's scale is t's times `multiply`.
+  int Reorder(int t, const Md& md, float multiply = 1) {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (multiply != 1) attr.set_output_scales(0, {multiply});
     auto pd = dnnl::reorder::primitive_desc(Engine(), MdOf(t), Engine(), md, attr);
     const int out = NewTensor(md);
+    plan_->tensors[out].scale = plan_->tensors[t].scale * multiply;
     AddStep(dnnl::reorder(pd), pd.scratchpad_desc(), {{DNNL_ARG_FROM, t}, {DNNL_ARG_TO, out}});
     return out;
   }
@@ -504,9 +583,10 @@ class Compiler {
   // Conv node `c`, run at node `at` (an Add it is fused into, or itself).
   absl::Status Conv(int c, int at, const FusedAdd* fused) {
     node_ = at;
+    if (int8_max_ != nullptr) return ConvInt8(c, at, fused);
     const GraphNode& n = g_.nodes[c];
     const GraphNode& out_node = g_.nodes[at];
-    const int src = Input(n.inputs[0]);
+    const int src = InputF32(n.inputs[0]);
     const Dims in = MdOf(src).dims();
     const Dims out_dims = Batched(in[0], g_.shapes.at(n.output));
     Dims wdims = ToDims(n.weights[0].dims);
@@ -525,9 +605,98 @@ class Compiler {
          {n.pads[2], n.pads[3]}},
         Attr(EltwiseOps(out_node.activation), fused != nullptr), Engine());
     static const Weight kNoBias;
-    const int sum_into = fused != nullptr ? Input(fused->other) : -1;
+    const int sum_into = fused != nullptr ? InputF32(fused->other) : -1;
     const int dst = EmitConv(pd, src, n.weights[0], n.group,
                              n.weights.size() > 1 ? n.weights[1] : kNoBias, sum_into);
+    Bind(out_node.output, dst);
+    return absl::OkStatus();
+  }
+
+  // Conv node `c` in int8, run at node `at`: src u8/s8 (quantised with its
+  // calibrated range), weights s8 with one scale per output channel, bias
+  // f32 folded into the accumulator's scale, output scales onto the
+  // destination's range, the residual (sum post-op) in its own int8 type.
+  absl::Status ConvInt8(int c, int at, const FusedAdd* fused) {
+    const GraphNode& n = g_.nodes[c];
+    const GraphNode& out_node = g_.nodes[at];
+    HAPI_ASSIGN_OR_RETURN(int src, AsInt8(Input(n.inputs[0]), n.inputs[0]));
+    HAPI_ASSIGN_OR_RETURN(const float m_out, Multiplier(out_node.output));
+    const float m_src = plan_->tensors[src].scale;
+    const Weight& w = n.weights[0];
+    const int64_t out_channels = w.dims[0], per_channel = w.numel() / out_channels;
+    // Weights: per output channel onto [-127, 127].
+    std::vector<float> m_w(out_channels), scales(out_channels), bias(out_channels, 0.f);
+    for (int64_t o = 0; o < out_channels; ++o) {
+      float max = 0;
+      for (int64_t i = 0; i < per_channel; ++i)
+        max = std::max(max, std::abs(w.values[o * per_channel + i]));
+      m_w[o] = 127.f / std::max(max, 1e-12f);
+      scales[o] = m_out / (m_src * m_w[o]);
+      if (n.weights.size() > 1) bias[o] = n.weights[1].values[o] * m_src * m_w[o];
+    }
+    std::optional<int> residual;
+    if (fused != nullptr) {
+      HAPI_ASSIGN_OR_RETURN(residual, AsInt8(Input(fused->other), fused->other));
+    }
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    attr.set_output_scales(1 << 1, scales);
+    dnnl::post_ops ops;
+    if (residual) {
+      ops.append_sum(m_out / plan_->tensors[*residual].scale, 0, MdOf(*residual).data_type());
+    }
+    for (const Eltwise& e : EltwiseOps(out_node.activation)) {
+      ops.append_eltwise(1.f, e.algorithm, e.alpha, e.beta);
+    }
+    attr.set_post_ops(ops);
+    const Dims in = MdOf(src).dims();
+    const Dims out_dims = Batched(in[0], g_.shapes.at(n.output));
+    Dims wdims = ToDims(w.dims);
+    memory::format_tag tag = memory::format_tag::oihw;
+    if (n.group > 1) {
+      wdims = {n.group, wdims[0] / n.group, wdims[1], wdims[2], wdims[3]};
+      tag = memory::format_tag::goihw;
+    }
+    const Md bias_md = PlainMd({out_channels});
+    auto pd = dnnl::convolution_forward::primitive_desc(
+        {dnnl::prop_kind::forward_inference,
+         dnnl::algorithm::convolution_direct,
+         Md(in, MdOf(src).data_type(), memory::format_tag::any),
+         Md(wdims, memory::data_type::s8, memory::format_tag::any),
+         bias_md,
+         Md(out_dims, Int8Type(out_node.output), memory::format_tag::any),
+         {n.strides[0], n.strides[1]},
+         {n.dilations[0] - 1, n.dilations[1] - 1},
+         {n.pads[0], n.pads[1]},
+         {n.pads[2], n.pads[3]}},
+        attr, Engine());
+    if (MdOf(src) != pd.src_desc()) src = Reorder(src, pd.src_desc());
+    const memory packed = weights_.Get(
+        &w, 1,
+        [&, q = std::vector<int8_t>()]() mutable {
+          q.resize(w.values.size());
+          for (size_t i = 0; i < q.size(); ++i) {
+            q[i] = static_cast<int8_t>(std::lround(w.values[i] * m_w[i / per_channel]));
+          }
+          return static_cast<const void*>(q.data());
+        },
+        Md(wdims, memory::data_type::s8, tag), pd.weights_desc());
+    // The bias depends on the source's scale too: one per plan.
+    memory bias_mem(bias_md, Engine());
+    std::memcpy(bias_mem.get_data_handle(), bias.data(), bias.size() * sizeof(float));
+    int dst;
+    if (!residual) {
+      dst = NewTensor(pd.dst_desc());
+    } else {
+      const Md want = WithType(pd.dst_desc(), MdOf(*residual).data_type());
+      int r = *residual;
+      if (!Overwritable(r) || MdOf(r) != want) r = Reorder(r, want);
+      dst = View(r, pd.dst_desc());
+    }
+    plan_->tensors[dst].scale = m_out;
+    AddStep(dnnl::convolution_forward(pd), pd.scratchpad_desc(),
+            {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}},
+            {{DNNL_ARG_WEIGHTS, packed}, {DNNL_ARG_BIAS, bias_mem}});
     Bind(out_node.output, dst);
     return absl::OkStatus();
   }
@@ -562,14 +731,14 @@ class Compiler {
       case GraphOp::kConv:
         return Conv(i, i, nullptr);
       case GraphOp::kActivation: {
-        const int src = Input(n.inputs[0]);
+        const int src = InputF32(n.inputs[0]);
         out = Activate(src, SameLayoutDst(src), activation);
         Bind(n.output, out);
         return absl::OkStatus();
       }
       case GraphOp::kChannelAffine: {
         const int64_t channels = n.weights[0].numel();
-        out = Binary(Input(n.inputs[0]), -1, &n.weights[0], {1, channels, 1, 1},
+        out = Binary(InputF32(n.inputs[0]), -1, &n.weights[0], {1, channels, 1, 1},
                      dnnl::algorithm::binary_mul, {});
         out = Binary(out, -1, &n.weights[1], {1, channels, 1, 1}, dnnl::algorithm::binary_add, {});
         break;
@@ -578,10 +747,10 @@ class Compiler {
       case GraphOp::kMul: {
         const auto alg =
             n.op == GraphOp::kAdd ? dnnl::algorithm::binary_add : dnnl::algorithm::binary_mul;
-        int a = Input(n.inputs[0]);
+        int a = InputF32(n.inputs[0]);
         if (n.inputs.size() == 2) {
           // Both commute: the operand broadcast (dims of 1) goes second.
-          int b = Input(n.inputs[1]);
+          int b = InputF32(n.inputs[1]);
           if (!BroadcastsTo(MdOf(b).dims(), MdOf(a).dims())) std::swap(a, b);
           if (!BroadcastsTo(MdOf(b).dims(), MdOf(a).dims())) {
             return Unsupported("broadcasting both operands");
@@ -604,8 +773,9 @@ class Compiler {
         std::vector<Md> srcs;
         std::vector<std::pair<int, int>> args;
         for (size_t k = 0; k < n.inputs.size(); ++k) {
-          srcs.push_back(MdOf(Input(n.inputs[k])));
-          args.push_back({DNNL_ARG_MULTIPLE_SRC + static_cast<int>(k), Input(n.inputs[k])});
+          const int t = InputF32(n.inputs[k]);
+          srcs.push_back(MdOf(t));
+          args.push_back({DNNL_ARG_MULTIPLE_SRC + static_cast<int>(k), t});
         }
         dnnl::primitive_attr attr;
         attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -618,19 +788,19 @@ class Compiler {
       case GraphOp::kMaxPool:
       case GraphOp::kAveragePool:
       case GraphOp::kGlobalAveragePool: {
-        HAPI_ASSIGN_OR_RETURN(out, Pool(n, Input(n.inputs[0])));
+        HAPI_ASSIGN_OR_RETURN(out, Pool(n, InputF32(n.inputs[0])));
         break;
       }
       case GraphOp::kFlatten:
       case GraphOp::kReshape: {
-        int src = Input(n.inputs[0]);
+        int src = InputF32(n.inputs[0]);
         const Md plain = PlainMd(MdOf(src).dims());
         if (MdOf(src) != plain) src = Reorder(src, plain);
         out = View(src, PlainMd(Batched(MdOf(src).dims()[0], g_.shapes.at(n.output))));
         break;
       }
       case GraphOp::kLinear: {
-        HAPI_ASSIGN_OR_RETURN(out, Linear(n, Input(n.inputs[0]), activation));
+        HAPI_ASSIGN_OR_RETURN(out, Linear(n, InputF32(n.inputs[0]), activation));
         activation.clear();
         break;
       }
@@ -740,6 +910,9 @@ class Compiler {
 
   const ImportedGraph& g_;
   WeightCache& weights_;
+  const std::map<std::string, float>* int8_max_;  // null: fp32
+  bool observe_;
+  std::map<std::string, int> producer_;  // graph tensor -> node
   std::unique_ptr<Plan> plan_;
   bool writable_ = false;
   int node_ = -1;                        // the node being compiled
@@ -782,6 +955,9 @@ struct DirectProgram::Impl {
     ExitHeadWeights weights;
   };
   std::map<int, Head> heads;  // by exit; constant once shared
+  // int8 (convolutions): each graph tensor's calibrated max |value|.
+  bool int8 = false;
+  std::map<std::string, float> int8_max;
 
   mutable absl::Mutex mu;
   mutable WeightCache weights ABSL_GUARDED_BY(mu);
@@ -808,12 +984,13 @@ struct DirectProgram::Impl {
     for (const auto& p : plans) {
       if (p->input == md) return p.get();
     }
-    Compiler compiler(graph, weights);
+    Compiler compiler(graph, weights, int8 ? &int8_max : nullptr);
     absl::StatusOr<std::unique_ptr<Plan>> plan;
     try {
       const bool tail = s + 1 == static_cast<int>(segments.size());
-      plan = s >= 0 ? compiler.Segment(segments[s], md, /*writable=*/!tail, /*plain_output=*/tail)
-                    : compiler.Head(heads.at(exit).weights, md);
+      plan = s >= 0
+                 ? compiler.Segment(segments[s], md, /*writable=*/!tail, /*plain_output=*/tail)
+                 : compiler.Head(heads.at(exit).weights, md, segments[heads.at(exit).stage].output);
     } catch (const dnnl::error& e) {
       const std::string what = s >= 0 ? absl::StrCat("segment ", s) : absl::StrCat("exit ", exit);
       return absl::UnimplementedError(absl::StrCat("oneDNN cannot run ", what, ": ", e.what()));
@@ -857,15 +1034,77 @@ absl::StatusOr<std::unique_ptr<DirectProgram>> DirectProgram::Create(
     impl->segment_plans.resize(segments.size());
   }
   std::unique_ptr<DirectProgram> program(new DirectProgram(std::move(impl)));
-  // Compile every segment for one sample: reports what cannot be lowered.
-  std::vector<float> zeros(
-      static_cast<size_t>(graph.input_shape[0] * graph.input_shape[1] * graph.input_shape[2]));
-  std::unique_ptr<Activations> x = program->Input(zeros.data(), 1);
-  for (int s = 0; s < program->num_stages(); ++s) {
-    HAPI_RETURN_IF_ERROR(program->RunStage(s, *x));
-  }
+  HAPI_RETURN_IF_ERROR(program->Check());
+  return program;
+}
+
+absl::Status DirectProgram::Check() const {
+  // Every segment and head for one sample: reports what cannot be lowered.
+  const auto& shape = impl_->graph.input_shape;
+  std::vector<float> zeros(static_cast<size_t>(shape[0] * shape[1] * shape[2]));
+  std::unique_ptr<Activations> x = Input(zeros.data(), 1);
   std::vector<float> logits;
-  HAPI_RETURN_IF_ERROR(program->FinalLogits(*x, &logits));
+  for (int s = 0; s < num_stages(); ++s) {
+    HAPI_RETURN_IF_ERROR(RunStage(s, *x));
+    for (const auto& [exit, head] : impl_->heads) {
+      if (head.stage == s) HAPI_RETURN_IF_ERROR(HeadLogits(exit, *x, &logits));
+    }
+  }
+  return FinalLogits(*x, &logits);
+}
+
+absl::Status DirectProgram::Calibrate(const float* pixels, int n,
+                                      std::map<std::string, float>* max) const {
+  constexpr int kBatch = 32;
+  const auto& shape = impl_->graph.input_shape;
+  const int64_t sample = shape[0] * shape[1] * shape[2];
+  for (int begin = 0; begin < n; begin += kBatch) {
+    std::unique_ptr<Activations> x = Input(pixels + begin * sample, std::min(kBatch, n - begin));
+    auto& a = static_cast<DirectActivations&>(*x);
+    for (int s = 0; s < num_stages(); ++s) {
+      absl::StatusOr<std::unique_ptr<Plan>> plan;
+      try {
+        absl::MutexLock lock(&impl_->mu);
+        Compiler compiler(impl_->graph, impl_->weights, nullptr, /*observe=*/true);
+        plan = compiler.Segment(impl_->segments[s], a.md, /*writable=*/true, false);
+      } catch (const dnnl::error& e) {
+        return absl::InternalError(absl::StrCat("calibrating stage ", s, ": ", e.what()));
+      }
+      if (!plan.ok()) return plan.status();
+      a.spare.Reserve((*plan)->output_bytes());
+      (*plan)->Run(a.cur.data(), a.spare.data(), [&](const std::vector<memory>& tensors) {
+        for (const auto& [name, t] : (*plan)->named) {
+          const float* v = static_cast<const float*>(tensors[t].get_data_handle());
+          const size_t count = (*plan)->tensors[t].md.get_size() / sizeof(float);
+          float& m = (*max)[name];
+          for (size_t i = 0; i < count; ++i) m = std::max(m, std::abs(v[i]));
+        }
+      });
+      a.cur.Swap(a.spare);
+      a.md = (*plan)->output_md();
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<DirectProgram>> DirectProgram::Int8(const float* pixels,
+                                                                   int n) const {
+  if (impl_->int8) return absl::FailedPreconditionError("the program is int8 already");
+  if (n < 1) return absl::InvalidArgumentError("int8 calibration needs samples");
+  auto impl = std::make_unique<Impl>();
+  impl->graph = impl_->graph;
+  impl->segments = impl_->segments;
+  impl->mean = impl_->mean;
+  impl->std = impl_->std;
+  impl->heads = impl_->heads;
+  impl->int8 = true;
+  HAPI_RETURN_IF_ERROR(Calibrate(pixels, n, &impl->int8_max));
+  {
+    absl::MutexLock lock(&impl->mu);
+    impl->segment_plans.resize(impl->segments.size());
+  }
+  std::unique_ptr<DirectProgram> program(new DirectProgram(std::move(impl)));
+  HAPI_RETURN_IF_ERROR(program->Check());
   return program;
 }
 

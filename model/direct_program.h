@@ -15,6 +15,7 @@
 // Torch-free header.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,16 @@ class DirectProgram {
 
   int num_stages() const;
 
+  // A copy of this (fp32) program whose convolutions run in int8 with
+  // oneDNN (post-training, static): weights s8 with one scale per output
+  // channel, activations u8 after ReLU and s8 elsewhere, each tensor's range
+  // the largest |value| this program computes on `n` calibration samples
+  // (`pixels` as Input takes them: use the training split, never the test
+  // split). Other ops, exit heads and the classifier run in fp32 on
+  // dequantised inputs. UNIMPLEMENTED when oneDNN has no int8 kernel for a
+  // convolution of the graph.
+  absl::StatusOr<std::unique_ptr<DirectProgram>> Int8(const float* pixels, int n) const;
+
   // Makes `exit` (an early exit, any index below 1000) run `head` on the
   // output of `stage`. Not thread-safe: attach every head before the program
   // is shared. INVALID_ARGUMENT when the shapes do not fit.
@@ -61,6 +72,8 @@ class DirectProgram {
 
  private:
   struct Impl;
+  absl::Status Check() const;
+  absl::Status Calibrate(const float* pixels, int n, std::map<std::string, float>* max) const;
   explicit DirectProgram(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

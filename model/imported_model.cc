@@ -366,6 +366,10 @@ absl::StatusOr<std::unique_ptr<ImportedModel>> ImportedModel::Create(ImportedGra
     const int64_t channels = spec.channels();
     program->mean = torch::tensor(mean).view({1, channels, 1, 1});
     program->std = torch::tensor(std).view({1, channels, 1, 1});
+    if (options.int8_calibration != nullptr) {
+      return absl::UnimplementedError(absl::StrCat("model ", model->manifest_.name(),
+                                                   ": int8 runs only the residual network so far"));
+    }
     if (options.direct) {
       absl::StatusOr<std::unique_ptr<DirectProgram>> direct =
           DirectProgram::Create(g, segments, mean, std);

@@ -103,9 +103,10 @@ class TorchModel : public Model {
 
 // The direct path for `network` (ModelOptions::direct), or null with a
 // warning when it cannot be lowered.
-std::unique_ptr<DirectProgram> MakeDirect(const v1::ModelManifest& manifest,
-                                          const v1::InputSpec& input,
-                                          const InferenceNetwork& network) {
+absl::StatusOr<std::unique_ptr<DirectProgram>> MakeDirect(const v1::ModelManifest& manifest,
+                                                          const v1::InputSpec& input,
+                                                          const InferenceNetwork& network,
+                                                          const ModelOptions& options) {
   absl::StatusOr<LoweredNetwork> lowered = network.Lower();
   absl::StatusOr<std::unique_ptr<DirectProgram>> direct =
       lowered.ok()
@@ -118,9 +119,14 @@ std::unique_ptr<DirectProgram> MakeDirect(const v1::ModelManifest& manifest,
     if (!st.ok()) direct = st;
   }
   if (!direct.ok()) {
+    if (options.int8_calibration != nullptr) return direct.status();
     LOG(WARNING) << "model " << manifest.name()
                  << " runs on LibTorch: " << direct.status().message();
     return nullptr;
+  }
+  if (options.int8_calibration != nullptr) {
+    const int n = static_cast<int>(options.int8_calibration->size() / InputSize(input));
+    return (*direct)->Int8(options.int8_calibration->data(), n);
   }
   return *std::move(direct);
 }
@@ -137,7 +143,9 @@ absl::StatusOr<std::shared_ptr<const Model>> MakeTorchModel(EarlyExitModel& mode
     io.onednn = options.onednn;
     auto network = std::make_unique<InferenceNetwork>(model, input, io);
     std::unique_ptr<DirectProgram> direct;
-    if (options.direct) direct = MakeDirect(model.manifest(), input, *network);
+    if (options.direct || options.int8_calibration != nullptr) {
+      HAPI_ASSIGN_OR_RETURN(direct, MakeDirect(model.manifest(), input, *network, options));
+    }
     return std::make_shared<TorchModel>(model.manifest(), std::move(network), std::move(direct));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("preparing model ", model.manifest().name(),

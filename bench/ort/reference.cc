@@ -48,6 +48,8 @@ ABSL_FLAG(bool, time, false, "Time EarlyExitExecutor::Run at batch 1");
 ABSL_FLAG(bool, components, false, "Time Input, each stage and each head at batch 1");
 ABSL_FLAG(double, loop_seconds, 0, "Run batch-1 requests for this long (profiling)");
 ABSL_FLAG(std::string, torch_trace, "", "With --loop_seconds: LibTorch profiler trace here");
+ABSL_FLAG(int32_t, int8_calibration, 0,
+          "> 0: int8 convolutions calibrated on this many training images (the residual network)");
 ABSL_FLAG(bool, direct, true, "The direct oneDNN path (ModelOptions::direct); false: LibTorch");
 ABSL_FLAG(int32_t, warmup, 200, "Untimed batch-1 requests first");
 ABSL_FLAG(std::vector<std::string>, exits, {}, "Early-exit design: enabled exits (empty: none)");
@@ -202,13 +204,18 @@ absl::Status Run(const Options& o) {
   hapi::SetIntraOpThreads(o.threads);
   hapi::ModelOptions options;
   options.direct = absl::GetFlag(FLAGS_direct);
+  HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist data, hapi::LoadFashionMnist(o.source.data_dir));
+  if (const int n = absl::GetFlag(FLAGS_int8_calibration); n > 0) {
+    data.train.Truncate(n);
+    options.int8_calibration =
+        std::make_shared<const std::vector<float>>(hapi::bench::ToFloatPixels(data.train));
+  }
   // Any model directory (the residual network, or a graph hapi-import wrote),
   // as hapi-server loads it.
   HAPI_ASSIGN_OR_RETURN(
       std::shared_ptr<const hapi::Model> served,
       hapi::LoadTorchModel(hapi::RepositoryLayout(o.source.repository).ModelDir(o.source.model),
                            options));
-  HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist data, hapi::LoadFashionMnist(o.source.data_dir));
   hapi::ImageSet test = std::move(data.test);
   test.Truncate(o.samples);
   const std::vector<float> pixels = hapi::bench::ToFloatPixels(test);

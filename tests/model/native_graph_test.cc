@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <ostream>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "model/inference_network.h"
 #include "model/network.h"
 #include "model/onnx_import.h"
+#include "model/torch_model.h"
 #include "tests/status_matchers.h"
 
 namespace hapi {
@@ -391,6 +393,82 @@ TEST(NativeGraphPreconditionTest, UnfoldedBatchNormIsRefused) {
   EXPECT_THAT(network.Lower(), StatusIs(absl::StatusCode::kFailedPrecondition));
   options.fuse_batch_norm = true;
   EXPECT_THAT(InferenceNetwork(*model, LegacyInputSpec(), options).Lower(), IsOk());
+}
+
+// --- The residual network behind the seam on the direct path ------------------
+
+std::vector<float> RandomPixels(int n, int seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  std::vector<float> v(static_cast<size_t>(n) * 28 * 28);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+// Every exit of `model` on `pixels` (n samples), rows 0 and 2 kept after
+// stage 2: probabilities per exit, concatenated.
+std::vector<float> EveryExit(const Model& model, const std::vector<float>& pixels, int n) {
+  std::vector<float> all;
+  absl::StatusOr<std::unique_ptr<Activations>> x = model.Input(pixels.data(), n);
+  EXPECT_THAT(x, IsOk());
+  if (!x.ok()) return all;
+  for (int s = 0; s < model.num_stages(); ++s) {
+    if (s == 2) (*x)->KeepRows({0, 2});
+    EXPECT_THAT(model.RunStage(s, **x), IsOk());
+    for (int e = 0; e < model.num_exits(); ++e) {
+      if (model.ExitStage(e) != s) continue;
+      std::vector<float> p;
+      EXPECT_THAT(model.RunHead(e, **x, &p), IsOk());
+      EXPECT_EQ(p.size(), static_cast<size_t>((*x)->batch_size() * model.num_classes()));
+      all.insert(all.end(), p.begin(), p.end());
+    }
+  }
+  return all;
+}
+
+TEST(TorchModelDirectTest, DirectPathAnswersAsLibTorchAtEveryExit) {
+  std::unique_ptr<EarlyExitModel> model = RandomModel();
+  ASSERT_NE(model, nullptr);
+  ModelOptions torch_options;
+  torch_options.direct = false;
+  absl::StatusOr<std::shared_ptr<const Model>> direct = MakeTorchModel(*model);
+  absl::StatusOr<std::shared_ptr<const Model>> torch = MakeTorchModel(*model, torch_options);
+  ASSERT_THAT(direct, IsOk());
+  ASSERT_THAT(torch, IsOk());
+  const std::vector<float> pixels = RandomPixels(4, 1);
+  const std::vector<float> a = EveryExit(**direct, pixels, 4);
+  const std::vector<float> b = EveryExit(**torch, pixels, 4);
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_FALSE(a.empty());
+  float max_diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) max_diff = std::max(max_diff, std::abs(a[i] - b[i]));
+  EXPECT_LT(max_diff, 1e-5f);
+}
+
+TEST(TorchModelDirectTest, Int8StaysCloseToFp32AndIsNotFp32) {
+  std::unique_ptr<EarlyExitModel> model = RandomModel();
+  ASSERT_NE(model, nullptr);
+  ModelOptions int8_options;
+  int8_options.int8_calibration = std::make_shared<const std::vector<float>>(RandomPixels(64, 2));
+  absl::StatusOr<std::shared_ptr<const Model>> fp32 = MakeTorchModel(*model);
+  absl::StatusOr<std::shared_ptr<const Model>> int8 = MakeTorchModel(*model, int8_options);
+  ASSERT_THAT(fp32, IsOk());
+  ASSERT_THAT(int8, IsOk());
+  const std::vector<float> pixels = RandomPixels(4, 3);  // not the calibration images
+  const std::vector<float> a = EveryExit(**fp32, pixels, 4);
+  const std::vector<float> b = EveryExit(**int8, pixels, 4);
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_FALSE(a.empty());
+  float max_diff = 0, sum = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    max_diff = std::max(max_diff, std::abs(a[i] - b[i]));
+    sum += b[i];
+  }
+  // Probabilities (each row sums to 1): quantisation moves them a little,
+  // and does move them (int8 really ran).
+  EXPECT_NEAR(sum, a.size() / model->manifest().class_names_size(), 1e-3);
+  EXPECT_LT(max_diff, 0.05f);
+  EXPECT_GT(max_diff, 1e-6f);
 }
 
 }  // namespace

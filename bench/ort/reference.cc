@@ -50,6 +50,7 @@ ABSL_FLAG(double, loop_seconds, 0, "Run batch-1 requests for this long (profilin
 ABSL_FLAG(std::string, torch_trace, "", "With --loop_seconds: LibTorch profiler trace here");
 ABSL_FLAG(int32_t, int8_calibration, 0,
           "> 0: int8 convolutions calibrated on this many training images (the residual network)");
+ABSL_FLAG(bool, exit_accuracy, false, "Test accuracy of every exit alone");
 ABSL_FLAG(bool, direct, true, "The direct oneDNN path (ModelOptions::direct); false: LibTorch");
 ABSL_FLAG(int32_t, warmup, 200, "Untimed batch-1 requests first");
 ABSL_FLAG(std::vector<std::string>, exits, {}, "Early-exit design: enabled exits (empty: none)");
@@ -104,6 +105,40 @@ absl::Status WriteProbabilities(const hapi::Model& model, const std::vector<floa
   out.close();
   if (!out) return absl::InternalError(absl::StrCat("writing ", path, " failed"));
   std::fprintf(stderr, "wrote %d x %d probabilities to %s\n", n, model.num_classes(), path.c_str());
+  return absl::OkStatus();
+}
+
+// Test accuracy of every exit alone (each sample through every stage and
+// head), as one JSON line.
+absl::Status ExitAccuracy(const hapi::Model& model, const hapi::ImageSet& test,
+                          const std::vector<float>& pixels) {
+  constexpr int kBatch = 100;
+  std::vector<int> correct(model.num_exits(), 0);
+  for (int begin = 0; begin < test.size(); begin += kBatch) {
+    const int count = std::min(kBatch, test.size() - begin);
+    HAPI_ASSIGN_OR_RETURN(
+        std::unique_ptr<hapi::Activations> x,
+        model.Input(pixels.data() + static_cast<size_t>(begin) * model.input_size(), count));
+    for (int s = 0; s < model.num_stages(); ++s) {
+      HAPI_RETURN_IF_ERROR(model.RunStage(s, *x));
+      for (int e = 0; e < model.num_exits(); ++e) {
+        if (model.ExitStage(e) != s) continue;
+        std::vector<float> p;
+        HAPI_RETURN_IF_ERROR(model.RunHead(e, *x, &p));
+        const int classes = model.num_classes();
+        for (int i = 0; i < count; ++i) {
+          const float* row = p.data() + i * classes;
+          const int label = static_cast<int>(std::max_element(row, row + classes) - row);
+          correct[e] += label == test.labels[begin + i];
+        }
+      }
+    }
+  }
+  std::printf("{\"what\":\"exit_accuracy\",\"samples\":%d,\"accuracy\":[", test.size());
+  for (int e = 0; e < model.num_exits(); ++e) {
+    std::printf("%s%.4f", e > 0 ? "," : "", static_cast<double>(correct[e]) / test.size());
+  }
+  std::printf("]}\n");
   return absl::OkStatus();
 }
 
@@ -229,6 +264,7 @@ absl::Status Run(const Options& o) {
   if (o.components) {
     HAPI_RETURN_IF_ERROR(TimeComponents(*served, pixels, test.size(), o.warmup));
   }
+  if (absl::GetFlag(FLAGS_exit_accuracy)) HAPI_RETURN_IF_ERROR(ExitAccuracy(*served, test, pixels));
   if (o.time) {
     HAPI_RETURN_IF_ERROR(
         TimeDesign("full", served, hapi::Design::FinalOnly(), test, pixels, o.warmup));

@@ -388,30 +388,35 @@ class Compiler {
     if (input.data_type() != memory::data_type::f32) {
       HAPI_ASSIGN_OR_RETURN(plan_->tensors[0].scale, Multiplier(input_name));
     }
-    const int src = AsF32(0);
     const Dims in = input.dims();
-    int out = src;
+    const bool int8 = input.data_type() != memory::data_type::f32;
+    int out = 0;
     if (h.conv_weight.numel() > 0) {
       const Dims out_dims = {in[0], h.conv_weight.dims[0], (in[2] - 1) / 2 + 1,
                              (in[3] - 1) / 2 + 1};
-      auto pd = dnnl::convolution_forward::primitive_desc({dnnl::prop_kind::forward_inference,
-                                                           dnnl::algorithm::convolution_direct,
-                                                           AnyMd(in),
-                                                           AnyMd(ToDims(h.conv_weight.dims)),
-                                                           PlainMd({h.conv_weight.dims[0]}),
-                                                           AnyMd(out_dims),
-                                                           {2, 2},
-                                                           {0, 0},
-                                                           {1, 1},
-                                                           {1, 1}},
-                                                          Attr({{dnnl::algorithm::eltwise_relu}}),
-                                                          Engine());
+      const std::vector<Eltwise> relu = {{dnnl::algorithm::eltwise_relu}};
       // In the layout the convolution likes (a plain destination makes
       // oneDNN fall back to im2col + GEMM), then plain for the pooling loop.
-      out = EmitConv(pd, src, h.conv_weight, 1, h.conv_bias, -1);
+      if (int8) {  // an int8 stage output: the head's convolution in int8 too
+        out = EmitConvInt8(0, h.conv_weight, h.conv_bias, {{2, 2}, {0, 0}, {1, 1}, {1, 1}, 1},
+                           out_dims, relu, memory::data_type::f32, 1.f, std::nullopt);
+      } else {
+        auto pd = dnnl::convolution_forward::primitive_desc({dnnl::prop_kind::forward_inference,
+                                                             dnnl::algorithm::convolution_direct,
+                                                             AnyMd(in),
+                                                             AnyMd(ToDims(h.conv_weight.dims)),
+                                                             PlainMd({h.conv_weight.dims[0]}),
+                                                             AnyMd(out_dims),
+                                                             {2, 2},
+                                                             {0, 0},
+                                                             {1, 1},
+                                                             {1, 1}},
+                                                            Attr(relu), Engine());
+        out = EmitConv(pd, 0, h.conv_weight, 1, h.conv_bias, -1);
+      }
       if (MdOf(out) != PlainMd(out_dims)) out = Reorder(out, PlainMd(out_dims));
     } else {
-      out = Reorder(src, PlainMd(in));
+      out = Reorder(0, PlainMd(in), int8 ? 1 / plan_->tensors[0].scale : 1.f);
     }
     return Finish(out);
   }
@@ -619,24 +624,49 @@ class Compiler {
   absl::Status ConvInt8(int c, int at, const FusedAdd* fused) {
     const GraphNode& n = g_.nodes[c];
     const GraphNode& out_node = g_.nodes[at];
-    HAPI_ASSIGN_OR_RETURN(int src, AsInt8(Input(n.inputs[0]), n.inputs[0]));
+    HAPI_ASSIGN_OR_RETURN(const int src, AsInt8(Input(n.inputs[0]), n.inputs[0]));
     HAPI_ASSIGN_OR_RETURN(const float m_out, Multiplier(out_node.output));
-    const float m_src = plan_->tensors[src].scale;
-    const Weight& w = n.weights[0];
-    const int64_t out_channels = w.dims[0], per_channel = w.numel() / out_channels;
-    // Weights: per output channel onto [-127, 127].
-    std::vector<float> m_w(out_channels), scales(out_channels), bias(out_channels, 0.f);
-    for (int64_t o = 0; o < out_channels; ++o) {
-      float max = 0;
-      for (int64_t i = 0; i < per_channel; ++i)
-        max = std::max(max, std::abs(w.values[o * per_channel + i]));
-      m_w[o] = 127.f / std::max(max, 1e-12f);
-      scales[o] = m_out / (m_src * m_w[o]);
-      if (n.weights.size() > 1) bias[o] = n.weights[1].values[o] * m_src * m_w[o];
-    }
     std::optional<int> residual;
     if (fused != nullptr) {
       HAPI_ASSIGN_OR_RETURN(residual, AsInt8(Input(fused->other), fused->other));
+    }
+    const ConvGeometry geometry{{n.strides[0], n.strides[1]},
+                                {n.dilations[0] - 1, n.dilations[1] - 1},
+                                {n.pads[0], n.pads[1]},
+                                {n.pads[2], n.pads[3]},
+                                n.group};
+    static const Weight kNoBias;
+    const int dst =
+        EmitConvInt8(src, n.weights[0], n.weights.size() > 1 ? n.weights[1] : kNoBias, geometry,
+                     Batched(MdOf(src).dims()[0], g_.shapes.at(n.output)),
+                     EltwiseOps(out_node.activation), Int8Type(out_node.output), m_out, residual);
+    Bind(out_node.output, dst);
+    return absl::OkStatus();
+  }
+
+  struct ConvGeometry {
+    Dims strides, dilates, pad_l, pad_r;
+    int64_t group = 1;
+  };
+
+  // Int8 plan tensor `src` convolved with `w` (s8, one scale per output
+  // channel) + `bias` (f32, folded into the accumulator's scale), then
+  // `activation`; the result in `dst_type` with multiplier `m_out` (f32: 1),
+  // added to `residual` (sum post-op, in the residual's own type and scale).
+  int EmitConvInt8(int src, const Weight& w, const Weight& bias, const ConvGeometry& geometry,
+                   const Dims& out_dims, const std::vector<Eltwise>& activation,
+                   memory::data_type dst_type, float m_out, std::optional<int> residual) {
+    const float m_src = plan_->tensors[src].scale;
+    const int64_t out_channels = w.dims[0], per_channel = w.numel() / out_channels;
+    std::vector<float> m_w(out_channels), scales(out_channels), b(out_channels, 0.f);
+    for (int64_t o = 0; o < out_channels; ++o) {
+      float max = 0;
+      for (int64_t i = 0; i < per_channel; ++i) {
+        max = std::max(max, std::abs(w.values[o * per_channel + i]));
+      }
+      m_w[o] = 127.f / std::max(max, 1e-12f);
+      scales[o] = m_out / (m_src * m_w[o]);
+      if (bias.numel() > 0) b[o] = bias.values[o] * m_src * m_w[o];
     }
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -645,30 +675,21 @@ class Compiler {
     if (residual) {
       ops.append_sum(m_out / plan_->tensors[*residual].scale, 0, MdOf(*residual).data_type());
     }
-    for (const Eltwise& e : EltwiseOps(out_node.activation)) {
-      ops.append_eltwise(1.f, e.algorithm, e.alpha, e.beta);
-    }
+    for (const Eltwise& e : activation) ops.append_eltwise(1.f, e.algorithm, e.alpha, e.beta);
     attr.set_post_ops(ops);
-    const Dims in = MdOf(src).dims();
-    const Dims out_dims = Batched(in[0], g_.shapes.at(n.output));
     Dims wdims = ToDims(w.dims);
     memory::format_tag tag = memory::format_tag::oihw;
-    if (n.group > 1) {
-      wdims = {n.group, wdims[0] / n.group, wdims[1], wdims[2], wdims[3]};
+    if (geometry.group > 1) {
+      wdims = {geometry.group, wdims[0] / geometry.group, wdims[1], wdims[2], wdims[3]};
       tag = memory::format_tag::goihw;
     }
     const Md bias_md = PlainMd({out_channels});
     auto pd = dnnl::convolution_forward::primitive_desc(
-        {dnnl::prop_kind::forward_inference,
-         dnnl::algorithm::convolution_direct,
-         Md(in, MdOf(src).data_type(), memory::format_tag::any),
-         Md(wdims, memory::data_type::s8, memory::format_tag::any),
-         bias_md,
-         Md(out_dims, Int8Type(out_node.output), memory::format_tag::any),
-         {n.strides[0], n.strides[1]},
-         {n.dilations[0] - 1, n.dilations[1] - 1},
-         {n.pads[0], n.pads[1]},
-         {n.pads[2], n.pads[3]}},
+        {dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+         Md(MdOf(src).dims(), MdOf(src).data_type(), memory::format_tag::any),
+         Md(wdims, memory::data_type::s8, memory::format_tag::any), bias_md,
+         Md(out_dims, dst_type, memory::format_tag::any), geometry.strides, geometry.dilates,
+         geometry.pad_l, geometry.pad_r},
         attr, Engine());
     if (MdOf(src) != pd.src_desc()) src = Reorder(src, pd.src_desc());
     const memory packed = weights_.Get(
@@ -683,7 +704,7 @@ class Compiler {
         Md(wdims, memory::data_type::s8, tag), pd.weights_desc());
     // The bias depends on the source's scale too: one per plan.
     memory bias_mem(bias_md, Engine());
-    std::memcpy(bias_mem.get_data_handle(), bias.data(), bias.size() * sizeof(float));
+    std::memcpy(bias_mem.get_data_handle(), b.data(), b.size() * sizeof(float));
     int dst;
     if (!residual) {
       dst = NewTensor(pd.dst_desc());
@@ -697,8 +718,7 @@ class Compiler {
     AddStep(dnnl::convolution_forward(pd), pd.scratchpad_desc(),
             {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}},
             {{DNNL_ARG_WEIGHTS, packed}, {DNNL_ARG_BIAS, bias_mem}});
-    Bind(out_node.output, dst);
-    return absl::OkStatus();
+    return dst;
   }
 
   // Applies eltwise ops to `src` into `dst` (same layout; may be `src`'s

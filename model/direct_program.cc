@@ -644,6 +644,20 @@ class Compiler {
     return absl::OkStatus();
   }
 
+  // Per output channel: 127 / max |weight|, so each channel spans the s8
+  // range.
+  static std::vector<float> ChannelMultipliers(const Weight& w) {
+    const int64_t out_channels = w.dims[0], per_channel = w.numel() / out_channels;
+    std::vector<float> m(out_channels);
+    for (int64_t o = 0; o < out_channels; ++o) {
+      const auto first = w.values.begin() + o * per_channel;
+      float max = 0;
+      for (auto v = first; v != first + per_channel; ++v) max = std::max(max, std::abs(*v));
+      m[o] = 127.f / std::max(max, 1e-12f);
+    }
+    return m;
+  }
+
   struct ConvGeometry {
     Dims strides, dilates, pad_l, pad_r;
     int64_t group = 1;
@@ -658,13 +672,9 @@ class Compiler {
                    memory::data_type dst_type, float m_out, std::optional<int> residual) {
     const float m_src = plan_->tensors[src].scale;
     const int64_t out_channels = w.dims[0], per_channel = w.numel() / out_channels;
-    std::vector<float> m_w(out_channels), scales(out_channels), b(out_channels, 0.f);
+    const std::vector<float> m_w = ChannelMultipliers(w);
+    std::vector<float> scales(out_channels), b(out_channels, 0.f);
     for (int64_t o = 0; o < out_channels; ++o) {
-      float max = 0;
-      for (int64_t i = 0; i < per_channel; ++i) {
-        max = std::max(max, std::abs(w.values[o * per_channel + i]));
-      }
-      m_w[o] = 127.f / std::max(max, 1e-12f);
       scales[o] = m_out / (m_src * m_w[o]);
       if (bias.numel() > 0) b[o] = bias.values[o] * m_src * m_w[o];
     }
@@ -742,6 +752,7 @@ class Compiler {
     return Overwritable(src) ? View(src, MdOf(src)) : NewTensor(MdOf(src));
   }
 
+  // Node `i` (not a fused Conv): fp32, except Conv in int8 mode.
   absl::Status Node(int i) {
     node_ = i;
     const GraphNode& n = g_.nodes[i];
@@ -753,8 +764,8 @@ class Compiler {
       case GraphOp::kActivation: {
         const int src = InputF32(n.inputs[0]);
         out = Activate(src, SameLayoutDst(src), activation);
-        Bind(n.output, out);
-        return absl::OkStatus();
+        activation.clear();
+        break;
       }
       case GraphOp::kChannelAffine: {
         const int64_t channels = n.weights[0].numel();
@@ -765,46 +776,13 @@ class Compiler {
       }
       case GraphOp::kAdd:
       case GraphOp::kMul: {
-        const auto alg =
-            n.op == GraphOp::kAdd ? dnnl::algorithm::binary_add : dnnl::algorithm::binary_mul;
-        int a = InputF32(n.inputs[0]);
-        if (n.inputs.size() == 2) {
-          // Both commute: the operand broadcast (dims of 1) goes second.
-          int b = InputF32(n.inputs[1]);
-          if (!BroadcastsTo(MdOf(b).dims(), MdOf(a).dims())) std::swap(a, b);
-          if (!BroadcastsTo(MdOf(b).dims(), MdOf(a).dims())) {
-            return Unsupported("broadcasting both operands");
-          }
-          const Md want = MdOf(b).dims() == MdOf(a).dims() ? MdOf(a) : PlainMd(MdOf(b).dims());
-          if (MdOf(b) != want) b = Reorder(b, want);
-          out = Binary(a, b, nullptr, {}, alg, activation);
-        } else {
-          const Dims dims = MdOf(a).dims();
-          Dims cdims(dims.size(), 1);
-          const auto& w = n.weights[0].dims;
-          if (w.size() > dims.size()) return Unsupported("a constant of higher rank");
-          std::copy(w.begin(), w.end(), cdims.end() - w.size());
-          out = Binary(a, -1, &n.weights[0], cdims, alg, activation);
-        }
-        Bind(n.output, out);
-        return absl::OkStatus();
-      }
-      case GraphOp::kConcat: {
-        std::vector<Md> srcs;
-        std::vector<std::pair<int, int>> args;
-        for (size_t k = 0; k < n.inputs.size(); ++k) {
-          const int t = InputF32(n.inputs[k]);
-          srcs.push_back(MdOf(t));
-          args.push_back({DNNL_ARG_MULTIPLE_SRC + static_cast<int>(k), t});
-        }
-        dnnl::primitive_attr attr;
-        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-        auto pd = dnnl::concat::primitive_desc(static_cast<int>(n.axis), srcs, Engine(), attr);
-        out = NewTensor(pd.dst_desc());
-        args.push_back({DNNL_ARG_DST, out});
-        AddStep(dnnl::concat(pd), pd.scratchpad_desc(), std::move(args));
+        HAPI_ASSIGN_OR_RETURN(out, AddOrMul(n, activation));
+        activation.clear();  // a post-op of the binary primitive
         break;
       }
+      case GraphOp::kConcat:
+        out = Concat(n);
+        break;
       case GraphOp::kMaxPool:
       case GraphOp::kAveragePool:
       case GraphOp::kGlobalAveragePool: {
@@ -821,13 +799,55 @@ class Compiler {
       }
       case GraphOp::kLinear: {
         HAPI_ASSIGN_OR_RETURN(out, Linear(n, InputF32(n.inputs[0]), activation));
-        activation.clear();
+        activation.clear();  // a post-op of the inner product
         break;
       }
     }
     out = Activate(out, out, activation);
     Bind(n.output, out);
     return absl::OkStatus();
+  }
+
+  // Add or Mul of two activations (one may broadcast) or of an activation
+  // and a constant, with the node's activation as a post-op.
+  absl::StatusOr<int> AddOrMul(const GraphNode& n, const std::vector<Eltwise>& activation) {
+    const auto alg =
+        n.op == GraphOp::kAdd ? dnnl::algorithm::binary_add : dnnl::algorithm::binary_mul;
+    int a = InputF32(n.inputs[0]);
+    if (n.inputs.size() == 2) {
+      // Both commute: the operand broadcast (dims of 1) goes second.
+      int b = InputF32(n.inputs[1]);
+      if (!BroadcastsTo(MdOf(b).dims(), MdOf(a).dims())) std::swap(a, b);
+      if (!BroadcastsTo(MdOf(b).dims(), MdOf(a).dims())) {
+        return Unsupported("broadcasting both operands");
+      }
+      const Md want = MdOf(b).dims() == MdOf(a).dims() ? MdOf(a) : PlainMd(MdOf(b).dims());
+      if (MdOf(b) != want) b = Reorder(b, want);
+      return Binary(a, b, nullptr, {}, alg, activation);
+    }
+    const Dims dims = MdOf(a).dims();
+    Dims cdims(dims.size(), 1);
+    const auto& w = n.weights[0].dims;
+    if (w.size() > dims.size()) return Unsupported("a constant of higher rank");
+    std::copy(w.begin(), w.end(), cdims.end() - w.size());
+    return Binary(a, -1, &n.weights[0], cdims, alg, activation);
+  }
+
+  int Concat(const GraphNode& n) {
+    std::vector<Md> srcs;
+    std::vector<std::pair<int, int>> args;
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      const int t = InputF32(n.inputs[k]);
+      srcs.push_back(MdOf(t));
+      args.push_back({DNNL_ARG_MULTIPLE_SRC + static_cast<int>(k), t});
+    }
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    auto pd = dnnl::concat::primitive_desc(static_cast<int>(n.axis), srcs, Engine(), attr);
+    const int out = NewTensor(pd.dst_desc());
+    args.push_back({DNNL_ARG_DST, out});
+    AddStep(dnnl::concat(pd), pd.scratchpad_desc(), std::move(args));
+    return out;
   }
 
   // True when `from` broadcasts to `to` (same rank, each dim equal or 1).

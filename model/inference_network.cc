@@ -190,6 +190,32 @@ class GraphBuilder {
     return Add(std::move(n), out);
   }
 
+  // A Gemm of `input` by `weight` (out x in) + `bias`.
+  std::string Linear(const std::string& name, const std::string& input, const torch::Tensor& weight,
+                     const torch::Tensor& bias) {
+    GraphNode n;
+    n.name = name;
+    n.op_type = "Gemm";
+    n.op = GraphOp::kLinear;
+    n.inputs = {input};
+    n.weights = {ToWeight(weight), ToWeight(bias)};
+    const int64_t out = n.weights[0].dims[0];
+    n.macs = out * n.weights[0].dims[1];
+    return Add(std::move(n), {out});
+  }
+
+  // A node without weights (Add, pooling, Flatten) of output `shape`.
+  std::string Op(const std::string& name, const char* op_type, GraphOp op,
+                 std::vector<std::string> inputs, std::vector<int64_t> shape, bool relu = false) {
+    GraphNode n;
+    n.name = name;
+    n.op_type = op_type;
+    n.op = op;
+    n.inputs = std::move(inputs);
+    if (relu) n.activation.kind = ActivationKind::kRelu;
+    return Add(std::move(n), std::move(shape));
+  }
+
   std::string Add(GraphNode n, std::vector<int64_t> shape) {
     n.output = n.name;
     g_->shapes[n.output] = std::move(shape);
@@ -244,65 +270,45 @@ absl::StatusOr<LoweredNetwork> InferenceNetwork::Lower() const {
           return absl::InternalError(absl::StrCat("model ", name_, ": stage ", s,
                                                   "'s residual and shortcut differ in shape"));
         }
-        GraphNode add;
-        add.name = p + "add";
-        add.op_type = "Add";
-        add.op = GraphOp::kAdd;
-        add.inputs = {y, shortcut};
-        add.activation.kind = ActivationKind::kRelu;
-        x = b.Add(std::move(add), g.shapes.at(y));
+        x = b.Op(p + "add", "Add", GraphOp::kAdd, {y, shortcut}, g.shapes.at(y), /*relu=*/true);
       }
       out.cuts.push_back(b.Cut());
     }
     const int64_t channels = g.shapes.at(x)[0];
-    GraphNode pool;
-    pool.name = "global_pool";
-    pool.op_type = "GlobalAveragePool";
-    pool.op = GraphOp::kGlobalAveragePool;
-    pool.inputs = {x};
-    x = b.Add(std::move(pool), {channels, 1, 1});
-    GraphNode flatten;
-    flatten.name = "flatten";
-    flatten.op_type = "Flatten";
-    flatten.op = GraphOp::kFlatten;
-    flatten.inputs = {x};
-    x = b.Add(std::move(flatten), {channels});
+    x = b.Op("global_pool", "GlobalAveragePool", GraphOp::kGlobalAveragePool, {x},
+             {channels, 1, 1});
+    x = b.Op("flatten", "Flatten", GraphOp::kFlatten, {x}, {channels});
     auto final_head_it =
         std::find_if(heads_.begin(), heads_.end(), [](const HeadOps& h) { return h.pool == 0; });
     if (final_head_it == heads_.end()) {
       return absl::InternalError(absl::StrCat("model ", name_, " has no final exit"));
     }
     const HeadOps& final_head = *final_head_it;
-    GraphNode fc;
-    fc.name = "classifier";
-    fc.op_type = "Gemm";
-    fc.op = GraphOp::kLinear;
-    fc.inputs = {x};
-    fc.weights = {ToWeight(final_head.fc_weight), ToWeight(final_head.fc_bias)};
-    const int64_t classes = fc.weights[0].dims[0];
-    fc.macs = classes * fc.weights[0].dims[1];
-    g.output = b.Add(std::move(fc), {classes});
-    g.num_classes = static_cast<int>(classes);
+    g.output = b.Linear("classifier", x, final_head.fc_weight, final_head.fc_bias);
+    g.num_classes = static_cast<int>(g.shapes.at(g.output)[0]);
     g.output_was_softmax = false;
     g.cut_points = out.cuts;
-
-    for (int e = 0; e < num_exits(); ++e) {
-      const HeadOps& h = heads_[e];
-      if (h.pool == 0) continue;  // the final exit: the graph's own tail
-      ExitHeadWeights w;
-      if (h.has_conv) {
-        w.conv_weight = ToWeight(h.conv.weight);
-        w.conv_bias = ToWeight(h.conv.bias);
-      }
-      w.pool = h.pool;
-      w.fc_weight = ToWeight(h.fc_weight);
-      w.fc_bias = ToWeight(h.fc_bias);
-      out.heads.push_back(std::move(w));
-      out.head_stage.push_back(exit_stage_[e]);
-    }
+    LowerHeads(&out);
     return out;
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("model ", name_, ": lowering: ", e.what()));
+  }
+}
+
+void InferenceNetwork::LowerHeads(LoweredNetwork* out) const {
+  for (int e = 0; e < num_exits(); ++e) {
+    const HeadOps& h = heads_[e];
+    if (h.pool == 0) continue;  // the final exit: the graph's own tail
+    ExitHeadWeights w;
+    if (h.has_conv) {
+      w.conv_weight = ToWeight(h.conv.weight);
+      w.conv_bias = ToWeight(h.conv.bias);
+    }
+    w.pool = h.pool;
+    w.fc_weight = ToWeight(h.fc_weight);
+    w.fc_bias = ToWeight(h.fc_bias);
+    out->heads.push_back(std::move(w));
+    out->head_stage.push_back(exit_stage_[e]);
   }
 }
 

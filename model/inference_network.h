@@ -61,6 +61,9 @@ class InferenceNetwork {
   absl::StatusOr<LoweredNetwork> Lower() const;
 
  private:
+  // The early exits' heads and stages into `out` (Lower).
+  void LowerHeads(LoweredNetwork* out) const;
+
   using TensorMap = std::map<std::string, torch::Tensor>;  // parameters and buffers by name
   struct Conv {
     torch::Tensor weight, bias;        // bias undefined when unfused

@@ -44,10 +44,11 @@ inline FashionMnist TinyTrainingData(int test) {
   return data;
 }
 
-// Stem 8, widths 8/16/16, blocks 2/2/1: 6 stages, early exits 0..4. One epoch
-// of each training stage, one thread (repeatable).
-inline absl::StatusOr<std::unique_ptr<EarlyExitModel>> TrainTinyModel(const std::string& name,
-                                                                      const FashionMnist& data) {
+// Stem 8, widths 8/16/16, blocks 2/2/1: six stages; identity shortcuts
+// (stages 1, 2, 4) and 1x1 strided ones (3: 8 -> 16 channels, 5: 16 -> 16
+// channels); early-exit heads with a conv (28x28 stages 0-2) and without
+// (14x14 stages 3-4).
+inline v1::BackboneConfig TinyBackbone() {
   v1::BackboneConfig c;
   c.set_stem_channels(8);
   for (int w : {8, 16, 16}) c.add_widths(w);
@@ -55,6 +56,14 @@ inline absl::StatusOr<std::unique_ptr<EarlyExitModel>> TrainTinyModel(const std:
   c.set_num_classes(10);
   c.set_exit_conv_channels(8);
   c.set_exit_conv_min_size(14);
+  return c;
+}
+
+// TinyBackbone, early exits 0..4. One epoch of each training stage, one
+// thread (repeatable).
+inline absl::StatusOr<std::unique_ptr<EarlyExitModel>> TrainTinyModel(const std::string& name,
+                                                                      const FashionMnist& data) {
+  const v1::BackboneConfig c = TinyBackbone();
   v1::TrainingConfig t = DefaultTrainingConfig();
   t.set_backbone_epochs(1);
   t.set_exit_epochs(1);

@@ -27,6 +27,7 @@
 #include "model/onnx_import.h"
 #include "model/torch_model.h"
 #include "tests/status_matchers.h"
+#include "tests/tiny_model.h"
 
 namespace hapi {
 namespace {
@@ -35,20 +36,6 @@ using ::hapi::testing::IsOk;
 using ::hapi::testing::StatusIs;
 using ::testing::ElementsAre;
 
-// Stem 8, widths 8/16/16, blocks 2/2/1: six stages; identity shortcuts
-// (stages 1, 2, 4) and 1x1 strided ones (3: 8 -> 16 channels, 5: 16 -> 16
-// channels); early-exit heads with a conv (28x28 stages 0-2) and without
-// (14x14 stages 3-4).
-v1::BackboneConfig Backbone() {
-  v1::BackboneConfig c;
-  c.set_stem_channels(8);
-  for (int w : {8, 16, 16}) c.add_widths(w);
-  for (int b : {2, 2, 1}) c.add_blocks_per_group(b);
-  c.set_num_classes(10);
-  c.set_exit_conv_channels(8);
-  c.set_exit_conv_min_size(14);
-  return c;
-}
 constexpr int kStages = 6;
 constexpr int kClasses = 10;
 constexpr int kBatch = 5;
@@ -73,7 +60,7 @@ void Randomize(torch::nn::Module& module) {
 std::unique_ptr<EarlyExitModel> RandomModel() {
   torch::manual_seed(7);
   absl::StatusOr<std::unique_ptr<EarlyExitModel>> model =
-      EarlyExitModel::Create("native", Backbone());
+      EarlyExitModel::Create("native", TinyBackbone());
   EXPECT_THAT(model, IsOk());
   if (!model.ok()) return nullptr;
   Randomize(*(*model)->network().backbone());

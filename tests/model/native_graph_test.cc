@@ -60,7 +60,7 @@ void Randomize(torch::nn::Module& module) {
 std::unique_ptr<EarlyExitModel> RandomModel() {
   torch::manual_seed(7);
   absl::StatusOr<std::unique_ptr<EarlyExitModel>> model =
-      EarlyExitModel::Create("native", TinyBackbone());
+      EarlyExitModel::Create("native", testing::TinyBackbone());
   EXPECT_THAT(model, IsOk());
   if (!model.ok()) return nullptr;
   Randomize(*(*model)->network().backbone());

@@ -13,7 +13,32 @@
 namespace hapi {
 namespace {
 
-constexpr char kMagic[8] = {'H', 'A', 'P', 'I', 'C', 'A', 'L', '1'};
+// The format Serialize writes (u16 labels and predictions), and the earlier
+// one Parse still reads (u8).
+constexpr char kMagic[8] = {'H', 'A', 'P', 'I', 'C', 'A', 'L', '2'};
+constexpr char kMagicV1[8] = {'H', 'A', 'P', 'I', 'C', 'A', 'L', '1'};
+constexpr uint64_t kMaxClassesV1 = 255;
+
+void PutU16s(std::string* out, const std::vector<uint16_t>& values) {
+  const size_t at = out->size();
+  out->resize(at + 2 * values.size());
+  char* p = out->data() + at;
+  for (uint16_t v : values) {
+    *p++ = static_cast<char>(v);
+    *p++ = static_cast<char>(v >> 8);
+  }
+}
+// `count` labels of `width` bytes (1 or 2), little-endian, at `p`.
+void GetLabels(const char* p, int width, uint64_t count, std::vector<uint16_t>* out) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  if (width == 1) {
+    for (uint64_t i = 0; i < count; ++i) (*out)[i] = u[i];
+  } else {
+    for (uint64_t i = 0; i < count; ++i) {
+      (*out)[i] = static_cast<uint16_t>(u[2 * i] | (u[2 * i + 1] << 8));
+    }
+  }
+}
 
 void PutU32(std::string* out, uint32_t v) {
   char b[4] = {static_cast<char>(v), static_cast<char>(v >> 8), static_cast<char>(v >> 16),
@@ -46,7 +71,7 @@ CalibrationTable::CalibrationTable(int num_samples, int num_exits, int num_class
 
 void CalibrationTable::Set(int exit, int sample, const ExitScores& scores) {
   size_t i = Index(exit, sample);
-  predicted_[i] = static_cast<uint8_t>(scores.label);
+  predicted_[i] = static_cast<uint16_t>(scores.label);
   for (int p = 0; p < kNumExitPolicies; ++p) scores_[p][i] = scores.scores[p];
 }
 
@@ -96,8 +121,8 @@ std::string CalibrationTable::Serialize() const {
   PutU32(&out, static_cast<uint32_t>(num_samples_));
   PutU32(&out, static_cast<uint32_t>(num_exits_));
   PutU32(&out, static_cast<uint32_t>(num_classes_));
-  out.append(reinterpret_cast<const char*>(true_labels_.data()), true_labels_.size());
-  out.append(reinterpret_cast<const char*>(predicted_.data()), predicted_.size());
+  PutU16s(&out, true_labels_);
+  PutU16s(&out, predicted_);
   for (const auto& s : scores_) {
     for (float f : s) {
       uint32_t bits;
@@ -115,7 +140,18 @@ absl::StatusOr<CalibrationTable> CalibrationTable::Parse(absl::string_view data)
     return absl::DataLossError(absl::StrCat("corrupt calibration table: ", why));
   };
   if (data.size() < sizeof(kMagic) + 16) return corrupt("too short");
-  if (std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0) return corrupt("bad magic");
+  // Bytes per label and prediction, and the most classes they can name.
+  int width;
+  uint64_t max_classes;
+  if (std::memcmp(data.data(), kMagic, sizeof(kMagic)) == 0) {
+    width = 2;
+    max_classes = kMaxClasses;
+  } else if (std::memcmp(data.data(), kMagicV1, sizeof(kMagicV1)) == 0) {
+    width = 1;
+    max_classes = kMaxClassesV1;
+  } else {
+    return corrupt("bad magic");
+  }
   uint32_t stored_crc = GetU32(data.data() + data.size() - 4);
   uint32_t actual_crc = static_cast<uint32_t>(
       crc32(0L, reinterpret_cast<const Bytef*>(data.data()), data.size() - 4));
@@ -123,7 +159,7 @@ absl::StatusOr<CalibrationTable> CalibrationTable::Parse(absl::string_view data)
   const char* p = data.data() + sizeof(kMagic);
   uint64_t samples = GetU32(p), exits = GetU32(p + 4), classes = GetU32(p + 8);
   p += 12;
-  if (exits == 0 || classes < 2 || classes > 255) return corrupt("bad dimensions");
+  if (exits == 0 || classes < 2 || classes > max_classes) return corrupt("bad dimensions");
   // Without samples nothing below bounds the exit count by the bytes present,
   // and a table without samples scores no design.
   if (samples == 0) return corrupt("declares no samples");
@@ -137,16 +173,17 @@ absl::StatusOr<CalibrationTable> CalibrationTable::Parse(absl::string_view data)
     return corrupt(absl::StrCat(samples, " samples x ", exits, " exits exceeds ", kMaxInt));
   }
   if (cells > data.size()) return corrupt("dimensions larger than the file");
-  uint64_t expected = sizeof(kMagic) + 12 + samples + cells + kNumExitPolicies * cells * 4 + 4;
+  uint64_t expected =
+      sizeof(kMagic) + 12 + (samples + cells) * width + kNumExitPolicies * cells * 4 + 4;
   if (data.size() != expected) {
     return corrupt(absl::StrCat("size ", data.size(), ", expected ", expected));
   }
   CalibrationTable table(static_cast<int>(samples), static_cast<int>(exits),
                          static_cast<int>(classes));
-  std::memcpy(table.true_labels_.data(), p, samples);
-  p += samples;
-  std::memcpy(table.predicted_.data(), p, cells);
-  p += cells;
+  GetLabels(p, width, samples, &table.true_labels_);
+  p += samples * width;
+  GetLabels(p, width, cells, &table.predicted_);
+  p += cells * width;
   for (auto& s : table.scores_) {
     for (uint64_t i = 0; i < cells; ++i, p += 4) {
       uint32_t bits = GetU32(p);

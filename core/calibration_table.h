@@ -15,16 +15,27 @@ namespace hapi {
 // Because the backbone is frozen while exits train, an exit's prediction does
 // not depend on which other exits are enabled: this table scores any design
 // exactly. Exit index num_exits()-1 is the final classifier.
+//
+// True labels and predictions are held as uint16_t, so a table has at most
+// kMaxClasses = 65,536 classes: far beyond any image classifier the project
+// serves (ImageNet-1k has 1,000 classes, ImageNet-21k 21,841). Two bytes per
+// cell, next to the 12 of the three policies' scores: a 10^5-sample x
+// 20-exit table holds 4 MB of predictions and 24 MB of scores.
 class CalibrationTable {
  public:
+  static constexpr int kMaxClasses = 65536;
+
   CalibrationTable() = default;
+  // num_classes must be at most kMaxClasses (labels beyond 65,535 would
+  // wrap): CalibrateOnImages (hapi-import) and ShadowWindow::ToTable (the
+  // live monitor) refuse larger models.
   CalibrationTable(int num_samples, int num_exits, int num_classes);
 
   int num_samples() const { return num_samples_; }
   int num_exits() const { return num_exits_; }
   int num_classes() const { return num_classes_; }
 
-  void SetTrueLabel(int sample, int label) { true_labels_[sample] = static_cast<uint8_t>(label); }
+  void SetTrueLabel(int sample, int label) { true_labels_[sample] = static_cast<uint16_t>(label); }
   void Set(int exit, int sample, const ExitScores& scores);
 
   int true_label(int sample) const { return true_labels_[sample]; }
@@ -43,11 +54,16 @@ class CalibrationTable {
   // The table of `samples` (indices into this table, in that order).
   CalibrationTable Subset(absl::Span<const int> samples) const;
 
-  // Binary format, little-endian: "HAPICAL1", u32 samples, exits, classes,
-  // true labels[samples], predicted[exits][samples], then for each policy
-  // float scores[exits][samples], then a CRC-32 of everything before it.
-  // Parse refuses (DATA_LOSS) a table without samples, and counts or a
-  // samples x exits product beyond INT_MAX.
+  // Binary format, little-endian: "HAPICAL2", u32 samples, exits, classes,
+  // u16 true labels[samples], u16 predicted[exits][samples], then for each
+  // policy float scores[exits][samples], then a CRC-32 (zlib's) of
+  // everything before it. Serialize writes HAPICAL2; Parse also reads the
+  // earlier "HAPICAL1", the same but for u8 labels and predictions (and so at
+  // most 255 classes). Parse refuses (DATA_LOSS) a bad magic, checksum or
+  // size, fewer than 2 classes or more than the format holds (255, or
+  // kMaxClasses), a table without samples, counts or a samples x exits
+  // product beyond INT_MAX, and labels or predictions not below the class
+  // count.
   std::string Serialize() const;
   static absl::StatusOr<CalibrationTable> Parse(absl::string_view data);
 
@@ -59,8 +75,8 @@ class CalibrationTable {
   int num_samples_ = 0;
   int num_exits_ = 0;
   int num_classes_ = 0;
-  std::vector<uint8_t> true_labels_;
-  std::vector<uint8_t> predicted_;               // [exit][sample]
+  std::vector<uint16_t> true_labels_;
+  std::vector<uint16_t> predicted_;              // [exit][sample]
   std::vector<float> scores_[kNumExitPolicies];  // [policy][exit][sample]
 };
 

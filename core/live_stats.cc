@@ -159,6 +159,11 @@ double ShadowWindow::Upper(double confidence) const {
 
 absl::StatusOr<CalibrationTable> ShadowWindow::ToTable(int num_classes) const {
   if (rows_.empty()) return absl::FailedPreconditionError("no shadowed requests yet");
+  if (num_classes > CalibrationTable::kMaxClasses) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the model has ", num_classes, " classes; a calibration table holds at most ",
+                     CalibrationTable::kMaxClasses));
+  }
   const int num_exits = static_cast<int>(rows_.front().exits.size());
   CalibrationTable table(size(), num_exits, num_classes);
   for (int s = 0; s < size(); ++s) {

@@ -106,7 +106,7 @@ class ShadowWindow {
   double Upper(double confidence) const;
   // The window as a calibration table labelled with the full network's
   // answers (the planning input of a live re-plan); FAILED_PRECONDITION
-  // when empty.
+  // when empty or when num_classes is beyond CalibrationTable::kMaxClasses.
   absl::StatusOr<CalibrationTable> ToTable(int num_classes) const;
 
  private:

@@ -384,6 +384,11 @@ absl::StatusOr<CalibrationTable> CalibrateOnImages(const Model& model, const Lab
                                                    const std::string& label) {
   const int n = images.size(), classes = model.num_classes();
   if (n == 0) return absl::InvalidArgumentError("calibration needs images");
+  if (classes > CalibrationTable::kMaxClasses) {
+    return absl::InvalidArgumentError(absl::StrCat("the model has ", classes,
+                                                   " classes; a calibration table holds at most ",
+                                                   CalibrationTable::kMaxClasses));
+  }
   CalibrationTable table(n, model.num_exits(), classes);
   std::unique_ptr<ProgressBar> bar;
   if (!label.empty()) bar = std::make_unique<ProgressBar>(label, n);

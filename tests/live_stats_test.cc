@@ -155,5 +155,28 @@ TEST(ShadowWindowTest, BecomesATableLabelledWithTheFullNetworksAnswers) {
   EXPECT_DOUBLE_EQ(table->Accuracy(1), 1.0);
 }
 
+// Live answers of a 1000-class model keep their labels (no longer cut to a
+// byte); a model with more classes than a table holds is refused.
+TEST(ShadowWindowTest, TableOfAThousandClasses) {
+  ShadowWindow window(10);
+  window.Add(Row(999, 999));
+  window.Add(Row(256, 0));
+  absl::StatusOr<CalibrationTable> table = window.ToTable(1000);
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_EQ(table->num_classes(), 1000);
+  EXPECT_EQ(table->true_label(0), 999);
+  EXPECT_EQ(table->predicted(0, 0), 999);
+  EXPECT_EQ(table->predicted(0, 1), 256);
+  EXPECT_FALSE(table->correct(0, 1));
+  EXPECT_DOUBLE_EQ(table->Accuracy(0), 0.5);
+  absl::StatusOr<CalibrationTable> reparsed = CalibrationTable::Parse(table->Serialize());
+  ASSERT_TRUE(reparsed.ok()) << reparsed.status();
+  EXPECT_EQ(reparsed->true_label(0), 999);
+
+  EXPECT_TRUE(window.ToTable(CalibrationTable::kMaxClasses).ok());
+  EXPECT_EQ(window.ToTable(CalibrationTable::kMaxClasses + 1).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace hapi

@@ -9,7 +9,8 @@
 //
 // Checks: a table is either refused with DATA_LOSS and a printable message,
 // or it is consistent (labels and predictions below the class count,
-// accuracies in [0, 1]), serializes back to exactly the bytes read, and its
+// accuracies in [0, 1]), serializes back to exactly the bytes read (a
+// HAPICAL1 table: to HAPICAL2 bytes that parse to the same table), and its
 // predictions keep their promises (fuzz_fixtures.h).
 #include <zlib.h>
 
@@ -47,7 +48,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   HAPI_FUZZ_CHECK(table->num_samples() > 0 && table->num_exits() > 0);
-  HAPI_FUZZ_CHECK(table->num_classes() >= 2 && table->num_classes() <= 255);
+  // HAPICAL1 holds u8 labels, HAPICAL2 u16 ones.
+  const bool v1 = file.compare(0, 8, "HAPICAL1") == 0;
+  HAPI_FUZZ_CHECK(v1 || file.compare(0, 8, "HAPICAL2") == 0);
+  HAPI_FUZZ_CHECK(table->num_classes() >= 2 &&
+                  table->num_classes() <= (v1 ? 255 : hapi::CalibrationTable::kMaxClasses));
   for (int s = 0; s < table->num_samples(); ++s) {
     HAPI_FUZZ_CHECK(table->true_label(s) < table->num_classes());
   }
@@ -58,7 +63,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       HAPI_FUZZ_CHECK(table->predicted(e, s) < table->num_classes());
     }
   }
-  HAPI_FUZZ_CHECK(table->Serialize() == file);
+  const std::string bytes = table->Serialize();
+  if (v1) {
+    // Written back as HAPICAL2: two bytes per label and prediction, the rest
+    // the same, and the same table when read again.
+    const size_t labels = static_cast<size_t>(table->num_samples()) * (1 + table->num_exits());
+    HAPI_FUZZ_CHECK(bytes.size() == file.size() + labels);
+    HAPI_FUZZ_CHECK(bytes.compare(0, 8, "HAPICAL2") == 0);
+    HAPI_FUZZ_CHECK(bytes.compare(8, 12, file, 8, 12) == 0);
+    HAPI_FUZZ_CHECK(bytes.compare(20 + 2 * labels, bytes.size() - 24 - 2 * labels, file,
+                                  20 + labels, file.size() - 24 - labels) == 0);
+    absl::StatusOr<hapi::CalibrationTable> again = hapi::CalibrationTable::Parse(bytes);
+    HAPI_FUZZ_CHECK(again.ok());
+    for (int s = 0; s < table->num_samples(); ++s) {
+      HAPI_FUZZ_CHECK(again->true_label(s) == table->true_label(s));
+      for (int e = 0; e < table->num_exits(); ++e) {
+        HAPI_FUZZ_CHECK(again->predicted(e, s) == table->predicted(e, s));
+      }
+    }
+    HAPI_FUZZ_CHECK(again->Serialize() == bytes);
+  } else {
+    HAPI_FUZZ_CHECK(bytes == file);
+  }
 
   if (table->num_exits() > kMaxScoredExits) return 0;
   const hapi::v1::ModelManifest manifest =

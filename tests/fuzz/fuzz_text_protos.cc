@@ -59,9 +59,10 @@ void CheckRefusal(const absl::Status& status, absl::StatusCode code) {
 }
 
 // Manifests beyond these are parsed and checked, not scored or run: the
-// cost grows with stages, and the table stores labels in a byte.
+// cost grows with stages, and a calibration table holds at most
+// CalibrationTable::kMaxClasses classes.
 constexpr int kMaxRunStages = 16;
-constexpr int kMaxRunClasses = 255;
+constexpr int kMaxRunClasses = hapi::CalibrationTable::kMaxClasses;
 constexpr int kTableSamples = 64;
 
 struct Fixed {

@@ -246,19 +246,38 @@ void IdxLoader() {
         IdxInput(0, 3, Idx(2051, {3, 27, 28}, ""), Idx(2049, {3}, std::string("\x00\x01\x02", 3))));
 }
 
+// `table` in the earlier HAPICAL1 format (u8 labels and predictions), which
+// Parse still reads: HAPICAL2's bytes with each u16 cut to its low byte.
+std::string Hapical1(const CalibrationTable& table) {
+  const std::string v2 = table.Serialize();
+  const size_t labels = static_cast<size_t>(table.num_samples()) * (1 + table.num_exits());
+  std::string out = "HAPICAL1" + v2.substr(8, 12);
+  for (size_t i = 0; i < labels; ++i) out.push_back(v2[20 + 2 * i]);
+  out += v2.substr(20 + 2 * labels, v2.size() - 24 - 2 * labels);
+  const uint32_t crc =
+      static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(out.data()), out.size()));
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(crc >> (8 * i)));
+  return out;
+}
+
 void CalibrationTableSeeds() {
   const char* t = "fuzz_calibration_table";
   auto seed = [&](const std::string& name, uint8_t flags, int stages, int classes, int samples) {
-    const std::string bytes =
-        fuzz::SyntheticTable(fuzz::FakeManifest(stages, classes), samples).Serialize();
-    Write(t, name, std::string(1, static_cast<char>(flags)) + bytes);
+    const CalibrationTable table =
+        fuzz::SyntheticTable(fuzz::FakeManifest(stages, classes), samples);
+    Write(t, name, std::string(1, static_cast<char>(flags)) + table.Serialize());
+    if (classes <= 255) {
+      Write(t, "v1-" + name, std::string(1, static_cast<char>(flags)) + Hapical1(table));
+    }
   };
   seed("fake-6x10-16", 1, 6, 10, 16);
   seed("fake-6x10-16-entropy-crc-kept", 2, 6, 10, 16);
   seed("fake-3x2-40-margin", 5, 3, 2, 40);
   seed("fake-1x4-8", 1, 1, 4, 8);
   seed("fake-12x3-5", 1, 12, 3, 5);
-  Write(t, "header-only", std::string("\x01HAPICAL1", 9) + std::string(16, '\0'));
+  seed("fake-3x1000-8", 1, 3, 1000, 8);
+  Write(t, "header-only", std::string("\x01HAPICAL2", 9) + std::string(16, '\0'));
+  Write(t, "v1-header-only", std::string("\x01HAPICAL1", 9) + std::string(16, '\0'));
 }
 
 std::string Text(uint8_t selector, const google::protobuf::Message& m) {

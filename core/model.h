@@ -6,6 +6,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,9 +40,14 @@ struct ModelOptions {
   // fused, one blocked layout from stage to stage; no LibTorch per request.
   // Models whose ops it cannot lower run the LibTorch path above.
   bool direct = true;
-  // Non-empty: the direct path's convolutions run in int8
-  // (DirectProgram::Int8), calibrated on these samples (input_shape() floats
-  // each, in [0,1]; from the training split). The residual network only.
+  // The direct path's convolutions in int8 (DirectProgram::Int8), the
+  // residual network only: with these ranges (hapi.v1.Int8Ranges.max_abs);
+  // LoadTorchModel reads them from the model directory's int8-ranges.pbtxt
+  // (hapi-quantize) when `int8` is set and they are not given.
+  bool int8 = false;
+  std::shared_ptr<const std::map<std::string, float>> int8_ranges;
+  // Or ranges calibrated when the model loads, on these samples
+  // (input_shape() floats each, in [0,1]; from the training split).
   std::shared_ptr<const std::vector<float>> int8_calibration;
 };
 

@@ -16,6 +16,7 @@ inline constexpr char kExitsFile[] = "exits.pt";
 inline constexpr char kValidationCalibrationFile[] = "calibration-validation.bin";
 inline constexpr char kTestCalibrationFile[] = "calibration-test.bin";
 inline constexpr char kReportFile[] = "report.md";
+inline constexpr char kInt8RangesFile[] = "int8-ranges.pbtxt";  // hapi-quantize
 
 struct ModelMetadata {
   v1::ModelManifest manifest;

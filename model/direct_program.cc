@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "core/status_macros.h"
@@ -1127,10 +1128,31 @@ absl::Status DirectProgram::Calibrate(const float* pixels, int n,
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<DirectProgram>> DirectProgram::Int8(const float* pixels,
+absl::StatusOr<std::map<std::string, float>> DirectProgram::Ranges(const float* pixels,
                                                                    int n) const {
   if (impl_->int8) return absl::FailedPreconditionError("the program is int8 already");
   if (n < 1) return absl::InvalidArgumentError("int8 calibration needs samples");
+  std::map<std::string, float> max;
+  HAPI_RETURN_IF_ERROR(Calibrate(pixels, n, &max));
+  return max;
+}
+
+absl::StatusOr<std::unique_ptr<DirectProgram>> DirectProgram::Int8(const float* pixels,
+                                                                   int n) const {
+  absl::StatusOr<std::map<std::string, float>> ranges = Ranges(pixels, n);
+  if (!ranges.ok()) return ranges.status();
+  return Int8(*std::move(ranges));
+}
+
+absl::StatusOr<std::unique_ptr<DirectProgram>> DirectProgram::Int8(
+    std::map<std::string, float> ranges) const {
+  if (impl_->int8) return absl::FailedPreconditionError("the program is int8 already");
+  for (const auto& [tensor, max] : ranges) {
+    if (!(max >= 0 && std::isfinite(max))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("int8 range of tensor '", tensor, "' is not a finite |value|"));
+    }
+  }
   auto impl = std::make_unique<Impl>();
   impl->graph = impl_->graph;
   impl->segments = impl_->segments;
@@ -1138,13 +1160,17 @@ absl::StatusOr<std::unique_ptr<DirectProgram>> DirectProgram::Int8(const float* 
   impl->std = impl_->std;
   impl->heads = impl_->heads;
   impl->int8 = true;
-  HAPI_RETURN_IF_ERROR(Calibrate(pixels, n, &impl->int8_max));
+  impl->int8_max = std::move(ranges);
   {
     absl::MutexLock lock(&impl->mu);
     impl->segment_plans.resize(impl->segments.size());
   }
   std::unique_ptr<DirectProgram> program(new DirectProgram(std::move(impl)));
-  HAPI_RETURN_IF_ERROR(program->Check());
+  absl::Status checked = program->Check();
+  if (absl::IsUnimplemented(checked) && absl::StrContains(checked.message(), "no int8 range")) {
+    return absl::InvalidArgumentError(checked.message());
+  }
+  HAPI_RETURN_IF_ERROR(checked);
   return program;
 }
 

@@ -51,6 +51,11 @@ class DirectProgram {
   // dequantised inputs. UNIMPLEMENTED when oneDNN has no int8 kernel for a
   // convolution of the graph.
   absl::StatusOr<std::unique_ptr<DirectProgram>> Int8(const float* pixels, int n) const;
+  // The same with ranges computed before (Ranges); INVALID_ARGUMENT naming a
+  // tensor the ranges lack.
+  absl::StatusOr<std::unique_ptr<DirectProgram>> Int8(std::map<std::string, float> ranges) const;
+  // Int8's ranges: every graph tensor's largest |value| on `n` samples.
+  absl::StatusOr<std::map<std::string, float>> Ranges(const float* pixels, int n) const;
 
   // Makes `exit` (an early exit, any index below 1000) run `head` on the
   // output of `stage`. Not thread-safe: attach every head before the program

@@ -118,12 +118,14 @@ absl::StatusOr<std::unique_ptr<DirectProgram>> MakeDirect(const v1::ModelManifes
         (*direct)->AttachHead(static_cast<int>(e), lowered->head_stage[e], lowered->heads[e]);
     if (!st.ok()) direct = st;
   }
+  const bool int8 = options.int8_calibration != nullptr || options.int8_ranges != nullptr;
   if (!direct.ok()) {
-    if (options.int8_calibration != nullptr) return direct.status();
+    if (int8) return direct.status();
     LOG(WARNING) << "model " << manifest.name()
                  << " runs on LibTorch: " << direct.status().message();
     return nullptr;
   }
+  if (options.int8_ranges != nullptr) return (*direct)->Int8(*options.int8_ranges);
   if (options.int8_calibration != nullptr) {
     const int n = static_cast<int>(options.int8_calibration->size() / InputSize(input));
     return (*direct)->Int8(options.int8_calibration->data(), n);
@@ -143,7 +145,7 @@ absl::StatusOr<std::shared_ptr<const Model>> MakeTorchModel(EarlyExitModel& mode
     io.onednn = options.onednn;
     auto network = std::make_unique<InferenceNetwork>(model, input, io);
     std::unique_ptr<DirectProgram> direct;
-    if (options.direct || options.int8_calibration != nullptr) {
+    if (options.direct || options.int8_calibration != nullptr || options.int8_ranges != nullptr) {
       HAPI_ASSIGN_OR_RETURN(direct, MakeDirect(model.manifest(), input, *network, options));
     }
     return std::make_shared<TorchModel>(model.manifest(), std::move(network), std::move(direct));
@@ -164,7 +166,42 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadTorchModel(const std::string& m
     return LoadImportedModel(model_dir, options);
   }
   HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model, EarlyExitModel::Load(model_dir));
-  return MakeTorchModel(*model, options);
+  if (!options.int8 || options.int8_ranges != nullptr) return MakeTorchModel(*model, options);
+  const std::string path = absl::StrCat(model_dir, "/", kInt8RangesFile);
+  v1::Int8Ranges ranges;
+  if (absl::Status st = ReadTextProto(path, &ranges); !st.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model ", model->manifest().name(),
+                     " has no int8 ranges (run hapi-quantize): ", st.message()));
+  }
+  ModelOptions int8 = options;
+  int8.int8_ranges = std::make_shared<const std::map<std::string, float>>(ranges.max_abs().begin(),
+                                                                          ranges.max_abs().end());
+  return MakeTorchModel(*model, int8);
+}
+
+absl::StatusOr<v1::Int8Ranges> CalibrateInt8Ranges(const std::string& model_dir,
+                                                   const float* pixels, int n) {
+  HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model, EarlyExitModel::Load(model_dir));
+  HAPI_ASSIGN_OR_RETURN(const v1::InputSpec input, EffectiveInputSpec(model->manifest()));
+  try {
+    const InferenceNetwork network(*model, input, InferenceOptions{});
+    HAPI_ASSIGN_OR_RETURN(const LoweredNetwork lowered, network.Lower());
+    HAPI_ASSIGN_OR_RETURN(
+        std::unique_ptr<DirectProgram> program,
+        DirectProgram::Create(lowered.graph, SplitGraph(lowered.graph, lowered.cuts),
+                              ChannelMeans(input), ChannelStds(input)));
+    HAPI_ASSIGN_OR_RETURN(auto max, program->Ranges(pixels, n));
+    v1::Int8Ranges ranges;
+    ranges.set_model(model->manifest().name());
+    ranges.set_split("train");
+    ranges.set_samples(n);
+    ranges.mutable_max_abs()->insert(max.begin(), max.end());
+    return ranges;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("calibrating model ", model->manifest().name(), ": ",
+                                            e.what_without_backtrace()));
+  }
 }
 
 void SetIntraOpThreads(int threads) {

@@ -15,8 +15,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/calibration_table.h"
+#include "core/files.h"
 #include "core/input_spec.h"
 #include "core/model.h"
+#include "core/model_metadata.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/early_exit_model.h"
@@ -27,6 +30,7 @@
 #include "model/onnx_import.h"
 #include "model/torch_model.h"
 #include "tests/status_matchers.h"
+#include "tests/test_util.h"
 #include "tests/tiny_model.h"
 
 namespace hapi {
@@ -35,6 +39,7 @@ namespace {
 using ::hapi::testing::IsOk;
 using ::hapi::testing::StatusIs;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 
 constexpr int kStages = 6;
 constexpr int kClasses = 10;
@@ -456,6 +461,41 @@ TEST(TorchModelDirectTest, Int8StaysCloseToFp32AndIsNotFp32) {
   EXPECT_NEAR(sum, a.size() / model->manifest().class_names_size(), 1e-3);
   EXPECT_LT(max_diff, 0.05f);
   EXPECT_GT(max_diff, 1e-6f);
+}
+
+TEST(TorchModelDirectTest, Int8RangesFromTheModelDirectoryAsCalibratedInProcess) {
+  std::unique_ptr<EarlyExitModel> model = RandomModel();
+  ASSERT_NE(model, nullptr);
+  const int exits = model->manifest().exits_size();
+  model->set_calibration(CalibrationTable(1, exits, kClasses),
+                         CalibrationTable(1, exits, kClasses));
+  testing::ScopedTempDir tmp;
+  const std::string dir = tmp.path() + "/native";
+  ASSERT_THAT(model->Save(dir), IsOk());
+  ModelOptions int8;
+  int8.int8 = true;
+  EXPECT_THAT(LoadTorchModel(dir, int8),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("hapi-quantize")));
+  const std::vector<float> calibration = RandomPixels(40, 4);
+  absl::StatusOr<v1::Int8Ranges> ranges = CalibrateInt8Ranges(dir, calibration.data(), 40);
+  ASSERT_THAT(ranges, IsOk());
+  EXPECT_EQ(ranges->samples(), 40);
+  EXPECT_GT(ranges->max_abs_size(), kStages);
+  ASSERT_THAT(WriteTextProtoAtomically(dir + "/" + kInt8RangesFile, *ranges), IsOk());
+  absl::StatusOr<std::shared_ptr<const Model>> from_file = LoadTorchModel(dir, int8);
+  ModelOptions in_process;
+  in_process.int8_calibration = std::make_shared<const std::vector<float>>(calibration);
+  absl::StatusOr<std::shared_ptr<const Model>> calibrated = LoadTorchModel(dir, in_process);
+  ASSERT_THAT(from_file, IsOk());
+  ASSERT_THAT(calibrated, IsOk());
+  const std::vector<float> pixels = RandomPixels(4, 5);
+  EXPECT_EQ(EveryExit(**from_file, pixels, 4), EveryExit(**calibrated, pixels, 4));
+  // A range for a tensor missing: refused, naming it.
+  v1::Int8Ranges partial = *ranges;
+  partial.mutable_max_abs()->erase("input");
+  ASSERT_THAT(WriteTextProtoAtomically(dir + "/" + kInt8RangesFile, partial), IsOk());
+  EXPECT_THAT(LoadTorchModel(dir, int8),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'input'")));
 }
 
 }  // namespace

@@ -28,18 +28,23 @@ struct ModelSource {
   std::string repository;
   std::string model;
   std::string data_dir;
+  bool int8 = false;  // serve with the model directory's int8 ranges (hapi-quantize)
 };
 
 struct BenchModel {
   std::shared_ptr<EarlyExitModel> model;
-  std::shared_ptr<const Model> served;  // `model` with the default ModelOptions
+  std::shared_ptr<const Model> served;  // `model` as hapi-server loads it (precision: source)
   FashionMnist data;
 };
 
 inline absl::StatusOr<BenchModel> LoadBenchModel(const ModelSource& source) {
   BenchModel bench;
   HAPI_ASSIGN_OR_RETURN(bench.model, LoadRepositoryModel(source.repository, source.model));
-  HAPI_ASSIGN_OR_RETURN(bench.served, MakeTorchModel(*bench.model));
+  ModelOptions options;
+  options.int8 = source.int8;
+  HAPI_ASSIGN_OR_RETURN(
+      bench.served,
+      LoadTorchModel(RepositoryLayout(source.repository).ModelDir(source.model), options));
   HAPI_ASSIGN_OR_RETURN(bench.data, LoadFashionMnist(source.data_dir));
   return bench;
 }

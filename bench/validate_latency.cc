@@ -28,6 +28,9 @@ ABSL_FLAG(int32_t, threads, 1, "Intra-op threads (profile and executor)");
 ABSL_FLAG(int32_t, samples, 0, "Test samples to measure (0: all 10k)");
 ABSL_FLAG(int32_t, profile_iterations, 400, "Profiler passes");
 ABSL_FLAG(std::string, profile_out, "", "Also write the measured profile here");
+ABSL_FLAG(std::string, precision, "fp32",
+          "fp32, or int8 (the model directory's int8 ranges; predictions use the fp32 "
+          "calibration table)");
 ABSL_FLAG(std::string, markdown_out, "",
           "Also write the table as markdown into this file's generated section (a new file "
           "holds just the table); the text around the section is kept");
@@ -157,6 +160,11 @@ int main(int argc, char** argv) {
   ValidateOptions options;
   options.source = {absl::GetFlag(FLAGS_repository), absl::GetFlag(FLAGS_model),
                     absl::GetFlag(FLAGS_data_dir)};
+  const std::string precision = absl::GetFlag(FLAGS_precision);
+  if (precision != "fp32" && precision != "int8") {
+    return Fail(absl::InvalidArgumentError("--precision must be fp32 or int8"));
+  }
+  options.source.int8 = precision == "int8";
   options.threads = absl::GetFlag(FLAGS_threads);
   options.samples = absl::GetFlag(FLAGS_samples);
   options.profile_iterations = absl::GetFlag(FLAGS_profile_iterations);

@@ -86,6 +86,8 @@ memory::format_tag PlainTag(size_t rank) {
 }
 
 Md PlainMd(const Dims& dims) { return Md(dims, memory::data_type::f32, PlainTag(dims.size())); }
+// N x C x H x W with channels innermost (acdb).
+Md NhwcMd(const Dims& dims) { return Md(dims, memory::data_type::f32, memory::format_tag::nhwc); }
 Md AnyMd(const Dims& dims) { return Md(dims, memory::data_type::f32, memory::format_tag::any); }
 
 // The batch with the per-sample shape behind it.
@@ -382,7 +384,7 @@ class Compiler {
   }
 
   // A head of model/network.h's family up to its pooling: the conv (+ ReLU)
-  // output, or the stage output itself, as plain N x C x H x W.
+  // output, or the stage output itself, as fp32 NHWC (AdaptivePoolNhwc).
   absl::StatusOr<std::unique_ptr<Plan>> Head(const ExitHeadWeights& h, const Md& input,
                                              const std::string& input_name) {
     Start(input, /*writable=*/false);
@@ -397,7 +399,7 @@ class Compiler {
                              (in[3] - 1) / 2 + 1};
       const std::vector<Eltwise> relu = {{dnnl::algorithm::eltwise_relu}};
       // In the layout the convolution likes (a plain destination makes
-      // oneDNN fall back to im2col + GEMM), then plain for the pooling loop.
+      // oneDNN fall back to im2col + GEMM), then NHWC for the pooling loop.
       if (int8) {  // an int8 stage output: the head's convolution in int8 too
         out = EmitConvInt8(0, h.conv_weight, h.conv_bias, {{2, 2}, {0, 0}, {1, 1}, {1, 1}, 1},
                            out_dims, relu, memory::data_type::f32, 1.f, std::nullopt);
@@ -415,9 +417,9 @@ class Compiler {
                                                             Attr(relu), Engine());
         out = EmitConv(pd, 0, h.conv_weight, 1, h.conv_bias, -1);
       }
-      if (MdOf(out) != PlainMd(out_dims)) out = Reorder(out, PlainMd(out_dims));
+      if (MdOf(out) != NhwcMd(out_dims)) out = Reorder(out, NhwcMd(out_dims));
     } else {
-      out = Reorder(0, PlainMd(in), int8 ? 1 / plan_->tensors[0].scale : 1.f);
+      out = Reorder(0, NhwcMd(in), int8 ? 1 / plan_->tensors[0].scale : 1.f);
     }
     return Finish(out);
   }
@@ -961,26 +963,47 @@ class Compiler {
   std::map<std::string, int> last_use_;  // graph tensor -> last node reading it
 };
 
-// Adaptive average pooling (PyTorch's bins) of plain N x C x H x W `x` to
-// pool x pool, flattened per sample (c, i, j).
-void AdaptivePool(const float* x, const Dims& d, int pool, std::vector<float>* out) {
+// Adaptive average pooling (PyTorch's bins) of N x H x W x C (channels
+// innermost) `x`, dims N, C, H, W, to pool x pool, per sample (i, j, c): the
+// innermost loop runs over channels, so it vectorises.
+void AdaptivePoolNhwc(const float* x, const Dims& d, int pool, std::vector<float>* out) {
   const int64_t n = d[0], c = d[1], h = d[2], w = d[3];
-  out->assign(static_cast<size_t>(n * c * pool * pool), 0.f);
+  out->assign(static_cast<size_t>(n * pool * pool * c), 0.f);
   float* o = out->data();
-  for (int64_t s = 0; s < n * c; ++s) {
-    const float* plane = x + s * h * w;
+  for (int64_t s = 0; s < n; ++s) {
+    const float* sample = x + s * h * w * c;
     for (int i = 0; i < pool; ++i) {
       const int64_t h0 = i * h / pool, h1 = ((i + 1) * h + pool - 1) / pool;
-      for (int j = 0; j < pool; ++j) {
+      for (int j = 0; j < pool; ++j, o += c) {
         const int64_t w0 = j * w / pool, w1 = ((j + 1) * w + pool - 1) / pool;
-        float sum = 0;
         for (int64_t y = h0; y < h1; ++y) {
-          for (int64_t x2 = w0; x2 < w1; ++x2) sum += plane[y * w + x2];
+          for (int64_t x2 = w0; x2 < w1; ++x2) {
+            const float* v = sample + (y * w + x2) * c;
+            for (int64_t k = 0; k < c; ++k) o[k] += v[k];
+          }
         }
-        *o++ = sum / static_cast<float>((h1 - h0) * (w1 - w0));
+        const float inv = 1.f / static_cast<float>((h1 - h0) * (w1 - w0));
+        for (int64_t k = 0; k < c; ++k) o[k] *= inv;
       }
     }
   }
+}
+
+// A head's linear layer (classes x (c, i, j) features, as stored) reordered
+// for AdaptivePoolNhwc's (i, j, c) features and transposed, so that the
+// innermost loop runs over classes.
+std::vector<float> NhwcTransposedFc(const ExitHeadWeights& h) {
+  const int64_t classes = h.fc_weight.dims[0], width = h.fc_weight.dims[1];
+  const int64_t bins = int64_t{h.pool} * h.pool, channels = width / bins;
+  std::vector<float> t(static_cast<size_t>(width * classes));
+  for (int64_t k = 0; k < classes; ++k) {
+    for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t b = 0; b < bins; ++b) {
+        t[(b * channels + c) * classes + k] = h.fc_weight.values[k * width + c * bins + b];
+      }
+    }
+  }
+  return t;
 }
 
 }  // namespace
@@ -994,6 +1017,7 @@ struct DirectProgram::Impl {
   struct Head {
     int stage = 0;
     ExitHeadWeights weights;
+    std::vector<float> fc_t;  // NhwcTransposedFc(weights)
   };
   std::map<int, Head> heads;  // by exit; constant once shared
   // int8 (convolutions): each graph tensor's calibrated max |value|.
@@ -1187,7 +1211,7 @@ absl::Status DirectProgram::AttachHead(int exit, int stage, const ExitHeadWeight
     return absl::InvalidArgumentError(
         absl::StrCat("the head of exit ", exit, " does not fit the output of stage ", stage));
   }
-  impl_->heads[exit] = {stage, head};
+  impl_->heads[exit] = {stage, head, NhwcTransposedFc(head)};
   return absl::OkStatus();
 }
 
@@ -1244,16 +1268,17 @@ absl::Status DirectProgram::HeadLogits(int exit, const Activations& x,
     features.resize(plan->output_md().get_size() / sizeof(float));
     plan->Run(a.cur.data(), features.data());
     const ExitHeadWeights& h = head->second.weights;
-    AdaptivePool(features.data(), plan->output_md().dims(), h.pool, &pooled);
+    AdaptivePoolNhwc(features.data(), plan->output_md().dims(), h.pool, &pooled);
     const int64_t n = a.md.data.dims[0], classes = h.fc_weight.dims[0], width = h.fc_weight.dims[1];
     logits->resize(static_cast<size_t>(n * classes));
+    const float* fc_t = head->second.fc_t.data();
     for (int64_t s = 0; s < n; ++s) {
+      float* out = logits->data() + s * classes;
+      std::copy(h.fc_bias.values.begin(), h.fc_bias.values.end(), out);
       const float* in = pooled.data() + s * width;
-      for (int64_t k = 0; k < classes; ++k) {
-        const float* w = h.fc_weight.values.data() + k * width;
-        float sum = h.fc_bias.values[k];
-        for (int64_t j = 0; j < width; ++j) sum += w[j] * in[j];
-        (*logits)[s * classes + k] = sum;
+      for (int64_t j = 0; j < width; ++j) {
+        const float* w = fc_t + j * classes;
+        for (int64_t k = 0; k < classes; ++k) out[k] += w[k] * in[j];
       }
     }
     return absl::OkStatus();

@@ -71,7 +71,8 @@ struct Variant {
 };
 
 std::vector<Variant> InferenceVariants() {
-  hapi::ModelOptions unfused, fused, channels_last, onednn, onednn_cl;
+  hapi::ModelOptions unfused, fused, channels_last, onednn, onednn_cl, direct;
+  for (auto* o : {&unfused, &fused, &channels_last, &onednn, &onednn_cl}) o->direct = false;
   for (auto* o : {&unfused, &fused, &channels_last}) o->onednn = false;
   unfused.fuse_batch_norm = false;
   unfused.channels_last = false;
@@ -80,8 +81,9 @@ std::vector<Variant> InferenceVariants() {
   return {{"LibTorch conv, BN separate", unfused},
           {"LibTorch conv, BN folded", fused},
           {"LibTorch conv, BN folded, NHWC", channels_last},
-          {"oneDNN conv, BN folded", onednn},
-          {"oneDNN conv, BN folded, NHWC", onednn_cl}};
+          {"oneDNN conv via LibTorch, BN folded", onednn},
+          {"oneDNN conv via LibTorch, BN folded, NHWC", onednn_cl},
+          {"direct oneDNN path (the default)", direct}};
 }
 
 // Prints the GEMM bound and the column header; returns the markdown preamble

@@ -50,14 +50,14 @@ struct Fixture {
 // The fixtures' normalisation, as their ONNX metadata states it.
 Fixture Load(const std::string& name) {
   Fixture f;
-  absl::StatusOr<ImportedGraph> graph = ImportOnnxFile(
-      std::string(HAPI_ONNX_FIXTURES) + "/" + name + ".onnx");
+  absl::StatusOr<ImportedGraph> graph =
+      ImportOnnxFile(std::string(HAPI_ONNX_FIXTURES) + "/" + name + ".onnx");
   EXPECT_THAT(graph, IsOk());
   if (!graph.ok()) return f;
   f.graph = *std::move(graph);
-  absl::StatusOr<std::unique_ptr<DirectProgram>> program = DirectProgram::Create(
-      f.graph, SplitGraph(f.graph, f.graph.cut_points), {0.49f, 0.48f, 0.45f},
-      {0.25f, 0.24f, 0.26f});
+  absl::StatusOr<std::unique_ptr<DirectProgram>> program =
+      DirectProgram::Create(f.graph, SplitGraph(f.graph, f.graph.cut_points), {0.49f, 0.48f, 0.45f},
+                            {0.25f, 0.24f, 0.26f});
   EXPECT_THAT(program, IsOk());
   if (program.ok()) f.program = *std::move(program);
   f.pixels = ReadFloats(name + ".input.bin");
@@ -90,8 +90,8 @@ TEST_P(DirectFixtureTest, AnswersMatchPyTorch) {
   EXPECT_LT(MaxAbsDiff(Answers(f, 0, kSamples), f.reference), 1e-4f);
   // One sample alone, and rows 1 and 3 kept half-way: the same answers.
   const int classes = f.graph.num_classes;
-  EXPECT_LT(MaxAbsDiff(Answers(f, 2, 1), {f.reference.begin() + 2 * classes,
-                                          f.reference.begin() + 3 * classes}),
+  EXPECT_LT(MaxAbsDiff(Answers(f, 2, 1),
+                       {f.reference.begin() + 2 * classes, f.reference.begin() + 3 * classes}),
             1e-4f);
   std::vector<float> kept(f.reference.begin() + classes, f.reference.begin() + 2 * classes);
   kept.insert(kept.end(), f.reference.begin() + 3 * classes, f.reference.end());
@@ -130,8 +130,7 @@ TEST(DirectProgramTest, HeadsAreCheckedAndRunOnlyWhenAttached) {
   head.fc_bias.values[3] = 1.f;
   ExitHeadWeights wrong = head;
   wrong.pool = 3;
-  EXPECT_THAT(f.program->AttachHead(0, 0, wrong),
-              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(f.program->AttachHead(0, 0, wrong), StatusIs(absl::StatusCode::kInvalidArgument));
   std::unique_ptr<Activations> x = f.program->Input(f.pixels.data(), kSamples);
   ASSERT_THAT(f.program->RunStage(0, *x), IsOk());
   std::vector<float> logits;
@@ -153,7 +152,8 @@ TEST(DirectProgramTest, HeadsAreCheckedAndRunOnlyWhenAttached) {
     for (int64_t i = 0; i < per_sample; ++i) sum += values[s * per_sample + i];
     const float expected = static_cast<float>(0.01 * 4 * sum / plane);
     EXPECT_NEAR(logits[s * f.graph.num_classes], expected, 1e-3f * std::max(1.f, expected));
-    EXPECT_NEAR(logits[s * f.graph.num_classes + 3], expected + 1.f, 1e-3f * std::max(1.f, expected));
+    EXPECT_NEAR(logits[s * f.graph.num_classes + 3], expected + 1.f,
+                1e-3f * std::max(1.f, expected));
   }
 }
 

@@ -22,7 +22,26 @@ no network, no pretrained weights):
       clock cap, torch.set_num_threads(--threads)), reports val accuracy, and
       exports ONNX (opset 13, eval mode, dynamic batch) with hapi.mean,
       hapi.std, hapi.class_names and hapi.dataset in metadata_props. What was
-      actually trained is printed and written to <out>.train.json.
+      actually trained is printed and written to <out>.train.json. The
+      trained weights go to <out without .onnx>.pt (a state_dict) and the
+      reference outputs (below) to <out>.reference.json.
+
+  /usr/bin/python3 scripts/foreign-models.py reference --model resnet18 \\
+      --folder var/foreign/fmnist-rgb32 --out var/foreign/onnx/resnet18.onnx
+      Rebuilds <out>.reference.json from the saved state_dict (<out without
+      .onnx>.pt) without retraining: PyTorch's logits (eval mode) for 1,000
+      images of the folder's test split (the fixed-seed order of load_split:
+      all classes), preprocessed as in training (RGB, /255, (x - mean) / std).
+      The file is a hapi.v1.ReferenceOutputs (proto/hapi/v1/reference.proto)
+      in protobuf's JSON mapping; hapi-check-reference runs the imported
+      graph on the same images and compares.
+
+  /usr/bin/python3 scripts/foreign-models.py default-reference \\
+      --onnx var/ort/fmnist-resnet.onnx --images var/foreign/fmnist-test1k
+      The project's own default model, exported by bench/ort/export.py: its
+      PyTorch logits for the first 1,000 Fashion-MNIST test images (from
+      <onnx>.torch-logits.bin) as <onnx>.reference.json, and those images as
+      grey 28x28 PNGs under --images (written only when absent).
 
   /usr/bin/python3 scripts/foreign-models.py report --run DIR --variant ID \\
       --model_dir DIR
@@ -87,20 +106,108 @@ def write_folder(args):
     os.rename(tmp, args.out)
 
 
-def load_split(folder, split, limit=0):
-    from PIL import Image
+def split_order(folder, split, limit=0):
+    """The split's images (paths relative to the folder) and labels, in a
+    fixed-seed order (all classes mixed); the first `limit` if given."""
     xs, ys = [], []
     for label, c in enumerate(CLASSES):
         d = f"{folder}/{split}/{c}"
         for name in sorted(os.listdir(d)):
-            xs.append(f"{d}/{name}")
+            xs.append(f"{split}/{c}/{name}")
             ys.append(label)
     order = np.random.RandomState(1).permutation(len(xs))
     if limit:
         order = order[:limit]
-    imgs = np.stack([np.asarray(Image.open(xs[i]).convert("RGB")) for i in order])
+    return [xs[i] for i in order], [ys[i] for i in order]
+
+
+def load_split(folder, split, limit=0, with_paths=False):
+    from PIL import Image
+    paths, labels = split_order(folder, split, limit)
+    imgs = np.stack([np.asarray(Image.open(f"{folder}/{p}").convert("RGB")) for p in paths])
     x = imgs.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-    return x, np.array([ys[i] for i in order], np.int64)
+    y = np.array(labels, np.int64)
+    return (x, y, paths) if with_paths else (x, y)
+
+
+REFERENCE_IMAGES = 1000
+
+
+def write_reference(path, model_name, framework, image_root, images, labels, logits):
+    """A hapi.v1.ReferenceOutputs (proto/hapi/v1/reference.proto) in
+    protobuf's JSON mapping. Each float32 logit is written as the shortest
+    decimal that reads back as the same float32."""
+    logits = np.asarray(logits, np.float32)
+    msg = {"model": model_name, "framework": framework, "imageRoot": image_root,
+           "images": list(images), "labels": [int(v) for v in labels],
+           "classes": int(logits.shape[1]),
+           "logits": [float(np.format_float_positional(v, unique=True, trim="0").rstrip("."))
+                      if np.isfinite(v) else float(v) for v in logits.reshape(-1)]}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(msg, f)
+    os.rename(tmp, path)
+    print(f"wrote {path}: {len(images)} images x {logits.shape[1]} classes ({framework})")
+
+
+def reference_from_model(model, model_name, folder, out):
+    """PyTorch's logits (eval mode) for the first REFERENCE_IMAGES images of
+    the folder's test split (split_order), preprocessed as in training."""
+    import torch
+    x, y, paths = load_split(folder, "test", REFERENCE_IMAGES, with_paths=True)
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model((torch.from_numpy(x[b:b + 100]) - mean) / std)
+                            for b in range(0, len(x), 100)]).numpy()
+    acc = float((logits.argmax(1) == y).mean())
+    write_reference(out + ".reference.json", model_name, f"pytorch {torch.__version__}",
+                    folder, paths, y, logits)
+    print(f"PyTorch top-1 accuracy on those images: {100 * acc:.2f}%")
+
+
+def weights_path(onnx_path):
+    return (onnx_path[:-5] if onnx_path.endswith(".onnx") else onnx_path) + ".pt"
+
+
+def reference(args):
+    import torch
+    torch.set_num_threads(args.threads)
+    pt = weights_path(args.out)
+    if not os.path.exists(pt):
+        raise SystemExit(f"{pt} is missing: retrain (scripts/foreign-models.py train) to "
+                         f"get the weights the reference comes from")
+    model = build(args.model)
+    model.load_state_dict(torch.load(pt))
+    reference_from_model(model, args.model, args.folder, args.out)
+
+
+def default_reference(args):
+    """The default model's reference: bench/ort/export.py's PyTorch logits
+    of the first Fashion-MNIST test images, and those images as PNGs."""
+    import torch
+    from PIL import Image
+    n = args.count
+    logits = np.fromfile(args.onnx + ".torch-logits.bin", "<f4")
+    if logits.size < n * args.classes:
+        raise SystemExit(f"{args.onnx}.torch-logits.bin has {logits.size // args.classes} "
+                         f"rows, fewer than {n}: re-run bench/ort/export.py")
+    logits = logits[:n * args.classes].reshape(n, args.classes)
+    xs = read_idx(f"{args.idx_dir}/t10k-images-idx3-ubyte.gz")[:n]
+    ys = read_idx(f"{args.idx_dir}/t10k-labels-idx1-ubyte.gz")[:n]
+    names = [f"test/{i:05d}.png" for i in range(n)]
+    if not os.path.isdir(args.images):
+        tmp = args.images + ".tmp"
+        os.makedirs(f"{tmp}/test", exist_ok=True)
+        for name, x in zip(names, xs):
+            Image.fromarray(x, "L").save(f"{tmp}/{name}")
+        os.rename(tmp, args.images)
+    write_reference(args.onnx + ".reference.json", "fmnist-resnet",
+                    f"pytorch {torch.__version__} (bench/ort/export.py)", args.images, names,
+                    ys, logits)
+    print(f"PyTorch top-1 accuracy on those images: "
+          f"{100 * float((logits.argmax(1) == ys).mean()):.2f}%")
 
 
 def build(name):
@@ -195,6 +302,8 @@ def train(args):
         p = m.metadata_props.add()
         p.key, p.value = k, v
     onnx.save(m, tmp)
+    torch.save(model.state_dict(), weights_path(args.out))
+    reference_from_model(model, args.model, args.folder, args.out)
     os.rename(tmp, args.out)
     with open(args.out + ".train.json", "w") as f:
         json.dump(info, f, indent=1)
@@ -264,6 +373,12 @@ def report(args):
         c = [x.strip() for x in row.strip().strip("|").split("|")]
         print(f"| {c[0]} | {c[2]} | {c[3]} | {c[4]} | {c[5]} | {c[6]} | {lat[i]:.3f} | "
               f"{100 * lat[i] / lat[-1]:.0f}% |")
+    if os.path.exists(f"{run}/check-reference.json"):
+        c = json.load(open(f"{run}/check-reference.json"))
+        print(f"\nreference check    {c['images']} test images against {c['framework']} "
+              f"({c['path']} path): max |logit diff| {c['max_abs_logit_diff']:.2e}, top-1 "
+              f"agreement {c['top1_agree']}/{c['images']} "
+              f"({100 * c['top1_agreement']:.2f}%): {'PASS' if c['passed'] else 'FAIL'}")
     print(f"\nlogs               {run}/")
     print(f"foreign job took   {args.seconds} s")
 
@@ -288,13 +403,25 @@ def main():
     t.add_argument("--lr", type=float, default=0.05)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--seed", type=int, default=1)
+    e = sub.add_parser("reference")
+    e.add_argument("--model", required=True, choices=["resnet18", "mobilenetv2", "vgg"])
+    e.add_argument("--folder", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--threads", type=int, default=2)
+    d = sub.add_parser("default-reference")
+    d.add_argument("--onnx", default="var/ort/fmnist-resnet.onnx")
+    d.add_argument("--images", default="var/foreign/fmnist-test1k")
+    d.add_argument("--idx_dir", default=IDX_DIR)
+    d.add_argument("--count", type=int, default=REFERENCE_IMAGES)
+    d.add_argument("--classes", type=int, default=10)
     r = sub.add_parser("report")
     r.add_argument("--run", required=True)
     r.add_argument("--variant", required=True)
     r.add_argument("--seconds", type=int, default=0)
     r.add_argument("--model_dir", required=True)
     args = ap.parse_args()
-    {"folder": write_folder, "train": train, "report": report}[args.cmd](args)
+    {"folder": write_folder, "train": train, "reference": reference,
+     "default-reference": default_reference, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":

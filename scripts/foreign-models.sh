@@ -2,14 +2,23 @@
 # The main job (scripts/main.sh) for an architecture this project did not
 # design, fed 3x32x32 RGB through an image folder (docs/onnx-import.md,
 # "Foreign architectures"):
-#   image folder -> train + export ONNX (cached) -> hapi-import --train_exits
-#   (exits, calibration; cached) -> profile this machine -> optimizer ->
+#   image folder -> train + export ONNX with PyTorch's reference logits
+#   (cached) -> hapi-import --train_exits (exits, calibration; cached) ->
+#   check the imported graph against PyTorch's logits (hapi-check-reference:
+#   1,000 test images, max |diff| <= 1e-3, 100% top-1 agreement, else the job
+#   fails) -> profile this machine -> optimizer ->
 #   variant for the default SLA (HAPI search, and exhaustive for the gap) ->
 #   server -> the folder's test split through the client -> report.
-# MODEL=resnet18|mobilenetv2|vgg (default vgg). Uses the binaries in build/
-# (scripts/build.sh hapi-import hapi-profile hapi-optimizer hapi-server
-# hapi-client) and Debian's python3-torch / python3-torchvision / python3-pil.
-# Environment overrides: MODEL, WORK, REPOSITORY, DEVICE, SLA_ARGS, PORT_BASE,
+# MODEL=resnet18|mobilenetv2|vgg (default vgg). Uses the binaries in $BIN
+# (default build/: scripts/build.sh hapi-import hapi-check-reference
+# hapi-profile hapi-optimizer hapi-server hapi-client) and Debian's
+# python3-torch / python3-torchvision / python3-pil.
+# Caching: the ONNX file is kept with its reference (<onnx>.reference.json)
+# and weights (<model>.pt). A cached file without a reference gets one from
+# the weights (foreign-models.py reference); without the weights either, it
+# is deleted and the model retrained. The imported model is rebuilt whenever
+# its model.onnx is not the cached file.
+# Environment overrides: BIN, MODEL, WORK, REPOSITORY, DEVICE, SLA_ARGS, PORT_BASE,
 # COUNT, TRAIN_THREADS (PyTorch training, 2), THREADS (exit training, 1), OPT_ARGS (extra hapi-optimizer
 # flags, e.g. --certify_fraction=0 to select on the whole validation split,
 # uncertified).
@@ -31,9 +40,13 @@ ONNX=$WORK/onnx/$MODEL.onnx
 OPT_PORT=$((PORT_BASE + 2)); SRV_PORT=$((PORT_BASE + 1))
 OPT_METRICS=$((PORT_BASE + 12)); SRV_METRICS=$((PORT_BASE + 11))
 RUN=$WORK/runs/$MODEL-$(date +%Y%m%d-%H%M%S)
-BIN=build
+BIN=${BIN:-build}
 CLIENT="$BIN/client/hapi-client"
 PY=/usr/bin/python3
+for b in model/hapi-import model/hapi-check-reference model/hapi-profile optimizer/hapi-optimizer \
+         server/hapi-server client/hapi-client; do
+  [[ -x $BIN/$b ]] || { echo "foreign-models: missing $BIN/$b (BUILD_DIR=$BIN bash scripts/build.sh $(basename "$b"))" >&2; exit 1; }
+done
 
 # Per model: how it is trained (a subset, one epoch; see docs/onnx-import.md)
 # and which cut points become exits.
@@ -80,14 +93,27 @@ if [[ $EXIT_FOLDER != "$FOLDER" && ! -d $EXIT_FOLDER ]]; then
 fi
 
 step "train and export $MODEL (only when $ONNX is absent)"
+REFERENCE=$ONNX.reference.json
+WEIGHTS=$WORK/onnx/$MODEL.pt
+if [[ -f $ONNX && ! -f $REFERENCE ]]; then
+  if [[ -f $WEIGHTS ]]; then
+    echo "$REFERENCE is missing: computing it from $WEIGHTS"
+    $PY scripts/foreign-models.py reference --model "$MODEL" --folder "$FOLDER" --out "$ONNX" \
+      --threads "$TRAIN_THREADS"
+  else
+    echo "$ONNX has neither a reference nor its weights ($WEIGHTS): retraining"
+    rm -f "$ONNX"
+  fi
+fi
 if [[ ! -f $ONNX ]]; then
   $PY scripts/foreign-models.py train --model "$MODEL" --folder "$FOLDER" --out "$ONNX" \
     --threads "$TRAIN_THREADS" "${TRAIN_ARGS[@]}" | tee "$WORK/onnx/$MODEL.train.log"
 fi
 cat "$ONNX.train.json"
 
-step "import, exit heads and calibration for $NAME (only when the model is absent)"
-if [[ ! -f $REPOSITORY/models/$NAME/report.md ]]; then
+step "import, exit heads and calibration for $NAME (only when the model is absent or not of $ONNX)"
+if [[ ! -f $REPOSITORY/models/$NAME/report.md ]] ||
+   ! cmp -s "$ONNX" "$REPOSITORY/models/$NAME/model.onnx"; then
   rm -rf "$REPOSITORY/models/$NAME"
   mkdir -p "$REPOSITORY/models"
   "$BIN/model/hapi-import" --onnx="$ONNX" --out="$REPOSITORY/models/$NAME" --train_exits \
@@ -95,6 +121,13 @@ if [[ ! -f $REPOSITORY/models/$NAME/report.md ]]; then
     | tee "$RUN/model-report.md"
 fi
 cp "$REPOSITORY/models/$NAME/report.md" "$RUN/model-report.md"
+
+step "the imported graph against PyTorch's logits ($REFERENCE)"
+# Fails the job (set -e, pipefail) when they differ by more than 1e-3 or the
+# top-1 classes disagree on any image.
+"$BIN/model/hapi-check-reference" --model_dir="$REPOSITORY/models/$NAME" \
+  --reference="$REFERENCE" --json="$RUN/check-reference.json" 2> "$RUN/check-reference.log" \
+  | tee "$RUN/check-reference.txt"
 
 step "profile this machine as device '$DEVICE'"
 "$BIN/model/hapi-profile" --repository="$REPOSITORY" --model="$NAME" --device="$DEVICE" \

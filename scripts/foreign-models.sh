@@ -9,6 +9,12 @@
 #   fails) -> profile this machine -> optimizer ->
 #   variant for the default SLA (HAPI search, and exhaustive for the gap) ->
 #   server -> the folder's test split through the client -> report.
+# MODEL=default checks the project's own default model instead, re-imported
+# from its ONNX export (bench/ort/export.py, run if var/ort/fmnist-resnet.onnx
+# is absent): hapi-import into $WORK/repository-default, then
+# hapi-check-reference against the exporter's PyTorch logits for the first
+# 1,000 Fashion-MNIST test images (foreign-models.py default-reference), and
+# stops there.
 # MODEL=resnet18|mobilenetv2|vgg (default vgg). Uses the binaries in $BIN
 # (default build/: scripts/build.sh hapi-import hapi-check-reference
 # hapi-profile hapi-optimizer hapi-server hapi-client) and Debian's
@@ -43,10 +49,39 @@ RUN=$WORK/runs/$MODEL-$(date +%Y%m%d-%H%M%S)
 BIN=${BIN:-build}
 CLIENT="$BIN/client/hapi-client"
 PY=/usr/bin/python3
-for b in model/hapi-import model/hapi-check-reference model/hapi-profile optimizer/hapi-optimizer \
-         server/hapi-server client/hapi-client; do
-  [[ -x $BIN/$b ]] || { echo "foreign-models: missing $BIN/$b (BUILD_DIR=$BIN bash scripts/build.sh $(basename "$b"))" >&2; exit 1; }
-done
+need() {  # need <binary under $BIN>...
+  for b in "$@"; do
+    [[ -x $BIN/$b ]] || { echo "foreign-models: missing $BIN/$b (BUILD_DIR=$BIN bash scripts/build.sh $(basename "$b"))" >&2; exit 1; }
+  done
+}
+
+step() { printf '\n== %s\n' "$*"; }
+
+if [[ $MODEL == default ]]; then
+  need model/hapi-import model/hapi-check-reference
+  DEFAULT_ONNX=var/ort/fmnist-resnet.onnx
+  mkdir -p "$RUN" var/ort
+  step "the default model's ONNX export ($DEFAULT_ONNX, only when absent)"
+  if [[ ! -f $DEFAULT_ONNX || ! -f $DEFAULT_ONNX.torch-logits.bin ]]; then
+    $PY bench/ort/export.py --model_dir=repository/models/fmnist-resnet --out="$DEFAULT_ONNX"
+  fi
+  step "the exporter's reference logits, first 1,000 test images"
+  $PY scripts/foreign-models.py default-reference --onnx "$DEFAULT_ONNX" \
+    --images "$WORK/fmnist-test1k"
+  step "hapi-import $DEFAULT_ONNX"
+  rm -rf "$WORK/repository-default/models/fmnist-resnet-onnx"
+  mkdir -p "$WORK/repository-default/models"
+  "$BIN/model/hapi-import" --onnx="$DEFAULT_ONNX" \
+    --out="$WORK/repository-default/models/fmnist-resnet-onnx" 2> "$RUN/import.log"
+  step "the re-imported graph against the exporter's logits"
+  "$BIN/model/hapi-check-reference" --model_dir="$WORK/repository-default/models/fmnist-resnet-onnx" \
+    --reference="$DEFAULT_ONNX.reference.json" --json="$RUN/check-reference.json" \
+    2> "$RUN/check-reference.log" | tee "$RUN/check-reference.txt"
+  exit 0
+fi
+
+need model/hapi-import model/hapi-check-reference model/hapi-profile optimizer/hapi-optimizer \
+  server/hapi-server client/hapi-client
 
 # Per model: how it is trained (a subset, one epoch; see docs/onnx-import.md)
 # and which cut points become exits.
@@ -60,12 +95,11 @@ case $MODEL in
                # --train_limit would take the first class folders), val/ and
                # test/ the same images as the main folder's.
                EXIT_FOLDER=$WORK/fmnist-rgb32-train3k; IMPORT_ARGS=() ;;
-  *) echo "foreign-models: MODEL must be resnet18, mobilenetv2 or vgg" >&2; exit 2 ;;
+  *) echo "foreign-models: MODEL must be resnet18, mobilenetv2, vgg or default" >&2; exit 2 ;;
 esac
 
 EXIT_FOLDER=${EXIT_FOLDER:-$FOLDER}
 
-step() { printf '\n== %s\n' "$*"; }
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -328,9 +328,11 @@ def report(args):
 
     hapi = open(f"{run}/variant.pbtxt").read()
     exh = open(f"{run}/variant-exhaustive.pbtxt").read()
-    exits = re.findall(r"enabled_exits: (\d+)", hapi)
-    exh_exits = re.findall(r"enabled_exits: (\d+)", exh)
-    thresholds = re.findall(r"thresholds: ([0-9.e-]+)", hapi)
+    # Top-level fields only (a variant may hold nested designs, e.g. per
+    # precision, with fields of the same names).
+    exits = re.findall(r"^enabled_exits: (\d+)", hapi, re.M)
+    exh_exits = re.findall(r"^enabled_exits: (\d+)", exh, re.M)
+    thresholds = re.findall(r"^thresholds: ([0-9.e-]+)", hapi, re.M)
     total = sum(ee["exits"].values())
     dist = ", ".join(f"exit {k}: {100 * v / total:.1f}%"
                      for k, v in sorted(ee["exits"].items(), key=lambda kv: int(kv[0])))

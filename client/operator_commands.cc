@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -13,6 +14,7 @@
 #include "client/input_packing.h"
 #include "client/monitor_report.h"
 #include "client/variant_summary.h"
+#include "core/device_profile.h"
 #include "core/files.h"
 #include "core/latency_statistic.h"
 #include "core/progress_bar.h"
@@ -117,9 +119,21 @@ struct MeasureDeviceOptions {
   std::string name;
   std::string model = "fmnist-resnet";
   int threads = 1;
-  int iterations = 0;  // 0: the profiler's default
+  int iterations = 0;                   // 0: the profiler's default
+  std::vector<std::string> precisions;  // empty: the profiler's default
   bool overwrite = false;
 };
+
+// Precision names (fp32, int8) as the proto's enum; dies on an unknown one.
+std::vector<v1::Precision> PrecisionsFrom(const std::vector<std::string>& names) {
+  std::vector<v1::Precision> out;
+  for (const std::string& name : names) {
+    absl::StatusOr<v1::Precision> p = ParsePrecision(name);
+    if (!p.ok()) Die(absl::StrCat("--precisions: ", p.status().message()));
+    out.push_back(*p);
+  }
+  return out;
+}
 
 void MeasureDevice(const Connection& conn, const MeasureDeviceOptions& o) {
   // The optimizer profiles the model before it answers.
@@ -129,6 +143,9 @@ void MeasureDevice(const Connection& conn, const MeasureDeviceOptions& o) {
   req.mutable_measure_locally()->set_model(o.model);
   req.mutable_measure_locally()->set_threads(o.threads);
   req.mutable_measure_locally()->set_iterations(o.iterations);
+  for (v1::Precision p : PrecisionsFrom(o.precisions)) {
+    req.mutable_measure_locally()->add_precisions(p);
+  }
   req.set_overwrite(o.overwrite);
   v1::DeviceProfile resp;
   Check(rpc.stub->RegisterDevice(&rpc.context, req, &resp), "measure device");
@@ -186,6 +203,9 @@ void AddMeasureDeviceCommand(CLI::App& devices, const Connection& conn) {
   cmd->add_option("--model", o->model)->capture_default_str();
   cmd->add_option("--threads", o->threads, "Intra-op threads")->capture_default_str();
   cmd->add_option("--iterations", o->iterations, "Timed passes (0: default)");
+  cmd->add_option("--precisions", o->precisions,
+                  "fp32,int8 (default: fp32, and int8 when the model has int8 ranges)")
+      ->delimiter(',');
   cmd->add_flag("--overwrite", o->overwrite, "Replace an existing device");
   cmd->callback([o, &conn] { MeasureDevice(conn, *o); });
 }
@@ -263,8 +283,9 @@ struct CreateVariantOptions {
   bool per_exit = false;
   std::string variant_id;  // empty: the optimizer makes one
   bool watch = false;
-  std::string live_table;   // a CalibrationTable file to plan on instead of validation
-  std::string live_reason;  // empty: the optimizer's default ("operator")
+  std::string live_table;               // a CalibrationTable file to plan on instead of validation
+  std::string live_reason;              // empty: the optimizer's default ("operator")
+  std::vector<std::string> precisions;  // empty: every precision available
 };
 
 // The SLA the flags describe; dies on flags that do not make one.
@@ -312,6 +333,7 @@ void CreateVariant(const Connection& conn, const CreateVariantOptions& o) {
     req.set_live_calibration(*std::move(table));
   }
   req.set_live_reason(o.live_reason);
+  for (v1::Precision p : PrecisionsFrom(o.precisions)) req.add_precisions(p);
   v1::Job job;
   Check(rpc.stub->CreateVariant(&rpc.context, req, &job), "create variant");
   std::cout << "job " << job.id() << " " << v1::JobState_Name(job.state()) << "\n";
@@ -376,6 +398,10 @@ void AddCreateVariantCommand(CLI::App& variants, const Connection& conn) {
                   "labelled with the full network's answers) instead of the validation split");
   cmd->add_option("--live-reason,--live_reason", o->live_reason,
                   "With --live_table: bound|drift|operator (default operator)");
+  cmd->add_option("--precisions", o->precisions,
+                  "Precisions the optimizer may choose, e.g. fp32 or fp32,int8 (default: every "
+                  "one the model and the device have tables for)")
+      ->delimiter(',');
   cmd->callback([o, &conn] { CreateVariant(conn, *o); });
 }
 

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/device_profile.h"
 #include "core/latency_statistic.h"
 
 namespace hapi::client {
@@ -26,10 +27,10 @@ std::string CertificationColumns(const v1::VariantManifest& variant) {
 }
 
 std::string VariantLine(const v1::VariantManifest& v) {
-  return absl::StrFormat("%-40s device %-16s exits [%s] acc %.2f%% mean %.3f ms  %s", v.id(),
-                         v.device(), absl::StrJoin(v.enabled_exits(), ","),
-                         100 * v.predicted_accuracy(), v.predicted_latency().mean_ms(),
-                         CertificationColumns(v));
+  return absl::StrFormat("%-40s device %-16s %s exits [%s] acc %.2f%% mean %.3f ms  %s", v.id(),
+                         v.device(), PrecisionName(v.precision()),
+                         absl::StrJoin(v.enabled_exits(), ","), 100 * v.predicted_accuracy(),
+                         v.predicted_latency().mean_ms(), CertificationColumns(v));
 }
 
 }  // namespace hapi::client

@@ -16,7 +16,7 @@ namespace hapi::client {
 // variant built without it.
 std::string CertificationColumns(const v1::VariantManifest& variant);
 
-// id, device, exits, predicted accuracy and mean latency (point estimates on
+// id, device, precision, exits, predicted accuracy and mean latency (point estimates on
 // the validation split), then CertificationColumns. No newline.
 std::string VariantLine(const v1::VariantManifest& variant);
 

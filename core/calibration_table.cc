@@ -82,11 +82,31 @@ double CalibrationTable::Accuracy(int exit) const {
   return static_cast<double>(hits) / num_samples_;
 }
 
+absl::Status CalibrationTable::SetReference(const CalibrationTable& reference) {
+  if (reference.num_samples_ != num_samples_ || reference.true_labels_ != true_labels_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the reference table does not hold the same samples (", reference.num_samples_,
+                     " samples vs ", num_samples_, ", or different true labels)"));
+  }
+  reference_correct_.resize(num_samples_);
+  for (int s = 0; s < num_samples_; ++s) reference_correct_[s] = reference.reference_correct(s);
+  return absl::OkStatus();
+}
+
+double CalibrationTable::ReferenceAccuracy() const {
+  if (num_samples_ == 0) return 0;
+  int right = 0;
+  for (int s = 0; s < num_samples_; ++s) right += reference_correct(s);
+  return static_cast<double>(right) / num_samples_;
+}
+
 CalibrationTable CalibrationTable::Subset(absl::Span<const int> samples) const {
   CalibrationTable out(static_cast<int>(samples.size()), num_exits_, num_classes_);
+  if (has_reference()) out.reference_correct_.resize(samples.size());
   for (size_t i = 0; i < samples.size(); ++i) {
     const int s = samples[i];
     out.true_labels_[i] = true_labels_[s];
+    if (has_reference()) out.reference_correct_[i] = reference_correct_[s];
     for (int e = 0; e < num_exits_; ++e) {
       const size_t from = Index(e, s), to = out.Index(e, static_cast<int>(i));
       out.predicted_[to] = predicted_[from];

@@ -51,6 +51,19 @@ class CalibrationTable {
   }
   double Accuracy(int exit) const;
 
+  // What accuracy drops are measured against: by default this table's final
+  // exit. An int8 table is scored against the fp32 full network instead:
+  // SetReference keeps `reference`'s final-exit correctness per sample
+  // (INVALID_ARGUMENT unless it has the same samples, i.e. the same count and
+  // true labels). Kept by Subset; not serialised.
+  absl::Status SetReference(const CalibrationTable& reference);
+  bool has_reference() const { return !reference_correct_.empty(); }
+  bool reference_correct(int sample) const {
+    return reference_correct_.empty() ? correct(num_exits_ - 1, sample)
+                                      : reference_correct_[sample] != 0;
+  }
+  double ReferenceAccuracy() const;
+
   // The table of `samples` (indices into this table, in that order).
   CalibrationTable Subset(absl::Span<const int> samples) const;
 
@@ -78,6 +91,7 @@ class CalibrationTable {
   std::vector<uint16_t> true_labels_;
   std::vector<uint16_t> predicted_;              // [exit][sample]
   std::vector<float> scores_[kNumExitPolicies];  // [policy][exit][sample]
+  std::vector<uint8_t> reference_correct_;       // [sample]; empty: own final exit
 };
 
 // A fixed-seed split of a table's samples into two disjoint parts that

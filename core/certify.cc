@@ -179,7 +179,7 @@ absl::StatusOr<Certificate> CertifyDesign(const Design& design, const Calibratio
   c.accuracy_lower = ClopperPearsonLower(p.correct, n, accuracy_confidence);
   c.accuracy_drop = n > 0 ? static_cast<double>(p.lost - p.gained) / n : 0;
   c.accuracy_drop_upper =
-      design.exits.empty() || n == 0
+      (design.exits.empty() && !table.has_reference()) || n == 0
           ? 0
           : c.accuracy_drop + ZOf(accuracy_confidence) * p.accuracy_drop_se + 1.0 / n;
   c.latency_s = StatisticOf(p, sla.statistic);

@@ -45,7 +45,8 @@ struct Certificate {
   double accuracy = 0, accuracy_lower = 0;
   // Final exit's accuracy minus the design's on the same samples: point
   // estimate and upper bound on the paired difference (normal, McNemar
-  // variance, continuity-corrected by 1/n; exactly 0 for the full network).
+  // variance, continuity-corrected by 1/n; exactly 0 for the full network
+  // unless the table's reference is another network: CalibrationTable::SetReference).
   double accuracy_drop = 0, accuracy_drop_upper = 0;
   // The SLA's latency statistic: point estimate and upper bound (mean: normal
   // bound from the paths' spread; p50/p95/p99: the path at QuantileUpperRank;

@@ -25,7 +25,7 @@ class Tracker {
  public:
   Tracker(const SearchProblem& problem, std::string algorithm)
       : problem_(problem),
-        judge_(problem.sla, problem.table->Accuracy(problem.table->num_exits() - 1)),
+        judge_(problem.sla, problem.table->ReferenceAccuracy()),
         start_(Clock::now()) {
     stats_.algorithm = std::move(algorithm);
   }
@@ -613,6 +613,10 @@ DesignEvaluator::DesignEvaluator(const CalibrationTable& table, const LatencyMod
   const size_t grid = space.thresholds.size();
   clears_.assign(static_cast<size_t>(num_exits_) * grid, Bits(words_, 0));
   correct_.assign(num_exits_, Bits(words_, 0));
+  reference_right_.assign(words_, 0);
+  for (int s = 0; s < n; ++s) {
+    if (table.reference_correct(s)) reference_right_[s / 64] |= uint64_t{1} << (s % 64);
+  }
   for (int e = 0; e < num_exits_; ++e) {
     for (int s = 0; s < n; ++s) {
       const uint64_t bit = uint64_t{1} << (s % 64);
@@ -636,6 +640,9 @@ LatencyPrediction DesignEvaluator::Evaluate(const std::vector<int>& exits,
   if (words_ > 0) alive_.back() = last_word_mask_;
   std::vector<int> counts(exits.size() + 1, 0);
   const Bits& final_right = correct_[num_exits_ - 1];
+  // Drops are counted against the reference (the table's own final exit, or
+  // the fp32 full network for an int8 table).
+  const Bits& reference = reference_right_;
   int correct = 0, lost = 0, gained = 0;
   for (size_t k = 0; k < exits.size(); ++k) {
     const Bits& clears = Clears(exits[k], thresholds[k]);
@@ -645,8 +652,8 @@ LatencyPrediction DesignEvaluator::Evaluate(const std::vector<int>& exits,
       uint64_t out = alive_[w] & clears[w];
       leaving += __builtin_popcountll(out);
       right_count += __builtin_popcountll(out & right[w]);
-      lost += __builtin_popcountll(out & ~right[w] & final_right[w]);
-      gained += __builtin_popcountll(out & right[w] & ~final_right[w]);
+      lost += __builtin_popcountll(out & ~right[w] & reference[w]);
+      gained += __builtin_popcountll(out & right[w] & ~reference[w]);
       alive_[w] &= ~out;
     }
     counts[k] = leaving;
@@ -656,6 +663,8 @@ LatencyPrediction DesignEvaluator::Evaluate(const std::vector<int>& exits,
   for (int w = 0; w < words_; ++w) {
     rest += __builtin_popcountll(alive_[w]);
     correct += __builtin_popcountll(alive_[w] & final_right[w]);
+    lost += __builtin_popcountll(alive_[w] & ~final_right[w] & reference[w]);
+    gained += __builtin_popcountll(alive_[w] & final_right[w] & ~reference[w]);
   }
   counts.back() = rest;
   return latency_.FromPathCounts(ToDesign(exits, thresholds), counts, correct, lost, gained);

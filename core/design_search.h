@@ -58,6 +58,7 @@ class DesignEvaluator {
   uint64_t last_word_mask_;
   std::vector<Bits> clears_;   // [exit][threshold]
   std::vector<Bits> correct_;  // [exit]
+  Bits reference_right_;       // the table's reference_correct
   Bits alive_, leaving_;       // scratch
   int64_t evaluations_ = 0;
 };

@@ -4,6 +4,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "core/files.h"
 #include "core/status_macros.h"
@@ -107,28 +108,33 @@ absl::Status ValidateDeviceProfile(const v1::DeviceProfile& profile,
   HAPI_RETURN_IF_ERROR(CheckSource(profile));
   if (FindBatch(profile, 1) == nullptr) {
     return absl::InvalidArgumentError(
-        absl::StrCat("device profile '", profile.name(), "' has no batch-size-1 table"));
+        absl::StrCat("device profile '", profile.name(), "' has no batch-size-1 fp32 table"));
   }
-  std::set<int> batch_sizes;
+  std::set<std::pair<int, int>> tables;  // (batch_size, precision)
   for (const v1::BatchProfile& b : profile.batches()) {
     if (b.batch_size() <= 0) {
       return absl::InvalidArgumentError(absl::StrCat("device profile '", profile.name(),
                                                      "': batch_size is ", b.batch_size(),
                                                      " (must be >= 1)"));
     }
+    if (!v1::Precision_IsValid(b.precision())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device profile '", profile.name(), "': unknown precision ", b.precision()));
+    }
+    const std::string precision = PrecisionName(b.precision());
     // FindBatch would read the first table and silently ignore the others.
-    if (!batch_sizes.insert(b.batch_size()).second) {
+    if (!tables.insert({b.batch_size(), b.precision()}).second) {
       return absl::InvalidArgumentError(absl::StrCat("device profile '", profile.name(),
-                                                     "': batch_size ", b.batch_size(),
-                                                     " has more than one table"));
+                                                     "': batch_size ", b.batch_size(), " ",
+                                                     precision, " has more than one table"));
     }
     if (b.stages_size() != manifest.stages_size() || b.exits_size() != manifest.exits_size()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "device profile '", profile.name(), "' batch ", b.batch_size(), " has ", b.stages_size(),
-          " stages and ", b.exits_size(), " exits; model '", manifest.name(), "' has ",
-          manifest.stages_size(), " and ", manifest.exits_size()));
+          "device profile '", profile.name(), "' batch ", b.batch_size(), " ", precision, " has ",
+          b.stages_size(), " stages and ", b.exits_size(), " exits; model '", manifest.name(),
+          "' has ", manifest.stages_size(), " and ", manifest.exits_size()));
     }
-    std::string batch = absl::StrCat(" at batch ", b.batch_size());
+    std::string batch = absl::StrCat(" at batch ", b.batch_size(), " ", precision);
     for (int s = 0; s < b.stages_size(); ++s) {
       HAPI_RETURN_IF_ERROR(CheckPart(b.stages(s), absl::StrCat("stage ", s, batch)));
     }
@@ -140,11 +146,34 @@ absl::Status ValidateDeviceProfile(const v1::DeviceProfile& profile,
   return absl::OkStatus();
 }
 
-const v1::BatchProfile* FindBatch(const v1::DeviceProfile& profile, int batch_size) {
+const v1::BatchProfile* FindBatch(const v1::DeviceProfile& profile, int batch_size,
+                                  v1::Precision precision) {
   for (const v1::BatchProfile& b : profile.batches()) {
-    if (b.batch_size() == batch_size) return &b;
+    if (b.batch_size() == batch_size && b.precision() == precision) return &b;
   }
   return nullptr;
+}
+
+bool HasPrecision(const v1::DeviceProfile& profile, v1::Precision precision) {
+  return FindBatch(profile, 1, precision) != nullptr;
+}
+
+std::string PrecisionName(int precision) {
+  switch (precision) {
+    case v1::FP32:
+      return "fp32";
+    case v1::INT8:
+      return "int8";
+    default:
+      return absl::StrCat("precision ", precision);
+  }
+}
+
+absl::StatusOr<v1::Precision> ParsePrecision(absl::string_view name) {
+  const std::string lower = absl::AsciiStrToLower(name);
+  if (lower == "fp32") return v1::FP32;
+  if (lower == "int8") return v1::INT8;
+  return absl::InvalidArgumentError(absl::StrCat("unknown precision '", name, "' (fp32 or int8)"));
 }
 
 absl::StatusOr<v1::DeviceProfile> MakeAnalyticProfile(const std::string& name,

@@ -10,7 +10,8 @@
 namespace hapi {
 
 absl::StatusOr<LatencyModel> LatencyModel::Create(const v1::DeviceProfile& profile,
-                                                  const v1::ModelManifest& manifest) {
+                                                  const v1::ModelManifest& manifest,
+                                                  v1::Precision precision) {
   HAPI_RETURN_IF_ERROR(ValidateDeviceProfile(profile, manifest));
   // The model's invariant: exit e reads the output of stage e, and the last
   // exit is the final one.
@@ -28,7 +29,13 @@ absl::StatusOr<LatencyModel> LatencyModel::Create(const v1::DeviceProfile& profi
           absl::StrCat("model '", manifest.name(), "': exit ", e, " is not after stage ", e));
     }
   }
-  const v1::BatchProfile& b = *FindBatch(profile, 1);
+  const v1::BatchProfile* found = FindBatch(profile, 1, precision);
+  if (found == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device '", profile.name(), "' has no ", PrecisionName(precision), " latencies for model '",
+        manifest.name(), "' (hapi-profile --precisions=", PrecisionName(precision), ")"));
+  }
+  const v1::BatchProfile& b = *found;
   LatencyModel m;
   // Means, not medians: the mean of a sum is the sum of the means, so the
   // predicted mean latency is unbiased even when parts have heavy tails.
@@ -76,7 +83,7 @@ absl::StatusOr<LatencyPrediction> LatencyModel::Predict(const Design& design,
     }
     int exit = depth < depths - 1 ? design.exits[depth] : final_exit;
     ++counts[depth];
-    const bool right = table.correct(exit, s), final_right = table.correct(final_exit, s);
+    const bool right = table.correct(exit, s), final_right = table.reference_correct(s);
     correct += right;
     lost += final_right && !right;
     gained += right && !final_right;

@@ -51,9 +51,11 @@ double MeanLatencyStandardError(const LatencyPrediction& p);
 class LatencyModel {
  public:
   // Validates the profile against the model (see ValidateDeviceProfile) and
-  // reads its batch-1 table.
+  // reads its batch-1 table in `precision` (FAILED_PRECONDITION, naming the
+  // device and precision, when it has none).
   static absl::StatusOr<LatencyModel> Create(const v1::DeviceProfile& profile,
-                                             const v1::ModelManifest& manifest);
+                                             const v1::ModelManifest& manifest,
+                                             v1::Precision precision = v1::FP32);
 
   int num_exits() const { return static_cast<int>(head_s_.size()); }
 

@@ -2,9 +2,13 @@
 //   measured (default): times every stage and exit head on this machine;
 //   --analytic_gmacs=G: from MACs at G GMAC/s plus a per-layer overhead;
 //   --scale=FILE --factor=F: another profile with latencies times F.
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -36,6 +40,9 @@ ABSL_FLAG(std::string, scale, "", "Scaled profile: the base profile file");
 ABSL_FLAG(double, factor, 1.0, "Scaled profile: latency multiplier (2 = twice as slow)");
 ABSL_FLAG(std::string, description, "", "Free text stored in the profile");
 ABSL_FLAG(bool, progress, true, "Show a progress bar while measuring");
+ABSL_FLAG(std::vector<std::string>, precisions, {},
+          "Precisions to measure, e.g. fp32,int8 (default: fp32, and int8 when the model has "
+          "int8 ranges from hapi-quantize)");
 
 namespace {
 int Fail(const absl::Status& status) {
@@ -60,6 +67,22 @@ absl::StatusOr<hapi::v1::DeviceProfile> ScaledProfile(const std::string& device)
   return hapi::MakeScaledProfile(device, base, absl::GetFlag(FLAGS_factor));
 }
 
+// --precisions, or fp32 and (when hapi-quantize has written the model's
+// ranges) int8.
+absl::StatusOr<std::vector<hapi::v1::Precision>> Precisions(const std::string& model_dir) {
+  std::vector<hapi::v1::Precision> out;
+  for (const std::string& name : absl::GetFlag(FLAGS_precisions)) {
+    HAPI_ASSIGN_OR_RETURN(hapi::v1::Precision p, hapi::ParsePrecision(name));
+    if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
+  }
+  if (!out.empty()) return out;
+  out.push_back(hapi::v1::FP32);
+  if (std::filesystem::exists(absl::StrCat(model_dir, "/", hapi::kInt8RangesFile))) {
+    out.push_back(hapi::v1::INT8);
+  }
+  return out;
+}
+
 // Analytic from the model's MACs, or measured by running it here.
 absl::StatusOr<hapi::v1::DeviceProfile> ModelProfile(const std::string& device) {
   const std::string model_name = absl::GetFlag(FLAGS_model);
@@ -73,7 +96,7 @@ absl::StatusOr<hapi::v1::DeviceProfile> ModelProfile(const std::string& device) 
         device, model.manifest, absl::GetFlag(FLAGS_analytic_gmacs) * 1e9,
         absl::GetFlag(FLAGS_analytic_layer_overhead_us) * 1e-6, batches);
   }
-  HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const hapi::Model> model, hapi::LoadTorchModel(model_dir));
+  HAPI_ASSIGN_OR_RETURN(std::vector<hapi::v1::Precision> precisions, Precisions(model_dir));
   HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist data,
                         hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir)));
   hapi::ProfilerOptions options;
@@ -82,7 +105,23 @@ absl::StatusOr<hapi::v1::DeviceProfile> ModelProfile(const std::string& device) 
   options.iterations = absl::GetFlag(FLAGS_iterations);
   options.warmup_iterations = absl::GetFlag(FLAGS_warmup);
   options.progress = absl::GetFlag(FLAGS_progress);
-  return hapi::ProfileDevice(model, device, data.validation, options);
+  hapi::v1::DeviceProfile profile;
+  for (hapi::v1::Precision precision : precisions) {
+    hapi::ModelOptions model_options;
+    model_options.int8 = precision == hapi::v1::INT8;
+    HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const hapi::Model> model,
+                          hapi::LoadTorchModel(model_dir, model_options));
+    options.precision = precision;
+    if (options.progress) std::cerr << hapi::PrecisionName(precision) << ":\n";
+    HAPI_ASSIGN_OR_RETURN(hapi::v1::DeviceProfile measured,
+                          hapi::ProfileDevice(model, device, data.validation, options));
+    if (profile.batches_size() == 0) {
+      profile = std::move(measured);
+    } else {
+      for (auto& b : *measured.mutable_batches()) *profile.add_batches() = std::move(b);
+    }
+  }
+  return profile;
 }
 
 }  // namespace

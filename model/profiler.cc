@@ -123,6 +123,7 @@ absl::Status ProfileBatch(const Model& model, const EarlyExitExecutor& final_onl
   }
   if (bar) bar->Finish();
   out->set_batch_size(batch);
+  out->set_precision(options.precision);
   for (auto& s : times.stages) *out->add_stages() = Summarise(std::move(s));
   for (auto& e : times.exits) *out->add_exits() = Summarise(std::move(e));
   *out->mutable_overhead() = Summarise(std::move(times.overhead));

@@ -20,6 +20,9 @@ struct ProfilerOptions {
   int warmup_iterations = 50;
   int iterations = 400;  // timed passes per batch size
   bool progress = true;
+  // What the model runs in (the tables are marked with it); the caller
+  // loads the model in that precision.
+  v1::Precision precision = v1::FP32;
 };
 
 // Runs the whole network with every exit, part after part as the executor

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/device_profile.h"
 #include "core/files.h"
 #include "core/model_metadata.h"
@@ -173,6 +174,17 @@ absl::StatusOr<v1::DeviceProfile> MeasureThisMachine(const std::string& binary,
                                    "--progress=false",
                                    "--description=measured by hapi-optimizer on its own machine"};
   if (m.iterations() > 0) args.push_back(absl::StrCat("--iterations=", m.iterations()));
+  if (m.precisions_size() > 0) {
+    std::vector<std::string> names;
+    for (int p : m.precisions()) {
+      if (!v1::Precision_IsValid(p)) {
+        ::unlink(out.c_str());
+        return absl::InvalidArgumentError(absl::StrCat("unknown precision ", p));
+      }
+      names.push_back(PrecisionName(p));
+    }
+    args.push_back(absl::StrCat("--precisions=", absl::StrJoin(names, ",")));
+  }
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -1,8 +1,10 @@
 #include "optimizer/variant_builder.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -19,17 +21,40 @@ namespace {
 
 absl::Status JobCancelled() { return absl::CancelledError("job cancelled"); }
 
-// The Pareto front of the shared-threshold space (cheap with bitsets): what
-// the plot beside the variant shows.
-struct ParetoDesigns {
-  std::vector<LatencyPrediction> predictions;
-  std::vector<Design> designs;
+// One precision's search: its tables, latency model and result.
+struct PrecisionPlan {
+  v1::Precision precision = v1::FP32;
+  const CalibrationTable* table = nullptr;  // what the search selects on
+  const CalibrationTable* test = nullptr;
+  std::optional<LatencyModel> latency;
+  SearchProblem problem;
+  absl::StatusOr<CertifiedSearchResult> result = absl::UnknownError("not searched");
+  std::string skipped;  // why this precision was not searched
 };
 
-ParetoDesigns SharedThresholdFront(const CalibrationTable& table, const LatencyModel& latency,
-                                   const SearchSpace& space, LatencyStatistic statistic) {
-  DesignEvaluator evaluator(table, latency, space);
-  ParetoDesigns all;
+// Why `precision` cannot be planned for (empty: it can): the model's tables
+// or the device's latencies are missing.
+std::string MissingPrecision(const VariantSpec& spec, const ModelMetadata& model,
+                             const v1::DeviceProfile& profile, v1::Precision precision) {
+  if (model.Test(precision) == nullptr) {
+    return absl::StrCat("model '", spec.model, "' has no ", PrecisionName(precision),
+                        " calibration tables (hapi-quantize writes them)");
+  }
+  if (!HasPrecision(profile, precision)) {
+    return absl::StrCat("device '", spec.device, "' has no ", PrecisionName(precision),
+                        " latencies (hapi-profile --precisions=", PrecisionName(precision), ")");
+  }
+  return "";
+}
+
+// The Pareto front of the shared-threshold space (cheap with bitsets) of one
+// precision's plan.
+std::vector<ParetoPoint> SharedThresholdFront(const PrecisionPlan& plan,
+                                              LatencyStatistic statistic) {
+  const SearchSpace& space = plan.problem.space;
+  DesignEvaluator evaluator(*plan.table, *plan.latency, space);
+  std::vector<LatencyPrediction> predictions;
+  std::vector<Design> designs;
   const auto& candidates = space.candidate_exits;
   const int k = static_cast<int>(candidates.size());
   for (int64_t mask = 0; mask < (int64_t{1} << std::min(k, 16)); ++mask) {
@@ -39,16 +64,33 @@ ParetoDesigns SharedThresholdFront(const CalibrationTable& table, const LatencyM
     }
     for (int t = 0; t < evaluator.grid_size(); ++t) {
       std::vector<int> th(exits.size(), t);
-      all.predictions.push_back(evaluator.Evaluate(exits, th));
-      all.designs.push_back(evaluator.ToDesign(exits, th));
+      predictions.push_back(evaluator.Evaluate(exits, th));
+      designs.push_back(evaluator.ToDesign(exits, th));
       if (exits.empty()) break;
     }
   }
-  ParetoDesigns front;
-  for (int i : ParetoFront(all.predictions, statistic)) {
-    front.predictions.push_back(all.predictions[i]);
-    front.designs.push_back(all.designs[i]);
+  std::vector<ParetoPoint> front;
+  for (int i : ParetoFront(predictions, statistic)) {
+    front.push_back({predictions[i], designs[i], PrecisionName(plan.precision)});
   }
+  return front;
+}
+
+// Each searched precision's front, and the front of their union: what the
+// plot beside the variant shows.
+std::vector<ParetoPoint> CombinedFront(const std::vector<PrecisionPlan>& plans,
+                                       LatencyStatistic statistic,
+                                       std::vector<std::vector<ParetoPoint>>* each) {
+  std::vector<ParetoPoint> all;
+  for (const PrecisionPlan& plan : plans) {
+    if (!plan.skipped.empty()) continue;
+    each->push_back(SharedThresholdFront(plan, statistic));
+    all.insert(all.end(), each->back().begin(), each->back().end());
+  }
+  std::vector<LatencyPrediction> predictions;
+  for (const ParetoPoint& p : all) predictions.push_back(p.prediction);
+  std::vector<ParetoPoint> front;
+  for (int i : ParetoFront(predictions, statistic)) front.push_back(all[i]);
   return front;
 }
 
@@ -130,21 +172,22 @@ std::string DescribeLivePlan(const VariantSpec& spec, double final_validation_ac
 
 // The manifest of the variant `certified` chose, with what it is compared
 // with: the final exit alone, and the chosen design on the test split.
-absl::StatusOr<v1::VariantManifest> DescribeVariant(const VariantSpec& spec,
-                                                    const std::string& job_id,
-                                                    const ModelMetadata& model,
-                                                    const SearchProblem& problem,
-                                                    const CertifiedSearchResult& certified,
-                                                    const CertifyOptions& options) {
+absl::StatusOr<v1::VariantManifest> DescribeVariant(
+    const VariantSpec& spec, const std::string& job_id, const ModelMetadata& model,
+    const LatencyModel& fp32_latency, const PrecisionPlan& plan,
+    const CertifiedSearchResult& certified, const CertifyOptions& options) {
   const SearchResult& result = certified.result;
-  const LatencyModel& latency = *problem.latency;
+  const SearchProblem& problem = plan.problem;
+  // The baseline is the fp32 full network, whatever the design's precision.
   HAPI_ASSIGN_OR_RETURN(LatencyPrediction full,
-                        latency.Predict(Design::FinalOnly(), model.validation));
-  HAPI_ASSIGN_OR_RETURN(LatencyPrediction on_test, latency.Predict(result.design, model.test));
+                        fp32_latency.Predict(Design::FinalOnly(), model.validation));
+  HAPI_ASSIGN_OR_RETURN(LatencyPrediction on_test,
+                        plan.latency->Predict(result.design, *plan.test));
   v1::VariantManifest v;
   v.set_id(spec.variant_id);
   v.set_model(spec.model);
   v.set_device(spec.device);
+  v.set_precision(plan.precision);
   *v.mutable_sla() = spec.request.sla();
   // Record the confidences SlaFromProto resolved (defaults included).
   if (spec.sla.accuracy_confidence > 0.5) {
@@ -224,76 +267,102 @@ absl::Status VariantBuilder::CheckModelAndDevice(const VariantSpec& spec,
   HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const ModelMetadata> model, Model(spec.model));
   HAPI_RETURN_IF_ERROR(ValidateDeviceProfile(profile, model->manifest));
   if (spec.live_table) HAPI_RETURN_IF_ERROR(CheckLiveTable(*spec.live_table, model->validation));
+  for (v1::Precision precision : spec.precisions) {
+    std::string missing = MissingPrecision(spec, *model, profile, precision);
+    if (!missing.empty()) return absl::FailedPreconditionError(missing);
+  }
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::VariantManifest> VariantBuilder::Build(const VariantSpec& spec,
-                                                          const v1::DeviceProfile& profile,
-                                                          const std::string& job_id,
-                                                          const Progress& progress) {
-  if (!progress("loading", 0, 0)) return JobCancelled();
-  HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const ModelMetadata> model, Model(spec.model));
-  // Validates the profile against the model again: the device may have been
-  // registered anew since the job was accepted.
-  HAPI_ASSIGN_OR_RETURN(LatencyModel latency, LatencyModel::Create(profile, model->manifest));
-  // A live table replaces the validation split as what the search selects
-  // and certifies on; the test split stays for reporting.
-  const CalibrationTable& table = spec.live_table ? *spec.live_table : model->validation;
-  if (spec.live_table) HAPI_RETURN_IF_ERROR(CheckLiveTable(table, model->validation));
-  const double final_accuracy = model->validation.Accuracy(model->manifest.exits_size() - 1);
-  bool full_network_only = false;
-  SearchProblem problem;
-  problem.table = &table;
-  problem.latency = &latency;
-  problem.space =
-      DefaultSearchSpace(table, spec.policy, options_.threshold_grid, spec.per_exit_thresholds);
-  problem.sla = spec.live_table ? LiveSla(spec.sla, final_accuracy, &full_network_only) : spec.sla;
-  if (full_network_only) problem.space.candidate_exits.clear();
-  problem.progress = [&](double fraction, int64_t evaluated) {
-    return progress("searching", 5 + 85 * fraction, evaluated);
-  };
-  absl::StatusOr<CertifiedSearchResult> searched =
-      SearchAndCertify(*spec.search, problem, options_.certify);
-  if (full_network_only && absl::IsFailedPrecondition(searched.status())) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "planning on live traffic allows no disagreement with the full network (%s), so only the "
-        "full network qualifies, and it does not meet the SLA: %s",
-        spec.sla.max_accuracy_drop >= 0
-            ? "a drop of 0"
-            : absl::StrFormat("the floor %.2f%% is at or above its validation accuracy %.2f%%",
-                              100 * spec.sla.min_accuracy, 100 * final_accuracy),
-        searched.status().message()));
+namespace {
+
+// The precisions a job searches: the request's, else every one the model
+// and the device both have tables for. A precision the request names that
+// either lacks is an error; one merely available is skipped with a reason.
+absl::StatusOr<std::vector<PrecisionPlan>> PlanPrecisions(const VariantSpec& spec,
+                                                          const ModelMetadata& model,
+                                                          const v1::DeviceProfile& profile) {
+  const bool named = !spec.precisions.empty();
+  std::vector<v1::Precision> wanted = spec.precisions;
+  if (!named) wanted = spec.live_table ? std::vector{v1::FP32} : std::vector{v1::FP32, v1::INT8};
+  std::vector<PrecisionPlan> plans;
+  for (v1::Precision precision : wanted) {
+    PrecisionPlan plan;
+    plan.precision = precision;
+    plan.table = spec.live_table ? spec.live_table.get() : model.Validation(precision);
+    plan.test = model.Test(precision);
+    plan.skipped = MissingPrecision(spec, model, profile, precision);
+    if (!plan.skipped.empty() && named) return absl::FailedPreconditionError(plan.skipped);
+    if (plan.skipped.empty()) {
+      HAPI_ASSIGN_OR_RETURN(plan.latency, LatencyModel::Create(profile, model.manifest, precision));
+    }
+    plans.push_back(std::move(plan));
   }
-  HAPI_ASSIGN_OR_RETURN(CertifiedSearchResult result, std::move(searched));
-  const int64_t evaluated = result.result.stats.designs_evaluated;
-  if (!progress("writing", 90, evaluated)) return JobCancelled();
-  HAPI_ASSIGN_OR_RETURN(v1::VariantManifest v,
-                        DescribeVariant(spec, job_id, *model, problem, result, options_.certify));
-  HAPI_RETURN_IF_ERROR(Publish(spec, v, problem, result));
-  progress("writing", 99, evaluated);
-  return v;
+  return plans;
+}
+
+// With k precisions searched, each is certified at 1 - (1 - c) / k
+// (Bonferroni): the chosen one then holds at c whichever it is.
+Sla SplitConfidence(Sla sla, int searched) {
+  if (searched <= 1) return sla;
+  auto split = [&](double c) { return c > 0.5 ? 1 - (1 - c) / searched : c; };
+  sla.accuracy_confidence = split(sla.accuracy_confidence);
+  sla.latency_confidence = split(sla.latency_confidence);
+  return sla;
+}
+
+// Whether `a` is a better choice than `b`: certified first, then the SLA's
+// objective on the whole validation split.
+bool BetterPlan(const PrecisionPlan& a, const PrecisionPlan& b, const SlaJudge& judge) {
+  if (a.result->certified != b.result->certified) return a.result->certified;
+  return judge.Better(a.result->result.prediction, b.result->result.prediction);
+}
+
+v1::PrecisionCandidate DescribeCandidate(const PrecisionPlan& plan) {
+  v1::PrecisionCandidate c;
+  c.set_precision(plan.precision);
+  if (!plan.skipped.empty()) {
+    c.set_note(plan.skipped);
+    return c;
+  }
+  if (!plan.result.ok()) {
+    c.set_note(std::string(plan.result.status().message()));
+    return c;
+  }
+  const SearchResult& r = plan.result->result;
+  c.set_meets_sla(true);
+  c.set_note(plan.result->note);
+  c.set_predicted_accuracy(r.prediction.accuracy);
+  *c.mutable_predicted_latency() = LatencyToProto(r.prediction);
+  for (int e : r.design.exits) c.add_enabled_exits(e);
+  for (float t : r.design.thresholds) c.add_thresholds(t);
+  return c;
 }
 
 // The variant directory appears in one rename, complete.
-absl::Status VariantBuilder::Publish(const VariantSpec& spec, const v1::VariantManifest& variant,
-                                     const SearchProblem& problem,
-                                     const CertifiedSearchResult& result) const {
-  ParetoDesigns front =
-      SharedThresholdFront(*problem.table, *problem.latency, problem.space, spec.sla.statistic);
+absl::Status Publish(const RepositoryLayout& layout, const std::string& gnuplot,
+                     const VariantSpec& spec, const v1::VariantManifest& variant,
+                     const std::vector<PrecisionPlan>& plans, const CertifiedSearchResult& result) {
+  std::vector<std::vector<ParetoPoint>> each;
+  std::vector<ParetoPoint> front = CombinedFront(plans, spec.sla.statistic, &each);
   LatencyPrediction chosen = result.result.prediction;
   Certificate certificate = result.certificate;
   std::string title =
       absl::StrFormat("%s on %s: %s", spec.model, spec.device, DescribeSla(spec.sla));
   if (spec.live_table) {  // the manifest's accuracies, in the same currency
     const double final_accuracy = variant.final_exit_accuracy();
-    for (LatencyPrediction& p : front.predictions) {
-      p.accuracy = EstimatedAccuracy(p.accuracy, final_accuracy);
-    }
+    auto estimate = [&](std::vector<ParetoPoint>& points) {
+      for (ParetoPoint& p : points) {
+        p.prediction.accuracy = EstimatedAccuracy(p.prediction.accuracy, final_accuracy);
+      }
+    };
+    estimate(front);
+    for (std::vector<ParetoPoint>& points : each) estimate(points);
     chosen.accuracy = EstimatedAccuracy(chosen.accuracy, final_accuracy);
     certificate.accuracy_lower = variant.certification().accuracy_lower();
     absl::StrAppend(&title, " (live, ", spec.live_table->num_samples(), " samples)");
   }
-  const std::string final_dir = layout_.VariantDir(spec.variant_id);
+  const std::string final_dir = layout.VariantDir(spec.variant_id);
   if (std::filesystem::exists(final_dir)) {
     return absl::AlreadyExistsError(absl::StrCat("variant '", spec.variant_id, "' already exists"));
   }
@@ -305,9 +374,9 @@ absl::Status VariantBuilder::Publish(const VariantSpec& spec, const v1::VariantM
       HAPI_RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(staging, "/", kLiveCalibrationFile),
                                                spec.live_table->Serialize()));
     }
-    WriteParetoFront(staging, front.predictions, front.designs, chosen,
+    WriteParetoFront(staging, front, each.size() > 1 ? each : decltype(each){}, chosen,
                      result.certification_samples > 0 ? &certificate : nullptr, spec.sla.statistic,
-                     options_.gnuplot, title);
+                     gnuplot, title);
     return PublishDirectory(staging, final_dir);
   }();
   if (!written.ok()) {
@@ -317,19 +386,107 @@ absl::Status VariantBuilder::Publish(const VariantSpec& spec, const v1::VariantM
   return written;
 }
 
-bool WriteParetoFront(const std::string& dir, const std::vector<LatencyPrediction>& front,
-                      const std::vector<Design>& designs, const LatencyPrediction& chosen,
-                      const Certificate* certificate, LatencyStatistic statistic,
-                      const std::string& gnuplot, const std::string& title) {
-  std::string csv =
-      absl::StrFormat("%s_latency_ms,accuracy,exits,thresholds\n", LatencyStatisticName(statistic));
-  for (size_t i = 0; i < front.size(); ++i) {
-    absl::StrAppendFormat(&csv, "%.6f,%.6f,%s,%s\n", StatisticOf(front[i], statistic) * 1e3,
-                          front[i].accuracy, absl::StrJoin(designs[i].exits, " "),
-                          absl::StrJoin(designs[i].thresholds, " ", [](std::string* o, float t) {
-                            absl::StrAppendFormat(o, "%.4f", t);
-                          }));
+}  // namespace
+
+absl::StatusOr<v1::VariantManifest> VariantBuilder::Build(const VariantSpec& spec,
+                                                          const v1::DeviceProfile& profile,
+                                                          const std::string& job_id,
+                                                          const Progress& progress) {
+  if (!progress("loading", 0, 0)) return JobCancelled();
+  HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const ModelMetadata> model, Model(spec.model));
+  // Validates the profile against the model again: the device may have been
+  // registered anew since the job was accepted.
+  HAPI_ASSIGN_OR_RETURN(LatencyModel fp32_latency, LatencyModel::Create(profile, model->manifest));
+  // A live table replaces the validation split as what the search selects
+  // and certifies on; the test split stays for reporting.
+  if (spec.live_table) HAPI_RETURN_IF_ERROR(CheckLiveTable(*spec.live_table, model->validation));
+  HAPI_ASSIGN_OR_RETURN(std::vector<PrecisionPlan> plans, PlanPrecisions(spec, *model, profile));
+  const int searched = static_cast<int>(
+      std::count_if(plans.begin(), plans.end(), [](const auto& p) { return p.skipped.empty(); }));
+  // Every accuracy drop, whatever the precision, is below the fp32 full
+  // network's validation accuracy.
+  const double final_accuracy = model->validation.Accuracy(model->manifest.exits_size() - 1);
+  bool full_network_only = false;
+  const Sla sla = SplitConfidence(
+      spec.live_table ? LiveSla(spec.sla, final_accuracy, &full_network_only) : spec.sla, searched);
+  int done = 0;
+  PrecisionPlan* best = nullptr;
+  const SlaJudge judge(sla, final_accuracy);
+  for (PrecisionPlan& plan : plans) {
+    if (!plan.skipped.empty()) continue;
+    SearchProblem& problem = plan.problem;
+    problem.table = plan.table;
+    problem.latency = &*plan.latency;
+    problem.space = DefaultSearchSpace(*plan.table, spec.policy, options_.threshold_grid,
+                                       spec.per_exit_thresholds);
+    problem.sla = sla;
+    if (full_network_only) problem.space.candidate_exits.clear();
+    problem.progress = [&](double fraction, int64_t evaluated) {
+      return progress("searching", 5 + 85 * (done + fraction) / searched, evaluated);
+    };
+    plan.result = SearchAndCertify(*spec.search, problem, options_.certify);
+    ++done;
+    if (absl::IsCancelled(plan.result.status())) return plan.result.status();
+    if (!plan.result.ok() && !absl::IsFailedPrecondition(plan.result.status())) {
+      return plan.result.status();
+    }
+    if (plan.result.ok() && (best == nullptr || BetterPlan(plan, *best, judge))) best = &plan;
   }
+  if (best == nullptr) {
+    // Every precision failed: the first searched one says what is achievable.
+    const PrecisionPlan& first =
+        *std::find_if(plans.begin(), plans.end(), [](const auto& p) { return p.skipped.empty(); });
+    absl::Status failed = first.result.status();
+    if (full_network_only) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "planning on live traffic allows no disagreement with the full network (%s), so only "
+          "the full network qualifies, and it does not meet the SLA: %s",
+          spec.sla.max_accuracy_drop >= 0
+              ? "a drop of 0"
+              : absl::StrFormat("the floor %.2f%% is at or above its validation accuracy %.2f%%",
+                                100 * spec.sla.min_accuracy, 100 * final_accuracy),
+          failed.message()));
+    }
+    return failed;
+  }
+  const CertifiedSearchResult& result = *best->result;
+  int64_t evaluated = 0;
+  for (const PrecisionPlan& p : plans) {
+    if (p.result.ok()) evaluated += p.result->result.stats.designs_evaluated;
+  }
+  if (!progress("writing", 90, evaluated)) return JobCancelled();
+  HAPI_ASSIGN_OR_RETURN(v1::VariantManifest v, DescribeVariant(spec, job_id, *model, fp32_latency,
+                                                               *best, result, options_.certify));
+  v.mutable_search()->set_designs_evaluated(evaluated);
+  for (const PrecisionPlan& p : plans) *v.add_precision_candidates() = DescribeCandidate(p);
+  HAPI_RETURN_IF_ERROR(Publish(layout_, options_.gnuplot, spec, v, plans, result));
+  progress("writing", 99, evaluated);
+  return v;
+}
+
+namespace {
+
+std::string FrontCsv(const std::vector<ParetoPoint>& front, LatencyStatistic statistic) {
+  std::string csv = absl::StrFormat("%s_latency_ms,accuracy,exits,thresholds,precision\n",
+                                    LatencyStatisticName(statistic));
+  for (const ParetoPoint& p : front) {
+    absl::StrAppendFormat(
+        &csv, "%.6f,%.6f,%s,%s,%s\n", StatisticOf(p.prediction, statistic) * 1e3,
+        p.prediction.accuracy, absl::StrJoin(p.design.exits, " "),
+        absl::StrJoin(p.design.thresholds, " ",
+                      [](std::string* o, float t) { absl::StrAppendFormat(o, "%.4f", t); }),
+        p.precision);
+  }
+  return csv;
+}
+
+}  // namespace
+
+bool WriteParetoFront(const std::string& dir, const std::vector<ParetoPoint>& front,
+                      const std::vector<std::vector<ParetoPoint>>& per_precision,
+                      const LatencyPrediction& chosen, const Certificate* certificate,
+                      LatencyStatistic statistic, const std::string& gnuplot,
+                      const std::string& title) {
   const absl::string_view name = LatencyStatisticName(statistic);
   std::string chosen_csv =
       absl::StrFormat("%s_latency_ms,accuracy", name) +
@@ -339,9 +496,22 @@ bool WriteParetoFront(const std::string& dir, const std::vector<LatencyPredictio
       (certificate ? absl::StrFormat(",%.6f,%.6f\n", certificate->latency_upper_s * 1e3,
                                      certificate->accuracy_lower)
                    : "\n");
-  if (!WriteFileAtomically(absl::StrCat(dir, "/pareto.csv"), csv).ok() ||
+  if (!WriteFileAtomically(absl::StrCat(dir, "/pareto.csv"), FrontCsv(front, statistic)).ok() ||
       !WriteFileAtomically(absl::StrCat(dir, "/chosen.csv"), chosen_csv).ok()) {
     return false;
+  }
+  // One series per precision (their own fronts), then the combined front.
+  std::string series;
+  const char* colours[] = {"dark-orange", "dark-violet", "dark-cyan"};
+  for (size_t i = 0; i < per_precision.size(); ++i) {
+    if (per_precision[i].empty()) continue;
+    const std::string& precision = per_precision[i].front().precision;
+    const std::string file = absl::StrCat(dir, "/pareto-", precision, ".csv");
+    if (!WriteFileAtomically(file, FrontCsv(per_precision[i], statistic)).ok()) return false;
+    absl::StrAppendFormat(&series,
+                          "'%s' every ::1 using 1:($2*100) with points pt 6 ps 0.6 lc rgb '%s' "
+                          "title '%s front', ",
+                          file, colours[i % 3], precision);
   }
   std::string script = absl::StrFormat(
       "set terminal svg size 800,500 dynamic background rgb 'white'\n"
@@ -350,11 +520,10 @@ bool WriteParetoFront(const std::string& dir, const std::vector<LatencyPredictio
       "set title \"%s\" noenhanced\n"
       "set xlabel '%s latency (ms)'\nset ylabel 'validation accuracy (%%)'\n"
       "set key bottom right\nset grid\n"
-      "plot '%s/pareto.csv' every ::1 using 1:($2*100) with linespoints pt 7 ps 0.5 title 'Pareto "
-      "front', "
+      "plot %s'%s/pareto.csv' every ::1 using 1:($2*100) with linespoints pt 7 ps 0.5 title '%s', "
       "'%s/chosen.csv' every ::1 using 1:($2*100) with points pt 9 ps 2 lc rgb 'red' title 'chosen "
       "design'%s\n",
-      dir, title, name, dir, dir,
+      dir, title, name, series, dir, per_precision.empty() ? "Pareto front" : "combined front", dir,
       certificate ? absl::StrFormat(", '%s/chosen.csv' every ::1 using 3:($4*100) with points pt "
                                     "8 ps 2 lc rgb 'dark-green' title 'certified bounds'",
                                     dir)

@@ -45,7 +45,9 @@ class VariantBuilder {
   // What must hold before a job is queued, so that a request that cannot
   // work fails the RPC itself: NOT_FOUND for an unknown model,
   // INVALID_ARGUMENT for a profile of another model or a live table whose
-  // exits or classes are not the model's.
+  // exits or classes are not the model's, FAILED_PRECONDITION for a
+  // precision the request names that the model or the device has no tables
+  // for.
   absl::Status CheckModelAndDevice(const VariantSpec& spec, const v1::DeviceProfile& profile);
 
   using Progress = std::function<bool(const std::string& phase, double percent, int64_t evaluated)>;
@@ -66,8 +68,6 @@ class VariantBuilder {
  private:
   // `name` is a valid model name. Loaded once, then shared by every job.
   absl::StatusOr<std::shared_ptr<const ModelMetadata>> Model(const std::string& name);
-  absl::Status Publish(const VariantSpec& spec, const v1::VariantManifest& variant,
-                       const SearchProblem& problem, const CertifiedSearchResult& result) const;
 
   const VariantBuilderOptions options_;
   const RepositoryLayout layout_;
@@ -75,13 +75,24 @@ class VariantBuilder {
   std::map<std::string, std::shared_ptr<const ModelMetadata>> models_ ABSL_GUARDED_BY(mu_);
 };
 
-// Writes `front` to CSV and, when gnuplot is available, an SVG plot with the
-// chosen design marked, into `dir`; with a `certificate`, chosen.csv also
-// holds its certified latency and accuracy bounds and the plot marks them.
-// Returns whether the plot was made.
-bool WriteParetoFront(const std::string& dir, const std::vector<LatencyPrediction>& front,
-                      const std::vector<Design>& designs, const LatencyPrediction& chosen,
-                      const Certificate* certificate, LatencyStatistic statistic,
-                      const std::string& gnuplot, const std::string& title);
+// A design on a Pareto front, with the precision it runs in.
+struct ParetoPoint {
+  LatencyPrediction prediction;
+  Design design;
+  std::string precision;  // "fp32" | "int8"
+};
+
+// Writes `front` to pareto.csv (latency, accuracy, exits, thresholds,
+// precision) and, when gnuplot is available, an SVG plot with the chosen
+// design marked, into `dir`; with `per_precision` (each precision's own
+// front, when several were searched) also pareto-<precision>.csv, plotted as
+// one series each beside the combined front. With a `certificate`,
+// chosen.csv also holds its certified latency and accuracy bounds and the
+// plot marks them. Returns whether the plot was made.
+bool WriteParetoFront(const std::string& dir, const std::vector<ParetoPoint>& front,
+                      const std::vector<std::vector<ParetoPoint>>& per_precision,
+                      const LatencyPrediction& chosen, const Certificate* certificate,
+                      LatencyStatistic statistic, const std::string& gnuplot,
+                      const std::string& title);
 
 }  // namespace hapi

@@ -1,8 +1,10 @@
 #include "optimizer/variant_spec.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/device_profile.h"
 #include "core/files.h"
 #include "core/status_macros.h"
 
@@ -130,6 +132,22 @@ absl::StatusOr<VariantSpec> ParseVariantSpec(const v1::CreateVariantRequest& req
   } else if (!request.live_from_variant().empty() || !reason.empty()) {
     return absl::InvalidArgumentError(
         "live_from_variant and live_reason describe a live_calibration table, and there is none");
+  }
+  for (int p : request.precisions()) {
+    if (!v1::Precision_IsValid(p)) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown precision ", p, " (FP32 or INT8)"));
+    }
+    const auto precision = static_cast<v1::Precision>(p);
+    if (std::find(spec.precisions.begin(), spec.precisions.end(), precision) !=
+        spec.precisions.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("precision ", PrecisionName(precision), " is listed twice"));
+    }
+    spec.precisions.push_back(precision);
+  }
+  if (spec.live_table && spec.precisions.size() > 1) {
+    return absl::InvalidArgumentError(
+        "a live calibration table comes from one precision: list at most one");
   }
   spec.request = request;
   return spec;

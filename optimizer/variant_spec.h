@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/calibration_table.h"
@@ -23,6 +24,10 @@ struct VariantSpec {
   std::shared_ptr<const DesignSearch> search;  // never null
   ExitPolicy policy = ExitPolicy::kMaxSoftmax;
   bool per_exit_thresholds = false;
+  // What the search may choose among, each given once; empty: every
+  // precision the model and the device have tables for. At most one with a
+  // live table (the precision its rows were computed in; empty: fp32).
+  std::vector<v1::Precision> precisions;
   // Set when the request carries live_calibration: the server's table of
   // shadowed requests, labelled with the full network's answers, that the
   // search plans on instead of the validation split (docs/certified-slas.md,

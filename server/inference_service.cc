@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "core/device_profile.h"
 #include "core/files.h"
 #include "core/image_decoder.h"
 #include "core/input_spec.h"
@@ -437,6 +438,7 @@ void InferenceService::FillStatus(const ServedModel& model, v1::ServingStatus* s
   for (int e : v.enabled_exits()) status->add_enabled_exits(e);
   for (float t : v.thresholds()) status->add_thresholds(t);
   status->set_exit_policy(v.exit_policy().empty() ? "max_softmax" : v.exit_policy());
+  status->set_precision(PrecisionName(s->precision()));
   status->set_sla(v.sla().ShortDebugString());
   if (s->metrics()) {
     for (int64_t c : s->metrics()->ExitCounts()) status->add_exit_counts(c);

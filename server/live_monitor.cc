@@ -405,6 +405,8 @@ absl::StatusOr<std::string> LiveMonitor::ReplanAndWait(const v1::VariantManifest
   request.set_live_calibration(std::move(table));
   request.set_live_from_variant(from.id());
   request.set_live_reason(trigger.reason);
+  // The shadowed rows ran in the variant's precision: plan in it again.
+  request.add_precisions(from.precision());
   v1::Job job;
   {
     grpc::ClientContext ctx;

@@ -10,6 +10,7 @@
 #include "absl/flags/marshalling.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "core/device_profile.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
 #include "model/torch_model.h"
@@ -53,9 +54,10 @@ ABSL_FLAG(std::string, admin_token, "", "Token required by LoadVariant (empty: n
 ABSL_FLAG(std::string, admin_token_file, "", "Read the admin token from this file");
 ABSL_FLAG(bool, fuse_batch_norm, true, "Fold batch norm into convolutions");
 ABSL_FLAG(bool, channels_last, true, "NHWC (channels-last) activations");
-ABSL_FLAG(std::string, precision, "fp32",
-          "fp32, or int8: convolutions in int8 with the ranges hapi-quantize wrote into each "
-          "model's directory (the residual network)");
+ABSL_FLAG(std::string, precision, "variant",
+          "variant: each variant in the precision the optimizer planned it for; fp32 or int8: "
+          "every variant in that precision (int8 needs the ranges hapi-quantize wrote into the "
+          "model's directory)");
 ABSL_FLAG(double, monitor_fraction, 0.02,
           "Live accuracy monitor: the fraction of answered requests that also run through the "
           "whole network off the request path (0: the monitor, drift test and loop are off)");
@@ -90,11 +92,14 @@ absl::StatusOr<hapi::InferenceServerOptions> OptionsFromFlags() {
   o.servables.model.fuse_batch_norm = absl::GetFlag(FLAGS_fuse_batch_norm);
   o.servables.model.channels_last = absl::GetFlag(FLAGS_channels_last);
   const std::string precision = absl::GetFlag(FLAGS_precision);
-  if (precision != "fp32" && precision != "int8") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--precision must be fp32 or int8, not '", precision, "'"));
+  if (precision != "variant") {
+    absl::StatusOr<hapi::v1::Precision> p = hapi::ParsePrecision(precision);
+    if (!p.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--precision must be variant, fp32 or int8, not '", precision, "'"));
+    }
+    o.servables.precision = *p;
   }
-  o.servables.model.int8 = precision == "int8";
   o.servables.full_network = absl::GetFlag(FLAGS_full_network);
   o.variant = absl::GetFlag(FLAGS_variant);
   o.device = absl::GetFlag(FLAGS_device);

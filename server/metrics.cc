@@ -1,6 +1,7 @@
 #include "server/metrics.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/device_profile.h"
 #include "core/latency_statistic.h"
 #include "server/servable.h"
 
@@ -12,6 +13,16 @@ const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
       0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
       0.0075, 0.01,    0.015,  0.025,   0.05,  0.1,    0.25,  0.5,   1};
   return *b;
+}
+
+// hapi_variant_info's labels: which variant, of which model, on which
+// device, in which precision.
+prometheus::Labels InfoLabels(const Servable& s) {
+  const v1::VariantManifest& v = s.variant();
+  return {{"variant", v.id()},
+          {"model", v.model()},
+          {"device", v.device()},
+          {"precision", PrecisionName(s.precision())}};
 }
 
 }  // namespace
@@ -173,15 +184,12 @@ std::shared_ptr<VariantMetrics> ServerMetrics::ForVariant(const Servable& s) {
         .Set(v.sla().latency_budget_ms() * 1e-3);
     m->sla_budget_s_ = v.sla().latency_budget_ms() * 1e-3;
   }
-  variant_info_.Add({{"variant", v.id()}, {"model", v.model()}, {"device", v.device()}}).Set(1);
+  variant_info_.Add(InfoLabels(s)).Set(1);
   for (prometheus::Counter* c : m->exits_) m->exit_baseline_.push_back(c ? c->Value() : 0.0);
   return m;
 }
 
-void ServerMetrics::Retire(const Servable& s) {
-  const v1::VariantManifest& v = s.variant();
-  variant_info_.Add({{"variant", v.id()}, {"model", v.model()}, {"device", v.device()}}).Set(0);
-}
+void ServerMetrics::Retire(const Servable& s) { variant_info_.Add(InfoLabels(s)).Set(0); }
 
 std::shared_ptr<MonitorMetrics> ServerMetrics::ForMonitor(const Servable& s,
                                                           double max_disagreement, bool loop) {

@@ -72,8 +72,11 @@ absl::StatusOr<std::shared_ptr<const Servable>> Servable::Load(const ServableOpt
   HAPI_ASSIGN_OR_RETURN(s->variant_, ReadVariant(layout, variant_id));
   const v1::VariantManifest& v = s->variant_;
   if (options.full_network) StripToFullNetwork(s->variant_);
+  s->precision_ = options.precision.value_or(v.precision());
+  ModelOptions model_options = options.model;
+  model_options.int8 = s->precision_ == v1::INT8;
   absl::StatusOr<std::shared_ptr<const Model>> model =
-      options.load_model(layout.ModelDir(v.model()), options.model);
+      options.load_model(layout.ModelDir(v.model()), model_options);
   if (!model.ok()) {
     return absl::FailedPreconditionError(absl::StrCat("variant '", variant_id, "' needs model '",
                                                       v.model(), "': ", model.status().message()));
@@ -90,8 +93,17 @@ absl::StatusOr<std::shared_ptr<const Servable>> Servable::Load(const ServableOpt
   HAPI_RETURN_IF_ERROR(s->WarmUpThisThread());
   v1::DeviceProfile profile;
   HAPI_RETURN_IF_ERROR(ReadTextProto(layout.DeviceProfile(v.device()), &profile));
-  HAPI_ASSIGN_OR_RETURN(LatencyModel latency, LatencyModel::Create(profile, (*model)->manifest()));
-  s->latency_ = std::make_unique<LatencyModel>(std::move(latency));
+  // Deadlines follow the precision served; a device never profiled in it
+  // (a forced --precision) falls back to its fp32 latencies.
+  absl::StatusOr<LatencyModel> latency =
+      LatencyModel::Create(profile, (*model)->manifest(), s->precision_);
+  if (absl::IsFailedPrecondition(latency.status())) {
+    LOG(WARNING) << "variant " << variant_id << ": " << latency.status().message()
+                 << "; deadlines use its fp32 latencies";
+    latency = LatencyModel::Create(profile, (*model)->manifest());
+  }
+  HAPI_RETURN_IF_ERROR(latency.status());
+  s->latency_ = std::make_unique<LatencyModel>(*std::move(latency));
   s->loaded_at_ = absl::Now();
   if (metrics != nullptr) s->metrics_ = metrics->ForVariant(*s);
   return std::shared_ptr<const Servable>(std::move(s));

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,7 +30,10 @@ class ServerMetrics;
 struct ServableOptions {
   std::string repository = "repository";
   ModelLoader load_model;  // required: the model implementation the process links
-  ModelOptions model;      // passed to load_model
+  ModelOptions model;      // passed to load_model, with `int8` set per variant
+  // Serve every variant in this precision instead of the one it was planned
+  // for (VariantManifest.precision): a benchmark's switch.
+  std::optional<v1::Precision> precision;
   // Runs on a loaded servable before it is swapped in, e.g. to warm it up on
   // the threads that will execute it. An error fails the load.
   std::function<absl::Status(const Servable&)> prepare;
@@ -49,6 +53,8 @@ class Servable {
   ~Servable();
 
   const v1::VariantManifest& variant() const { return variant_; }
+  // What the model runs in: the variant's precision unless overridden.
+  v1::Precision precision() const { return precision_; }
   const v1::ModelManifest& model() const { return executor_->model().manifest(); }
   v1::TensorShape input_shape() const { return executor_->model().input_shape(); }
   const EarlyExitExecutor& executor() const { return *executor_; }
@@ -78,6 +84,7 @@ class Servable {
   Servable() = default;
 
   v1::VariantManifest variant_;
+  v1::Precision precision_ = v1::FP32;
   std::unique_ptr<EarlyExitExecutor> executor_;
   std::unique_ptr<LatencyModel> latency_;
   std::shared_ptr<VariantMetrics> metrics_;

@@ -120,6 +120,49 @@ TEST(CalibrationTableTest, SetAndAccessors) {
   EXPECT_EQ(t.confidence(0, 1), 0.0f);
 }
 
+TEST(CalibrationTableTest, ReferenceIsAnotherTablesFinalExit) {
+  // Two exits, three samples with labels 0, 1, 2.
+  auto make = [](std::vector<int> final_predictions) {
+    CalibrationTable t(3, 2, 3);
+    for (int s = 0; s < 3; ++s) {
+      t.SetTrueLabel(s, s);
+      ExitScores e;
+      e.label = s;
+      t.Set(0, s, e);
+      e.label = final_predictions[s];
+      t.Set(1, s, e);
+    }
+    return t;
+  };
+  CalibrationTable fp32 = make({0, 1, 0});  // final right on 0 and 1
+  CalibrationTable int8 = make({0, 0, 2});  // final right on 0 and 2
+  EXPECT_FALSE(int8.has_reference());
+  EXPECT_TRUE(int8.reference_correct(2)) << "by default its own final exit";
+  EXPECT_DOUBLE_EQ(int8.ReferenceAccuracy(), 2.0 / 3);
+  ASSERT_THAT(int8.SetReference(fp32), IsOk());
+  EXPECT_TRUE(int8.has_reference());
+  EXPECT_TRUE(int8.reference_correct(1));
+  EXPECT_FALSE(int8.reference_correct(2));
+  EXPECT_FALSE(int8.correct(1, 1)) << "its own answers are unchanged";
+  // Subset keeps it, sample by sample.
+  CalibrationTable sub = int8.Subset({2, 1});
+  EXPECT_TRUE(sub.has_reference());
+  EXPECT_FALSE(sub.reference_correct(0));
+  EXPECT_TRUE(sub.reference_correct(1));
+  // Not serialised: a parsed table measures against itself again.
+  ASSERT_OK_AND_ASSIGN(CalibrationTable parsed, CalibrationTable::Parse(int8.Serialize()));
+  EXPECT_FALSE(parsed.has_reference());
+  // Another set of samples is refused and changes nothing.
+  CalibrationTable other(3, 2, 3);
+  for (int s = 0; s < 3; ++s) other.SetTrueLabel(s, (s + 1) % 3);
+  CalibrationTable fresh = make({0, 0, 2});
+  EXPECT_THAT(fresh.SetReference(other),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("same samples")));
+  EXPECT_THAT(fresh.SetReference(CalibrationTable(2, 2, 3)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("2 samples vs 3")));
+  EXPECT_FALSE(fresh.has_reference());
+}
+
 TEST(CalibrationTableTest, AccuracyOnHandMadeTable) {
   CalibrationTable t = HandMadeTable();
   EXPECT_DOUBLE_EQ(t.Accuracy(0), 0.5);

@@ -15,6 +15,7 @@ namespace {
 
 using ::hapi::testing::IsOk;
 using ::hapi::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::DoubleNear;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -310,6 +311,77 @@ TEST(DeviceProfileTest, RejectsBadProfilesWithClearErrors) {
   bad_name.set_name("../etc");
   EXPECT_THAT(LatencyModel::Create(bad_name, manifest),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("device name")));
+}
+
+TEST(DeviceProfileTest, OneTablePerBatchSizeAndPrecision) {
+  const v1::ModelManifest manifest = Manifest();
+  // An int8 table at batch 1 beside the fp32 one: half the latencies.
+  v1::DeviceProfile both = Profile();
+  v1::BatchProfile int8 = both.batches(0);
+  int8.set_precision(v1::INT8);
+  for (auto& s : *int8.mutable_stages()) s = Part(s.mean_s() / 2);
+  for (auto& e : *int8.mutable_exits()) e = Part(e.mean_s() / 2);
+  *int8.mutable_overhead() = Part(0.05 * kMs);
+  *both.add_batches() = int8;
+  ASSERT_THAT(ValidateDeviceProfile(both, manifest), IsOk());
+  EXPECT_TRUE(HasPrecision(both, v1::INT8));
+  EXPECT_FALSE(HasPrecision(Profile(), v1::INT8));
+  ASSERT_OK_AND_ASSIGN(LatencyModel fp32, LatencyModel::Create(both, manifest));
+  ASSERT_OK_AND_ASSIGN(LatencyModel q, LatencyModel::Create(both, manifest, v1::INT8));
+  EXPECT_NEAR(fp32.PathLatency(Design::FinalOnly(), 0), (0.05 + 6 + 0.3) * kMs, 1e-12);
+  EXPECT_NEAR(q.PathLatency(Design::FinalOnly(), 0), (0.05 + 3 + 0.15) * kMs, 1e-12);
+  // No int8 table: planning int8 on this device is a failed precondition.
+  EXPECT_THAT(LatencyModel::Create(Profile(), manifest, v1::INT8),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("no int8 latencies"), HasSubstr("--precisions=int8"))));
+  // Two int8 tables at batch 1, an unknown precision, only an int8 table.
+  v1::DeviceProfile twice = both;
+  *twice.add_batches() = int8;
+  EXPECT_THAT(ValidateDeviceProfile(twice, manifest),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("batch_size 1 int8 has more than one table")));
+  v1::DeviceProfile unknown = both;
+  unknown.mutable_batches(1)->set_precision(static_cast<v1::Precision>(9));
+  EXPECT_THAT(ValidateDeviceProfile(unknown, manifest),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown precision 9")));
+  v1::DeviceProfile int8_only = Profile();
+  int8_only.mutable_batches(0)->set_precision(v1::INT8);
+  EXPECT_THAT(ValidateDeviceProfile(int8_only, manifest),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("batch-size-1 fp32")));
+  // The names the flags and files use.
+  EXPECT_EQ(PrecisionName(v1::FP32), "fp32");
+  EXPECT_EQ(PrecisionName(v1::INT8), "int8");
+  ASSERT_OK_AND_ASSIGN(v1::Precision parsed, ParsePrecision("INT8"));
+  EXPECT_EQ(parsed, v1::INT8);
+  EXPECT_THAT(ParsePrecision("fp16"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown precision 'fp16'")));
+}
+
+// An int8 table scored against the fp32 full network: the drop counts every
+// sample the design gets wrong where the reference is right, also at the
+// final exit, and the full network itself is no longer drop-free.
+TEST(LatencyModelTest, DropsAreCountedAgainstTheTablesReference) {
+  ASSERT_OK_AND_ASSIGN(LatencyModel m, LatencyModel::Create(Profile(), Manifest()));
+  CalibrationTable fp32 = Table();  // final exit right on all four samples
+  CalibrationTable int8 = Table();
+  int8.Set(2, 2, Scores(0, 0.60f));  // the int8 final exit gets sample 2 wrong
+  ASSERT_THAT(int8.SetReference(fp32), IsOk());
+  ASSERT_OK_AND_ASSIGN(LatencyPrediction full, m.Predict(Design::FinalOnly(), int8));
+  EXPECT_EQ(full.correct, 3);
+  EXPECT_EQ(full.lost, 1);
+  EXPECT_EQ(full.gained, 0);
+  EXPECT_GT(full.accuracy_drop_se, 0);
+  // Exit 0 at 0.9: samples 0 and 3 leave there (3 wrong); 1 and 2 reach the
+  // final exit (2 wrong in int8).
+  ASSERT_OK_AND_ASSIGN(LatencyPrediction p, m.Predict(Design::Shared({0}, 0.9f), int8));
+  EXPECT_EQ(p.correct, 2);
+  EXPECT_EQ(p.lost, 2);
+  EXPECT_EQ(p.gained, 0);
+  // Without a reference the same table measures drops against its own final exit.
+  CalibrationTable own = Table();
+  own.Set(2, 2, Scores(0, 0.60f));
+  ASSERT_OK_AND_ASSIGN(LatencyPrediction q, m.Predict(Design::Shared({0}, 0.9f), own));
+  EXPECT_EQ(q.lost, 1);
 }
 
 TEST(DeviceProfileTest, AnalyticProfileFromMacsAndLayers) {

@@ -518,11 +518,12 @@ TEST_F(OptimizerServiceTest, CreateVariantQueuesThenSucceeds) {
   ASSERT_OK_AND_ASSIGN(std::string csv, ReadFile(dir + "/pareto.csv"));
   std::vector<std::string> lines = absl::StrSplit(csv, '\n', absl::SkipEmpty());
   ASSERT_GE(lines.size(), 3u) << csv;
-  EXPECT_EQ(lines[0], "mean_latency_ms,accuracy,exits,thresholds");
+  EXPECT_EQ(lines[0], "mean_latency_ms,accuracy,exits,thresholds,precision");
   double last_latency = -1, last_accuracy = -1;
   for (size_t i = 1; i < lines.size(); ++i) {
     std::vector<std::string> cols = absl::StrSplit(lines[i], ',');
-    ASSERT_EQ(cols.size(), 4u) << lines[i];
+    ASSERT_EQ(cols.size(), 5u) << lines[i];
+    EXPECT_EQ(cols[4], "fp32") << "a model without int8 tables plans in fp32 only";
     double latency_ms, accuracy;
     ASSERT_TRUE(absl::SimpleAtod(cols[0], &latency_ms)) << lines[i];
     ASSERT_TRUE(absl::SimpleAtod(cols[1], &accuracy)) << lines[i];
@@ -1028,6 +1029,144 @@ TEST_F(OptimizerServiceTest, RestartFailsInterruptedJobsAndRecoversTheRepository
   ASSERT_THAT(ListDevices(), SizeIs(1));
   // And it still works.
   EXPECT_EQ(MakeVariant(Request(3.0)).model(), kModel);
+}
+
+// ---------------------------------------------------------------------------
+// Precision: the search chooses fp32 or int8 together with exits and
+// thresholds, on each precision's own calibration table and latencies.
+
+v1::CreateVariantRequest MaxDropRequest(double points) {
+  v1::CreateVariantRequest req;
+  req.set_model(kModel);
+  req.set_device(kDevice);
+  req.mutable_sla()->set_objective(v1::MIN_LATENCY);
+  req.mutable_sla()->set_use_accuracy_drop(true);
+  req.mutable_sla()->set_max_accuracy_drop(points / 100);
+  return req;
+}
+
+TEST_F(OptimizerServiceTest, ChoosesInt8WhenItIsFasterAndAsAccurate) {
+  // An int8 path with the fp32 answers at 0.4x the latency.
+  ASSERT_OK(testing::AddSyntheticInt8Tables(repo_, kModel, /*flip=*/0, /*seed=*/5));
+  Start();
+  v1::DeviceProfile profile = Profile();
+  testing::AddInt8Latencies(&profile, 0.4);
+  ASSERT_OK(Register(profile));
+  v1::VariantManifest v = MakeVariant(MaxDropRequest(1));
+  EXPECT_EQ(v.precision(), v1::INT8);
+  ASSERT_EQ(v.precision_candidates_size(), 2);
+  const v1::PrecisionCandidate& fp32 = v.precision_candidates(0);
+  const v1::PrecisionCandidate& int8 = v.precision_candidates(1);
+  EXPECT_EQ(fp32.precision(), v1::FP32);
+  EXPECT_EQ(int8.precision(), v1::INT8);
+  EXPECT_TRUE(fp32.meets_sla() && int8.meets_sla()) << v.DebugString();
+  EXPECT_LT(int8.predicted_latency().mean_ms(), fp32.predicted_latency().mean_ms());
+  EXPECT_DOUBLE_EQ(v.predicted_latency().mean_ms(), int8.predicted_latency().mean_ms());
+  EXPECT_THAT(v.enabled_exits(), ::testing::ElementsAreArray(int8.enabled_exits()));
+
+  // The prediction is the int8 latencies over the int8 table; the baseline
+  // is the fp32 full network.
+  ASSERT_OK_AND_ASSIGN(ModelMetadata m, LoadModelMetadata(layout_.ModelDir(kModel)));
+  ASSERT_TRUE(m.int8_validation.has_value());
+  ASSERT_OK_AND_ASSIGN(LatencyModel int8_latency,
+                       LatencyModel::Create(profile, m.manifest, v1::INT8));
+  ASSERT_OK_AND_ASSIGN(LatencyModel fp32_latency, LatencyModel::Create(profile, m.manifest));
+  Design design;
+  design.exits.assign(v.enabled_exits().begin(), v.enabled_exits().end());
+  design.thresholds.assign(v.thresholds().begin(), v.thresholds().end());
+  ASSERT_OK_AND_ASSIGN(LatencyPrediction p, int8_latency.Predict(design, *m.int8_validation));
+  EXPECT_NEAR(p.mean_s * 1e3, v.predicted_latency().mean_ms(), 1e-9);
+  EXPECT_DOUBLE_EQ(p.accuracy, v.predicted_accuracy());
+  ASSERT_OK_AND_ASSIGN(LatencyPrediction full,
+                       fp32_latency.Predict(Design::FinalOnly(), m.validation));
+  EXPECT_NEAR(full.mean_s * 1e3, v.full_network_latency().mean_ms(), 1e-9);
+  EXPECT_DOUBLE_EQ(v.final_exit_accuracy(), m.validation.Accuracy(5));
+
+  // The front combines both precisions; each has its own file.
+  const std::string dir = layout_.VariantDir(v.id());
+  ASSERT_OK_AND_ASSIGN(std::string csv, ReadFile(dir + "/pareto.csv"));
+  EXPECT_THAT(csv, HasSubstr("mean_latency_ms,accuracy,exits,thresholds,precision\n"));
+  EXPECT_THAT(csv, HasSubstr(",int8\n"));
+  EXPECT_TRUE(fs::exists(dir + "/pareto-fp32.csv"));
+  EXPECT_TRUE(fs::exists(dir + "/pareto-int8.csv"));
+  // Each precision is certified at half the error rate of a one-precision
+  // search (Bonferroni), so the chosen one holds at the SLA's confidence
+  // whichever it is.
+  v1::CreateVariantRequest fp32_only = MaxDropRequest(1);
+  fp32_only.add_precisions(v1::FP32);
+  const v1::VariantManifest alone = MakeVariant(fp32_only);
+  EXPECT_EQ(alone.precision(), v1::FP32);
+  EXPECT_NEAR(1 - v.certification().confidence(), (1 - alone.certification().confidence()) / 2,
+              1e-12);
+}
+
+TEST_F(OptimizerServiceTest, KeepsFp32WhenInt8LosesTooMuchAccuracy) {
+  // 20% of the int8 answers wrong at every exit: no int8 design is within
+  // half a point of the fp32 full network, however fast.
+  ASSERT_OK(testing::AddSyntheticInt8Tables(repo_, kModel, /*flip=*/0.2, /*seed=*/5));
+  Start();
+  v1::DeviceProfile profile = Profile();
+  testing::AddInt8Latencies(&profile, 0.2);
+  ASSERT_OK(Register(profile));
+  v1::VariantManifest v = MakeVariant(MaxDropRequest(0.5));
+  EXPECT_EQ(v.precision(), v1::FP32);
+  ASSERT_EQ(v.precision_candidates_size(), 2);
+  EXPECT_TRUE(v.precision_candidates(0).meets_sla());
+  const v1::PrecisionCandidate& int8 = v.precision_candidates(1);
+  // Either no int8 design met the SLA, or only an uncertified fallback did.
+  if (int8.meets_sla()) {
+    EXPECT_THAT(int8.note(), HasSubstr("not certified"));
+  } else {
+    EXPECT_FALSE(int8.note().empty());
+  }
+  EXPECT_GE(v.predicted_accuracy(), v.final_exit_accuracy() - 0.005 - 1e-12);
+}
+
+TEST_F(OptimizerServiceTest, PrecisionsTheRequestAllowsAndWhatIsMissing) {
+  ASSERT_OK(testing::AddSyntheticInt8Tables(repo_, kModel, /*flip=*/0, /*seed=*/5));
+  Start();
+  // A device profiled in fp32 only: int8 is skipped with the reason.
+  ASSERT_OK(Register(Profile()));
+  v1::VariantManifest v = MakeVariant(MaxDropRequest(1));
+  EXPECT_EQ(v.precision(), v1::FP32);
+  ASSERT_EQ(v.precision_candidates_size(), 2);
+  EXPECT_FALSE(v.precision_candidates(1).meets_sla());
+  EXPECT_THAT(v.precision_candidates(1).note(), HasSubstr("no int8 latencies"));
+  // Asking for int8 there is refused at once, naming what is missing.
+  v1::CreateVariantRequest req = MaxDropRequest(1);
+  req.add_precisions(v1::INT8);
+  EXPECT_THAT(Create(req),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("hapi-profile")));
+
+  v1::DeviceProfile profile = Profile();
+  testing::AddInt8Latencies(&profile, 0.4);
+  ASSERT_OK(Register(profile, /*overwrite=*/true));
+  // Only fp32 when only fp32 is allowed, though int8 would be faster.
+  req = MaxDropRequest(1);
+  req.add_precisions(v1::FP32);
+  v = MakeVariant(req);
+  EXPECT_EQ(v.precision(), v1::FP32);
+  EXPECT_EQ(v.precision_candidates_size(), 1);
+  // A model without int8 tables cannot be asked for int8.
+  v1::DeviceProfile other =
+      MakeSyntheticProfile("other-dev", LoadModelMetadata(layout_.ModelDir(kOtherModel))->manifest);
+  testing::AddInt8Latencies(&other, 0.4);
+  ASSERT_OK(Register(other));
+  req = MaxDropRequest(1);
+  req.set_model(kOtherModel);
+  req.set_device("other-dev");
+  req.add_precisions(v1::INT8);
+  EXPECT_THAT(Create(req),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("hapi-quantize")));
+  // Unknown and repeated precisions are bad requests.
+  req = MaxDropRequest(1);
+  req.add_precisions(static_cast<v1::Precision>(7));
+  EXPECT_THAT(Create(req),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown precision")));
+  req = MaxDropRequest(1);
+  req.add_precisions(v1::INT8);
+  req.add_precisions(v1::INT8);
+  EXPECT_THAT(Create(req), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("twice")));
 }
 
 }  // namespace

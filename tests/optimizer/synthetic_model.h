@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -153,6 +154,66 @@ inline absl::Status WriteSyntheticModel(const std::string& repository, const std
     return st;
   }
   return WriteTextProtoAtomically(absl::StrCat(dir, "/", kManifestFile), manifest);
+}
+
+// The same samples as `fp32` with each prediction, at every exit,
+// independently replaced by a wrong class with probability `flip` (its
+// scores kept): an int8 path that loses some accuracy. flip 0 is an exact
+// copy. The fp32 table is its reference (CalibrationTable::SetReference).
+inline CalibrationTable MakeInt8Table(const CalibrationTable& fp32, double flip, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  CalibrationTable out(fp32.num_samples(), fp32.num_exits(), fp32.num_classes());
+  for (int s = 0; s < fp32.num_samples(); ++s) {
+    out.SetTrueLabel(s, fp32.true_label(s));
+    for (int e = 0; e < fp32.num_exits(); ++e) {
+      ExitScores scores;
+      scores.label = fp32.predicted(e, s);
+      for (int p = 0; p < kNumExitPolicies; ++p) {
+        scores.scores[p] = fp32.score(static_cast<ExitPolicy>(p), e, s);
+      }
+      if (uniform(rng) < flip) scores.label = (fp32.true_label(s) + 1) % fp32.num_classes();
+      out.Set(e, s, scores);
+    }
+  }
+  (void)out.SetReference(fp32);
+  return out;
+}
+
+// Adds int8 calibration tables (MakeInt8Table of the fp32 ones) to a model
+// WriteSyntheticModel wrote, and names them in its manifest, as
+// hapi-quantize does.
+inline absl::Status AddSyntheticInt8Tables(const std::string& repository, const std::string& name,
+                                           double flip, uint64_t seed) {
+  const std::string dir = RepositoryLayout(repository).ModelDir(name);
+  absl::StatusOr<ModelMetadata> m = LoadModelMetadata(dir);
+  if (!m.ok()) return m.status();
+  for (auto [table, file] : {std::pair{&m->validation, kInt8ValidationCalibrationFile},
+                             std::pair{&m->test, kInt8TestCalibrationFile}}) {
+    if (absl::Status st = WriteFileAtomically(absl::StrCat(dir, "/", file),
+                                              MakeInt8Table(*table, flip, seed).Serialize());
+        !st.ok()) {
+      return st;
+    }
+  }
+  m->manifest.set_int8_validation_calibration(kInt8ValidationCalibrationFile);
+  m->manifest.set_int8_test_calibration(kInt8TestCalibrationFile);
+  return WriteTextProtoAtomically(absl::StrCat(dir, "/", kManifestFile), m->manifest);
+}
+
+// Adds an INT8 batch-1 table to `profile`: its FP32 one times `scale`.
+inline void AddInt8Latencies(v1::DeviceProfile* profile, double scale) {
+  v1::BatchProfile int8 = profile->batches(0);
+  int8.set_precision(v1::INT8);
+  auto times = [&](v1::PartLatency* p) {
+    p->set_mean_s(p->mean_s() * scale);
+    p->set_median_s(p->median_s() * scale);
+    p->set_p95_s(p->p95_s() * scale);
+  };
+  for (auto& s : *int8.mutable_stages()) times(&s);
+  for (auto& e : *int8.mutable_exits()) times(&e);
+  times(int8.mutable_overhead());
+  *profile->add_batches() = std::move(int8);
 }
 
 }  // namespace testing

@@ -166,8 +166,9 @@ TEST(VariantSummaryTest, CertifiedAccuracyFloor) {
   const v1::VariantManifest v = CertifiedVariant();
   EXPECT_EQ(client::CertificationColumns(v), "certified  acc >= 92.46%  p95 <= 0.530 ms  at 98.3%");
   const std::string line = client::VariantLine(v);
-  EXPECT_THAT(line, AllOf(HasSubstr("v-p95"), HasSubstr("exits [0,5] acc 93.12% mean 0.412 ms  "
-                                                        "certified  acc >= 92.46%")));
+  EXPECT_THAT(line,
+              AllOf(HasSubstr("v-p95"), HasSubstr("fp32 exits [0,5] acc 93.12% mean 0.412 ms  "
+                                                  "certified  acc >= 92.46%")));
   EXPECT_THAT(line, Not(HasSubstr("candidate 2")));
 }
 

@@ -343,6 +343,79 @@ TEST(ServingStatusTest, DescribesTheVariant) {
   EXPECT_EQ(answered, 10);
 }
 
+// A variant runs in the precision it was planned for: the loader is asked
+// for int8 when the variant says so, unless the server overrides it, and
+// the status and metrics say which precision is served.
+TEST(PrecisionTest, ServesTheVariantsPrecisionUnlessOverridden) {
+  const ServerFixture& f = Fixture();
+  const RepositoryLayout layout(f.repository);
+  v1::VariantManifest v = f.Variant("v1");
+  v.set_id("v1-int8");
+  v.set_precision(v1::INT8);
+  ASSERT_OK(MakeDirectories(layout.VariantDir(v.id())));
+  ASSERT_OK(WriteTextProtoAtomically(layout.VariantManifest(v.id()), v));
+  // Records what each load asked for; the fixture model itself loads in
+  // fp32 (it has no int8 ranges).
+  auto asked = std::make_shared<std::vector<bool>>();
+  auto mu = std::make_shared<absl::Mutex>();
+  ModelLoader recording = [f_load = f.load_model, asked, mu](const std::string& dir,
+                                                             const ModelOptions& options) {
+    {
+      absl::MutexLock lock(mu.get());
+      asked->push_back(options.int8);
+    }
+    ModelOptions fp32 = options;
+    fp32.int8 = false;
+    return f_load(dir, fp32);
+  };
+  auto last_asked = [&] {
+    absl::MutexLock lock(mu.get());
+    return asked->empty() ? std::optional<bool>() : std::optional<bool>(asked->back());
+  };
+  ServableOptions o;
+  o.repository = f.repository;
+  o.load_model = recording;
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<const Servable> int8, Servable::Load(o, "v1-int8", nullptr));
+  EXPECT_EQ(int8->precision(), v1::INT8);
+  EXPECT_EQ(last_asked(), std::optional<bool>(true));
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<const Servable> fp32, Servable::Load(o, "v1", nullptr));
+  EXPECT_EQ(fp32->precision(), v1::FP32);
+  EXPECT_EQ(last_asked(), std::optional<bool>(false));
+  // The device has no int8 latencies: deadlines fall back to fp32's.
+  EXPECT_DOUBLE_EQ(int8->SecondsBetweenDepths(0, 1), fp32->SecondsBetweenDepths(0, 1));
+  o.precision = v1::FP32;
+  ASSERT_OK_AND_ASSIGN(int8, Servable::Load(o, "v1-int8", nullptr));
+  EXPECT_EQ(int8->precision(), v1::FP32);
+  EXPECT_EQ(last_asked(), std::optional<bool>(false));
+  o.precision = v1::INT8;
+  ASSERT_OK_AND_ASSIGN(fp32, Servable::Load(o, "v1", nullptr));
+  EXPECT_EQ(fp32->precision(), v1::INT8);
+  EXPECT_EQ(last_asked(), std::optional<bool>(true));
+
+  TestServerOptions options;
+  options.variant = "v1-int8";
+  options.load_model = recording;
+  TestServer server(options);
+  grpc::ClientContext ctx;
+  v1::ServingStatus status;
+  ASSERT_OK(ToAbsl(server.stub().GetServingStatus(&ctx, v1::ServingStatusRequest(), &status)));
+  EXPECT_EQ(status.variant(), "v1-int8");
+  EXPECT_EQ(status.precision(), "int8");
+  bool info_found = false;
+  for (const auto& family : server.registry().Collect()) {
+    if (family.name != "hapi_variant_info") continue;
+    for (const auto& metric : family.metric) {
+      std::map<std::string, std::string> labels;
+      for (const auto& l : metric.label) labels[l.name] = l.value;
+      if (labels["variant"] == "v1-int8" && metric.gauge.value == 1) {
+        EXPECT_EQ(labels["precision"], "int8");
+        info_found = true;
+      }
+    }
+  }
+  EXPECT_TRUE(info_found);
+}
+
 // A deadline already past when the call starts. gRPC 1.51 does not fail such
 // a call locally before sending it: it sends the smallest timeout it can
 // encode, which the server turns into a deadline ~1 ms ahead, and a fast

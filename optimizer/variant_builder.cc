@@ -318,6 +318,39 @@ bool BetterPlan(const PrecisionPlan& a, const PrecisionPlan& b, const SlaJudge& 
   return judge.Better(a.result->result.prediction, b.result->result.prediction);
 }
 
+// Searches and certifies each plan not skipped, in turn; the best one
+// (nullptr when none met the SLA). Errors other than an unmet SLA end it.
+absl::StatusOr<PrecisionPlan*> SearchPrecisions(const VariantSpec& spec, const Sla& sla,
+                                                const SlaJudge& judge, bool full_network_only,
+                                                int threshold_grid, const CertifyOptions& certify,
+                                                const VariantBuilder::Progress& progress,
+                                                std::vector<PrecisionPlan>* plans) {
+  const int searched = static_cast<int>(
+      std::count_if(plans->begin(), plans->end(), [](const auto& p) { return p.skipped.empty(); }));
+  int done = 0;
+  PrecisionPlan* best = nullptr;
+  for (PrecisionPlan& plan : *plans) {
+    if (!plan.skipped.empty()) continue;
+    SearchProblem& problem = plan.problem;
+    problem.table = plan.table;
+    problem.latency = &*plan.latency;
+    problem.space =
+        DefaultSearchSpace(*plan.table, spec.policy, threshold_grid, spec.per_exit_thresholds);
+    problem.sla = sla;
+    if (full_network_only) problem.space.candidate_exits.clear();
+    problem.progress = [&](double fraction, int64_t evaluated) {
+      return progress("searching", 5 + 85 * (done + fraction) / searched, evaluated);
+    };
+    plan.result = SearchAndCertify(*spec.search, problem, certify);
+    ++done;
+    if (!plan.result.ok() && !absl::IsFailedPrecondition(plan.result.status())) {
+      return plan.result.status();  // cancelled, or a real error
+    }
+    if (plan.result.ok() && (best == nullptr || BetterPlan(plan, *best, judge))) best = &plan;
+  }
+  return best;
+}
+
 v1::PrecisionCandidate DescribeCandidate(const PrecisionPlan& plan) {
   v1::PrecisionCandidate c;
   c.set_precision(plan.precision);
@@ -409,29 +442,10 @@ absl::StatusOr<v1::VariantManifest> VariantBuilder::Build(const VariantSpec& spe
   bool full_network_only = false;
   const Sla sla = SplitConfidence(
       spec.live_table ? LiveSla(spec.sla, final_accuracy, &full_network_only) : spec.sla, searched);
-  int done = 0;
-  PrecisionPlan* best = nullptr;
-  const SlaJudge judge(sla, final_accuracy);
-  for (PrecisionPlan& plan : plans) {
-    if (!plan.skipped.empty()) continue;
-    SearchProblem& problem = plan.problem;
-    problem.table = plan.table;
-    problem.latency = &*plan.latency;
-    problem.space = DefaultSearchSpace(*plan.table, spec.policy, options_.threshold_grid,
-                                       spec.per_exit_thresholds);
-    problem.sla = sla;
-    if (full_network_only) problem.space.candidate_exits.clear();
-    problem.progress = [&](double fraction, int64_t evaluated) {
-      return progress("searching", 5 + 85 * (done + fraction) / searched, evaluated);
-    };
-    plan.result = SearchAndCertify(*spec.search, problem, options_.certify);
-    ++done;
-    if (absl::IsCancelled(plan.result.status())) return plan.result.status();
-    if (!plan.result.ok() && !absl::IsFailedPrecondition(plan.result.status())) {
-      return plan.result.status();
-    }
-    if (plan.result.ok() && (best == nullptr || BetterPlan(plan, *best, judge))) best = &plan;
-  }
+  HAPI_ASSIGN_OR_RETURN(
+      PrecisionPlan * best,
+      SearchPrecisions(spec, sla, SlaJudge(sla, final_accuracy), full_network_only,
+                       options_.threshold_grid, options_.certify, progress, &plans));
   if (best == nullptr) {
     // Every precision failed: the first searched one says what is achievable.
     const PrecisionPlan& first =

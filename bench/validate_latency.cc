@@ -2,8 +2,10 @@
 // space predicts mean/p95 latency from the profile and the test calibration
 // table, measures them with the real executor at batch 1 over the test split,
 // and prints both side by side.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <numeric>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,8 +17,11 @@
 #include "bench/bench_model.h"
 #include "bench/common.h"
 #include "core/executor.h"
+#include "core/exit_policy.h"
 #include "core/files.h"
 #include "core/latency_model.h"
+#include "core/model_metadata.h"
+#include "core/repository_layout.h"
 #include "core/status_macros.h"
 #include "model/profiler.h"
 #include "model/torch_model.h"
@@ -28,9 +33,12 @@ ABSL_FLAG(int32_t, threads, 1, "Intra-op threads (profile and executor)");
 ABSL_FLAG(int32_t, samples, 0, "Test samples to measure (0: all 10k)");
 ABSL_FLAG(int32_t, profile_iterations, 400, "Profiler passes");
 ABSL_FLAG(std::string, profile_out, "", "Also write the measured profile here");
+ABSL_FLAG(std::string, variant, "",
+          "Also validate this variant's design (repository/variants/<id>), e.g. the one the "
+          "optimizer chose");
 ABSL_FLAG(std::string, precision, "fp32",
-          "fp32, or int8 (the model directory's int8 ranges; predictions use the fp32 "
-          "calibration table)");
+          "fp32, or int8 (the model directory's int8 ranges, profiled in int8; predictions use "
+          "its int8 calibration table, hapi-quantize)");
 ABSL_FLAG(std::string, markdown_out, "",
           "Also write the table as markdown into this file's generated section (a new file "
           "holds just the table); the text around the section is kept");
@@ -45,7 +53,23 @@ struct ValidateOptions {
   int profile_iterations = 400;
   std::string profile_out;   // empty: not written
   std::string markdown_out;  // empty: stdout only
+  std::string variant;       // empty: the fixed designs only
 };
+
+// The design of `variant` in `repository`.
+absl::StatusOr<hapi::Design> VariantDesign(const std::string& repository,
+                                           const std::string& variant) {
+  hapi::v1::VariantManifest v;
+  HAPI_RETURN_IF_ERROR(
+      hapi::ReadTextProto(hapi::RepositoryLayout(repository).VariantManifest(variant), &v));
+  hapi::Design design;
+  design.exits.assign(v.enabled_exits().begin(), v.enabled_exits().end());
+  design.thresholds.assign(v.thresholds().begin(), v.thresholds().end());
+  HAPI_ASSIGN_OR_RETURN(
+      design.policy,
+      hapi::ParseExitPolicy(v.exit_policy().empty() ? "max_softmax" : v.exit_policy()));
+  return design;
+}
 
 // Untimed requests before each measurement.
 constexpr int kWarmupRequests = 50;
@@ -55,37 +79,41 @@ int Fail(const absl::Status& s) {
   return 1;
 }
 
+hapi::v1::Precision Precision(const hapi::bench::ModelSource& source) {
+  return source.int8 ? hapi::v1::INT8 : hapi::v1::FP32;
+}
+
 // This machine's profile, measured now, and its latency model.
 absl::StatusOr<hapi::LatencyModel> ProfileThisMachine(const hapi::bench::BenchModel& bench,
                                                       const ValidateOptions& o) {
   hapi::ProfilerOptions popts;
   popts.threads = o.threads;
   popts.iterations = o.profile_iterations;
+  popts.precision = Precision(o.source);
   HAPI_ASSIGN_OR_RETURN(
       hapi::v1::DeviceProfile profile,
       hapi::ProfileDevice(bench.served, "this-machine", bench.data.validation, popts));
   if (!o.profile_out.empty()) {
     HAPI_RETURN_IF_ERROR(hapi::WriteTextProtoAtomically(o.profile_out, profile));
   }
-  return hapi::LatencyModel::Create(profile, bench.model->manifest());
+  return hapi::LatencyModel::Create(profile, bench.model->manifest(), popts.precision);
 }
 
-// The first `n` samples of `full`, so that prediction and measurement see the
-// same samples.
-hapi::CalibrationTable FirstSamples(const hapi::CalibrationTable& full, int n) {
-  hapi::CalibrationTable table(n, full.num_exits(), full.num_classes());
-  for (int s = 0; s < n; ++s) {
-    table.SetTrueLabel(s, full.true_label(s));
-    for (int e = 0; e < full.num_exits(); ++e) {
-      hapi::ExitScores sc;
-      sc.label = full.predicted(e, s);
-      for (int p = 0; p < hapi::kNumExitPolicies; ++p) {
-        sc.scores[p] = full.score(static_cast<hapi::ExitPolicy>(p), e, s);
-      }
-      table.Set(e, s, sc);
-    }
+// The first `n` samples of the model's test table in the precision served,
+// so that prediction and measurement see the same samples.
+absl::StatusOr<hapi::CalibrationTable> FirstTestSamples(const hapi::bench::ModelSource& source,
+                                                        int n) {
+  HAPI_ASSIGN_OR_RETURN(
+      hapi::ModelMetadata meta,
+      hapi::LoadModelMetadata(hapi::RepositoryLayout(source.repository).ModelDir(source.model)));
+  const hapi::CalibrationTable* full = meta.Test(Precision(source));
+  if (full == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model '", source.model, "' has no int8 calibration tables (hapi-quantize)"));
   }
-  return table;
+  std::vector<int> first(std::min(n, full->num_samples()));
+  std::iota(first.begin(), first.end(), 0);
+  return full->Subset(first);
 }
 
 // Designs from the shallowest to the deepest paths; `last` is the deepest
@@ -136,8 +164,8 @@ absl::Status ValidateLatency(const ValidateOptions& o) {
   HAPI_ASSIGN_OR_RETURN(hapi::bench::BenchModel bench, hapi::bench::LoadBenchModel(o.source));
   if (o.samples > 0) bench.data.test.Truncate(o.samples);
   HAPI_ASSIGN_OR_RETURN(hapi::LatencyModel latency, ProfileThisMachine(bench, o));
-  const hapi::CalibrationTable table =
-      FirstSamples(bench.model->test_table(), bench.data.test.size());
+  HAPI_ASSIGN_OR_RETURN(const hapi::CalibrationTable table,
+                        FirstTestSamples(o.source, bench.data.test.size()));
   const std::vector<float> pixels = hapi::bench::ToFloatPixels(bench.data.test);
 
   std::string md =
@@ -146,7 +174,12 @@ absl::Status ValidateLatency(const ValidateOptions& o) {
       "|---|---|---|---|---|---|---|---|\n";
   std::printf("%-24s %8s %9s %9s %7s %9s %9s %7s\n", "design", "acc", "pred_mean", "meas_mean",
               "err", "pred_p95", "meas_p95", "err");
-  for (const auto& [name, design] : DesignsToValidate(bench.model->manifest().exits_size() - 2)) {
+  auto designs = DesignsToValidate(bench.model->manifest().exits_size() - 2);
+  if (!o.variant.empty()) {
+    HAPI_ASSIGN_OR_RETURN(hapi::Design design, VariantDesign(o.source.repository, o.variant));
+    designs.emplace_back("the variant (--variant)", design);
+  }
+  for (const auto& [name, design] : designs) {
     HAPI_RETURN_IF_ERROR(ValidateDesign(name, design, latency, table, bench, pixels, &md));
   }
   if (o.markdown_out.empty()) return absl::OkStatus();
@@ -170,6 +203,7 @@ int main(int argc, char** argv) {
   options.profile_iterations = absl::GetFlag(FLAGS_profile_iterations);
   options.profile_out = absl::GetFlag(FLAGS_profile_out);
   options.markdown_out = absl::GetFlag(FLAGS_markdown_out);
+  options.variant = absl::GetFlag(FLAGS_variant);
   if (absl::Status st = ValidateLatency(options); !st.ok()) return Fail(st);
   return 0;
 }

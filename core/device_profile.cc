@@ -106,9 +106,9 @@ absl::Status ValidateDeviceProfile(const v1::DeviceProfile& profile,
         " (must be 0, meaning not recorded, to ", kMaxIntraOpThreads, ")"));
   }
   HAPI_RETURN_IF_ERROR(CheckSource(profile));
-  if (FindBatch(profile, 1) == nullptr) {
+  if (!HasPrecision(profile, v1::FP32) && !HasPrecision(profile, v1::INT8)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("device profile '", profile.name(), "' has no batch-size-1 fp32 table"));
+        absl::StrCat("device profile '", profile.name(), "' has no batch-size-1 table"));
   }
   std::set<std::pair<int, int>> tables;  // (batch_size, precision)
   for (const v1::BatchProfile& b : profile.batches()) {

@@ -15,8 +15,8 @@ namespace hapi {
 // INVALID_ARGUMENT (naming the field) unless the profile has a valid name,
 // belongs to `manifest` (same model name and MACs), records intra_op_threads
 // in 0..1024 (0: not recorded) and a sane source (no negative iteration
-// counts, a finite positive scale factor or MAC rate), has a batch-1 fp32
-// table, every batch_size >= 1 and given once per precision, one entry per
+// counts, a finite positive scale factor or MAC rate), has a batch-1 table
+// (in some precision), every batch_size >= 1 and given once per precision, one entry per
 // stage and per exit, and every latency is finite and >= 0.
 absl::Status ValidateDeviceProfile(const v1::DeviceProfile& profile,
                                    const v1::ModelManifest& manifest);

@@ -267,6 +267,11 @@ absl::Status VariantBuilder::CheckModelAndDevice(const VariantSpec& spec,
   HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const ModelMetadata> model, Model(spec.model));
   HAPI_RETURN_IF_ERROR(ValidateDeviceProfile(profile, model->manifest));
   if (spec.live_table) HAPI_RETURN_IF_ERROR(CheckLiveTable(*spec.live_table, model->validation));
+  // The fp32 full network is every design's baseline.
+  if (!HasPrecision(profile, v1::FP32)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device '", spec.device, "' has no fp32 latencies, the baseline of every design"));
+  }
   for (v1::Precision precision : spec.precisions) {
     std::string missing = MissingPrecision(spec, *model, profile, precision);
     if (!missing.empty()) return absl::FailedPreconditionError(missing);

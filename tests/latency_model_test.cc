@@ -344,10 +344,12 @@ TEST(DeviceProfileTest, OneTablePerBatchSizeAndPrecision) {
   unknown.mutable_batches(1)->set_precision(static_cast<v1::Precision>(9));
   EXPECT_THAT(ValidateDeviceProfile(unknown, manifest),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown precision 9")));
+  // A device measured in int8 only is a valid profile without fp32 latencies.
   v1::DeviceProfile int8_only = Profile();
   int8_only.mutable_batches(0)->set_precision(v1::INT8);
-  EXPECT_THAT(ValidateDeviceProfile(int8_only, manifest),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("batch-size-1 fp32")));
+  EXPECT_THAT(ValidateDeviceProfile(int8_only, manifest), IsOk());
+  EXPECT_THAT(LatencyModel::Create(int8_only, manifest),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("no fp32 latencies")));
   // The names the flags and files use.
   EXPECT_EQ(PrecisionName(v1::FP32), "fp32");
   EXPECT_EQ(PrecisionName(v1::INT8), "int8");

@@ -1158,6 +1158,15 @@ TEST_F(OptimizerServiceTest, PrecisionsTheRequestAllowsAndWhatIsMissing) {
   req.add_precisions(v1::INT8);
   EXPECT_THAT(Create(req),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("hapi-quantize")));
+  // A device measured in int8 only registers, but plans nothing: the fp32
+  // full network is every design's baseline.
+  v1::DeviceProfile int8_only = Profile("int8-only");
+  int8_only.mutable_batches(0)->set_precision(v1::INT8);
+  ASSERT_OK(Register(int8_only));
+  req = MaxDropRequest(1);
+  req.set_device("int8-only");
+  EXPECT_THAT(Create(req),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("no fp32 latencies")));
   // Unknown and repeated precisions are bad requests.
   req = MaxDropRequest(1);
   req.add_precisions(static_cast<v1::Precision>(7));

@@ -525,31 +525,38 @@ bool WriteParetoFront(const std::string& dir, const std::vector<ParetoPoint>& fr
   for (size_t i = 0; i < per_precision.size(); ++i) {
     if (per_precision[i].empty()) continue;
     const std::string& precision = per_precision[i].front().precision;
-    const std::string file = absl::StrCat(dir, "/pareto-", precision, ".csv");
-    if (!WriteFileAtomically(file, FrontCsv(per_precision[i], statistic)).ok()) return false;
+    const std::string file = absl::StrCat("pareto-", precision, ".csv");
+    if (!WriteFileAtomically(absl::StrCat(dir, "/", file), FrontCsv(per_precision[i], statistic))
+             .ok()) {
+      return false;
+    }
     absl::StrAppendFormat(&series,
                           "'%s' every ::1 using 1:($2*100) with points pt 6 ps 0.6 lc rgb '%s' "
                           "title '%s front', ",
                           file, colours[i % 3], precision);
   }
+  // Paths relative to the variant directory, where gnuplot runs: the script
+  // stays valid after the directory is published (renamed) or copied.
   std::string script = absl::StrFormat(
       "set terminal svg size 800,500 dynamic background rgb 'white'\n"
-      "set output '%s/pareto.svg'\n"
+      "set output 'pareto.svg'\n"
       "set datafile separator ','\n"
       "set title \"%s\" noenhanced\n"
       "set xlabel '%s latency (ms)'\nset ylabel 'validation accuracy (%%)'\n"
       "set key bottom right\nset grid\n"
-      "plot %s'%s/pareto.csv' every ::1 using 1:($2*100) with linespoints pt 7 ps 0.5 title '%s', "
-      "'%s/chosen.csv' every ::1 using 1:($2*100) with points pt 9 ps 2 lc rgb 'red' title 'chosen "
+      "plot %s'pareto.csv' every ::1 using 1:($2*100) with linespoints pt 7 ps 0.5 title '%s', "
+      "'chosen.csv' every ::1 using 1:($2*100) with points pt 9 ps 2 lc rgb 'red' title 'chosen "
       "design'%s\n",
-      dir, title, name, series, dir, per_precision.empty() ? "Pareto front" : "combined front", dir,
-      certificate ? absl::StrFormat(", '%s/chosen.csv' every ::1 using 3:($4*100) with points pt "
-                                    "8 ps 2 lc rgb 'dark-green' title 'certified bounds'",
-                                    dir)
+      title, name, series, per_precision.empty() ? "Pareto front" : "combined front",
+      certificate ? ", 'chosen.csv' every ::1 using 3:($4*100) with points pt 8 ps 2 lc rgb "
+                    "'dark-green' title 'certified bounds'"
                   : "");
   if (!WriteFileAtomically(absl::StrCat(dir, "/pareto.gp"), script).ok()) return false;
   if (gnuplot.empty()) return false;
-  std::string cmd = absl::StrCat(gnuplot, " '", dir, "/pareto.gp' 2>/dev/null");
+  const std::string binary = gnuplot.find('/') == std::string::npos
+                                 ? gnuplot
+                                 : std::filesystem::absolute(gnuplot).string();
+  std::string cmd = absl::StrCat("cd '", dir, "' && '", binary, "' pareto.gp 2>/dev/null");
   return std::system(cmd.c_str()) == 0;
 }
 

@@ -37,6 +37,7 @@
 #include "optimizer/optimizer_process.h"
 #include "rpc/grpc_status.h"
 #include "stb_image_write.h"
+#include "tests/onnx_fixtures.h"
 #include "tests/status_matchers.h"
 #include "tests/test_util.h"
 #include "tests/tiny_model.h"
@@ -44,6 +45,9 @@
 namespace hapi {
 namespace {
 
+using ::hapi::testing::Fixture;
+using ::hapi::testing::FixtureSpec;
+using ::hapi::testing::ImportFixture;
 using ::hapi::testing::IsOk;
 using ::hapi::testing::ReadBytes;
 using ::hapi::testing::ScopedTempDir;
@@ -52,37 +56,6 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr char kModel[] = "resnet-tiny";
-
-std::string Fixture(const std::string& file) {
-  return std::string(HAPI_ONNX_FIXTURES) + "/" + file;
-}
-
-// The fixtures' input spec (scripts/make-onnx-fixtures.py: 3x32x32, these
-// per-channel mean and std, as hapi-import reads them from the metadata).
-v1::InputSpec FixtureSpec() {
-  v1::InputSpec spec = MakeInputSpec(3, 32, 32, 0, 1);
-  spec.clear_mean();
-  spec.clear_std();
-  for (float m : {0.49f, 0.48f, 0.45f}) spec.add_mean(m);
-  for (float s : {0.25f, 0.24f, 0.26f}) spec.add_std(s);
-  return spec;
-}
-
-// Imports fixture `onnx` into <repository>/models/<name>, as hapi-import does.
-absl::Status ImportFixture(const std::string& onnx, const std::string& model_dir,
-                           const std::string& name) {
-  const std::string bytes = ReadBytes(Fixture(onnx));
-  absl::StatusOr<ImportedGraph> graph = ImportOnnx(bytes, onnx);
-  if (!graph.ok()) return graph.status();
-  absl::StatusOr<std::vector<CutPoint>> cuts = SelectCutPoints(*graph, {});
-  if (!cuts.ok()) return cuts.status();
-  ImportedModelInfo info;
-  info.name = name;
-  info.input = FixtureSpec();
-  absl::StatusOr<v1::ModelManifest> manifest = MakeImportedManifest(*graph, *cuts, info);
-  if (!manifest.ok()) return manifest.status();
-  return SaveImportedModel(model_dir, bytes, *manifest);
-}
 
 FashionMnist SyntheticData(int train, int validation, int test) {
   FashionMnist data;

@@ -19,12 +19,14 @@
 #include "gtest/gtest.h"
 #include "model/imported_model.h"
 #include "model/torch_model.h"
+#include "tests/onnx_fixtures.h"
 #include "tests/status_matchers.h"
 #include "tests/test_util.h"
 
 namespace hapi {
 namespace {
 
+using ::hapi::testing::Fixture;
 using ::hapi::testing::IsOk;
 using ::hapi::testing::ReadBytes;
 using ::hapi::testing::ScopedTempDir;
@@ -34,10 +36,6 @@ using ::testing::HasSubstr;
 
 constexpr float kTolerance = 1e-4f;
 constexpr int kSamples = 4;  // reference samples per fixture
-
-std::string Fixture(const std::string& file) {
-  return std::string(HAPI_ONNX_FIXTURES) + "/" + file;
-}
 
 std::vector<float> ReadFloats(const std::string& path) {
   const std::string bytes = ReadBytes(path);

@@ -21,12 +21,16 @@
 #include "model/onnx_import.h"
 #include "model/torch_model.h"
 #include "stb_image_write.h"
+#include "tests/onnx_fixtures.h"
 #include "tests/status_matchers.h"
 #include "tests/test_util.h"
 
 namespace hapi {
 namespace {
 
+using ::hapi::testing::Fixture;
+using ::hapi::testing::FixtureSpec;
+using ::hapi::testing::ImportFixture;
 using ::hapi::testing::IsOk;
 using ::hapi::testing::ReadBytes;
 using ::hapi::testing::ScopedTempDir;
@@ -37,36 +41,6 @@ using ::testing::DoubleNear;
 using ::testing::HasSubstr;
 
 constexpr int kImages = 6;
-
-std::string Fixture(const std::string& file) {
-  return std::string(HAPI_ONNX_FIXTURES) + "/" + file;
-}
-
-// The fixtures' input spec (scripts/make-onnx-fixtures.py: 3x32x32, these
-// per-channel mean and std, as hapi-import reads them from the metadata).
-v1::InputSpec FixtureSpec() {
-  v1::InputSpec spec = MakeInputSpec(3, 32, 32, 0, 1);
-  spec.clear_mean();
-  spec.clear_std();
-  for (float m : {0.49f, 0.48f, 0.45f}) spec.add_mean(m);
-  for (float s : {0.25f, 0.24f, 0.26f}) spec.add_std(s);
-  return spec;
-}
-
-// Imports fixture `onnx` into `model_dir`, as hapi-import does.
-absl::Status ImportFixture(const std::string& onnx, const std::string& model_dir) {
-  const std::string bytes = ReadBytes(Fixture(onnx));
-  absl::StatusOr<ImportedGraph> graph = ImportOnnx(bytes, onnx);
-  if (!graph.ok()) return graph.status();
-  absl::StatusOr<std::vector<CutPoint>> cuts = SelectCutPoints(*graph, {});
-  if (!cuts.ok()) return cuts.status();
-  ImportedModelInfo info;
-  info.name = "resnet-tiny";
-  info.input = FixtureSpec();
-  absl::StatusOr<v1::ModelManifest> manifest = MakeImportedManifest(*graph, *cuts, info);
-  if (!manifest.ok()) return manifest.status();
-  return SaveImportedModel(model_dir, bytes, *manifest);
-}
 
 // A 40x40 RGB PNG, different for each `k`.
 std::string WritePng(const std::string& path, int k) {
@@ -89,7 +63,7 @@ class ReferenceCheckTest : public ::testing::Test {
   void SetUp() override {
     SetIntraOpThreads(1);
     model_dir_ = dir_.Join("model");
-    ASSERT_THAT(ImportFixture("resnet_tiny.onnx", model_dir_), IsOk());
+    ASSERT_THAT(ImportFixture("resnet_tiny.onnx", model_dir_, "resnet-tiny"), IsOk());
     ASSERT_OK_AND_ASSIGN(model_, OpenImportedModel(model_dir_, ModelOptions{}, false));
     ref_.set_model("resnet-tiny");
     ref_.set_framework("the model itself");

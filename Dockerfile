@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # HAPI Serve image: hapi-server, hapi-optimizer, hapi-client, hapi-profile,
-# hapi-train and the default model, on Debian 12 (the distribution the project
-# builds and tests on; every dependency is a Debian package).
+# hapi-train and the default model (with its int8 tables, which hapi-quantize,
+# built with the main job's targets, wrote), on Debian 12 (the distribution the
+# project builds and tests on; every dependency is a Debian package).
 #
 #   docker build -t hapi-serve .
 #   docker run --rm -p 50052:50052 -p 9102:9102 hapi-serve hapi-optimizer \
@@ -35,7 +36,7 @@ ENV CCACHE_DIR=/root/.ccache
 # `docker build --build-arg JOBS=2 .` on a shared machine.
 ARG JOBS
 RUN --mount=type=cache,target=/root/.ccache \
-    JOBS="${JOBS:-}" bash scripts/build.sh hapi-train hapi-profile hapi-optimizer hapi-server hapi-client
+    JOBS="${JOBS:-}" bash scripts/build.sh hapi-train hapi-quantize hapi-profile hapi-optimizer hapi-server hapi-client
 # The default model is shipped in the repository; hapi-train only trains it
 # (20 + 4 epochs, long) when it is missing from the build context.
 RUN ./build/model/hapi-train --repository=repository --model=fmnist-resnet --progress=false \

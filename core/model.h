@@ -41,7 +41,8 @@ struct ModelOptions {
   // Models whose ops it cannot lower run the LibTorch path above.
   bool direct = true;
   // The direct path's convolutions in int8 (DirectProgram::Int8), the
-  // residual network only: with these ranges (hapi.v1.Int8Ranges.max_abs);
+  // residual network and imported graphs: with these ranges
+  // (hapi.v1.Int8Ranges.max_abs);
   // LoadTorchModel reads them from the model directory's int8-ranges.pbtxt
   // (hapi-quantize) when `int8` is set and they are not given.
   bool int8 = false;

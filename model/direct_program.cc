@@ -666,6 +666,38 @@ class Compiler {
     int64_t group = 1;
   };
 
+  // An int8 convolution's output scales and post-ops. oneDNN applies the
+  // output scales before the post-ops, so the activation sees the scaled
+  // accumulator. ReLU commutes with a positive scale; Clip (ReLU6), the
+  // sigmoids and HardSwish do not: they run on real values (output scales
+  // that only dequantise, the residual summed in real units), and the last
+  // one's result is quantised (its scale).
+  dnnl::primitive_attr Int8ConvAttr(float m_src, const std::vector<float>& m_w, float m_out,
+                                    const std::vector<Eltwise>& activation,
+                                    std::optional<int> residual) const {
+    const bool scale_first =
+        activation.empty() ||
+        (activation.size() == 1 && activation[0].algorithm == dnnl::algorithm::eltwise_relu &&
+         activation[0].alpha == 0.f);
+    const float m_scale = scale_first ? m_out : 1.f;
+    std::vector<float> scales(m_w.size());
+    for (size_t o = 0; o < m_w.size(); ++o) scales[o] = m_scale / (m_src * m_w[o]);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    attr.set_output_scales(1 << 1, scales);
+    dnnl::post_ops ops;
+    if (residual) {
+      ops.append_sum(m_scale / plan_->tensors[*residual].scale, 0, MdOf(*residual).data_type());
+    }
+    for (size_t k = 0; k < activation.size(); ++k) {
+      const Eltwise& e = activation[k];
+      const bool last = k + 1 == activation.size();
+      ops.append_eltwise(!scale_first && last ? m_out : 1.f, e.algorithm, e.alpha, e.beta);
+    }
+    attr.set_post_ops(ops);
+    return attr;
+  }
+
   // Int8 plan tensor `src` convolved with `w` (s8, one scale per output
   // channel) + `bias` (f32, folded into the accumulator's scale), then
   // `activation`; the result in `dst_type` with multiplier `m_out` (f32: 1),
@@ -676,20 +708,11 @@ class Compiler {
     const float m_src = plan_->tensors[src].scale;
     const int64_t out_channels = w.dims[0], per_channel = w.numel() / out_channels;
     const std::vector<float> m_w = ChannelMultipliers(w);
-    std::vector<float> scales(out_channels), b(out_channels, 0.f);
+    std::vector<float> b(out_channels, 0.f);
     for (int64_t o = 0; o < out_channels; ++o) {
-      scales[o] = m_out / (m_src * m_w[o]);
       if (bias.numel() > 0) b[o] = bias.values[o] * m_src * m_w[o];
     }
-    dnnl::primitive_attr attr;
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    attr.set_output_scales(1 << 1, scales);
-    dnnl::post_ops ops;
-    if (residual) {
-      ops.append_sum(m_out / plan_->tensors[*residual].scale, 0, MdOf(*residual).data_type());
-    }
-    for (const Eltwise& e : activation) ops.append_eltwise(1.f, e.algorithm, e.alpha, e.beta);
-    attr.set_post_ops(ops);
+    const dnnl::primitive_attr attr = Int8ConvAttr(m_src, m_w, m_out, activation, residual);
     Dims wdims = ToDims(w.dims);
     memory::format_tag tag = memory::format_tag::oihw;
     if (geometry.group > 1) {

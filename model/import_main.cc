@@ -183,24 +183,11 @@ absl::Status Import(const std::string& path, const std::string& out) {
 
 // The image folder when one is given, else Fashion-MNIST, in `spec`'s format.
 absl::StatusOr<hapi::LabelledSplits> TrainingData(const hapi::v1::InputSpec& spec) {
-  const std::string folder = absl::GetFlag(FLAGS_image_folder);
-  if (!folder.empty()) {
-    hapi::ImageFolderOptions options;
-    options.progress = absl::GetFlag(FLAGS_progress);
-    HAPI_ASSIGN_OR_RETURN(hapi::ImageFolderDataset data,
-                          hapi::LoadImageFolder(folder, spec, options));
-    LOG(INFO) << folder << ": " << hapi::DescribeImageFolder(data);
-    std::string name = std::filesystem::path(folder).lexically_normal().filename().string();
-    if (name.empty())
-      name = std::filesystem::path(folder).lexically_normal().parent_path().filename().string();
-    return hapi::ImageFolderSplits(
-        std::make_shared<const hapi::ImageFolderDataset>(std::move(data)), name);
-  }
-  HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist fashion_mnist,
-                        hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir)));
   hapi::ImageConversion conversion;
   conversion.convert = absl::GetFlag(FLAGS_convert_images);
-  return hapi::FashionMnistSplitsFor(std::move(fashion_mnist), spec, conversion);
+  return hapi::LoadLabelledSplits(absl::GetFlag(FLAGS_image_folder), absl::GetFlag(FLAGS_data_dir),
+                                  hapi::kDefaultSplitSeed, spec, conversion,
+                                  absl::GetFlag(FLAGS_progress));
 }
 
 absl::Status TrainExits(const std::string& model_dir) {

@@ -366,11 +366,7 @@ absl::StatusOr<std::unique_ptr<ImportedModel>> ImportedModel::Create(ImportedGra
     const int64_t channels = spec.channels();
     program->mean = torch::tensor(mean).view({1, channels, 1, 1});
     program->std = torch::tensor(std).view({1, channels, 1, 1});
-    if (options.int8_calibration != nullptr) {
-      return absl::UnimplementedError(absl::StrCat("model ", model->manifest_.name(),
-                                                   ": int8 runs only the residual network so far"));
-    }
-    if (options.direct) {
+    if (options.direct || WantsInt8(options)) {
       absl::StatusOr<std::unique_ptr<DirectProgram>> direct =
           DirectProgram::Create(g, segments, mean, std);
       if (direct.ok()) {
@@ -654,8 +650,15 @@ absl::StatusOr<std::unique_ptr<ImportedModel>> OpenImportedModel(const std::stri
   HAPI_ASSIGN_OR_RETURN(ImportedGraph graph, ImportOnnxFile(absl::StrCat(model_dir, "/", file)));
   HAPI_ASSIGN_OR_RETURN(std::unique_ptr<ImportedModel> model,
                         ImportedModel::Create(std::move(graph), std::move(manifest), options));
-  if (!attach_heads || heads_file.empty()) return model;
-  const std::string path = absl::StrCat(model_dir, "/", heads_file);
+  if (attach_heads && !heads_file.empty()) {
+    HAPI_RETURN_IF_ERROR(AttachHeadsFile(absl::StrCat(model_dir, "/", heads_file), model.get()));
+  }
+  // int8 after the heads, so that their convolutions are quantised too.
+  if (WantsInt8(options)) HAPI_RETURN_IF_ERROR(model->UseInt8(model_dir, options));
+  return model;
+}
+
+absl::Status AttachHeadsFile(const std::string& path, ImportedModel* model) {
   HAPI_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
   HAPI_ASSIGN_OR_RETURN(std::vector<ExitHeadWeights> heads, ParseExitHeads(bytes, path));
   const v1::ModelManifest& m = model->manifest();
@@ -678,7 +681,7 @@ absl::StatusOr<std::unique_ptr<ImportedModel>> OpenImportedModel(const std::stri
                                               " MACs, the manifest says ", m.exits(e).macs()));
     }
   }
-  return model;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::shared_ptr<const Model>> LoadImportedModel(const std::string& model_dir,
@@ -686,6 +689,42 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadImportedModel(const std::string
   HAPI_ASSIGN_OR_RETURN(std::unique_ptr<ImportedModel> model,
                         OpenImportedModel(model_dir, options, /*attach_heads=*/true));
   return std::shared_ptr<const Model>(std::move(model));
+}
+
+bool WantsInt8(const ModelOptions& options) {
+  return options.int8 || options.int8_ranges != nullptr || options.int8_calibration != nullptr;
+}
+
+absl::StatusOr<std::map<std::string, float>> ReadInt8Ranges(const std::string& model_dir,
+                                                            const std::string& model_name) {
+  const std::string path = absl::StrCat(model_dir, "/", kInt8RangesFile);
+  v1::Int8Ranges ranges;
+  if (absl::Status st = ReadTextProto(path, &ranges); !st.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model ", model_name, " has no int8 ranges (run hapi-quantize): ", st.message()));
+  }
+  return std::map<std::string, float>(ranges.max_abs().begin(), ranges.max_abs().end());
+}
+
+absl::Status ImportedModel::UseInt8(const std::string& model_dir, const ModelOptions& options) {
+  if (!program_->direct) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model ", manifest_.name(),
+                     ": int8 runs on the direct oneDNN path, which cannot run this graph"));
+  }
+  std::map<std::string, float> ranges;
+  if (options.int8_ranges != nullptr) {
+    ranges = *options.int8_ranges;
+  } else if (options.int8_calibration != nullptr) {
+    const int n = static_cast<int>(options.int8_calibration->size() / input_size());
+    HAPI_ASSIGN_OR_RETURN(ranges, program_->direct->Ranges(options.int8_calibration->data(), n));
+  } else {
+    HAPI_ASSIGN_OR_RETURN(ranges, ReadInt8Ranges(model_dir, manifest_.name()));
+  }
+  HAPI_ASSIGN_OR_RETURN(std::unique_ptr<DirectProgram> int8,
+                        program_->direct->Int8(std::move(ranges)));
+  program_->direct = std::move(int8);
+  return absl::OkStatus();
 }
 
 }  // namespace hapi

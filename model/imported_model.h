@@ -7,6 +7,7 @@
 // Torch-free header.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -99,6 +100,13 @@ class ImportedModel : public Model {
   absl::Status AttachHead(int exit, const ExitHeadWeights& head);
   bool HasHead(int exit) const;
 
+  // Replaces the direct path by its int8 copy (DirectProgram::Int8), with
+  // options.int8_ranges, else ranges calibrated on options.int8_calibration,
+  // else the ranges hapi-quantize wrote into `model_dir`
+  // (FAILED_PRECONDITION naming hapi-quantize when there are none, or when
+  // the direct path cannot run this graph). Attach the heads first.
+  absl::Status UseInt8(const std::string& model_dir, const ModelOptions& options);
+
   const ImportedGraph& graph() const { return graph_; }
   // The direct oneDNN path, when it runs this model (ModelOptions::direct).
   const DirectProgram* direct_program() const;
@@ -129,8 +137,22 @@ absl::StatusOr<std::unique_ptr<ImportedModel>> OpenImportedModel(const std::stri
                                                                  const ModelOptions& options,
                                                                  bool attach_heads);
 
+// Attaches the heads of an exit heads file (manifest.exit_weights) to
+// `model`; DATA_LOSS naming `path` when they do not fit its stages or the
+// MACs its manifest states.
+absl::Status AttachHeadsFile(const std::string& path, ImportedModel* model);
+
+// Whether `options` ask for int8 (ModelOptions::int8, int8_ranges or
+// int8_calibration).
+bool WantsInt8(const ModelOptions& options);
+
+// The int8 ranges hapi-quantize wrote into `model_dir` (kInt8RangesFile);
+// FAILED_PRECONDITION naming hapi-quantize when there are none.
+absl::StatusOr<std::map<std::string, float>> ReadInt8Ranges(const std::string& model_dir,
+                                                            const std::string& model_name);
+
 // A ModelLoader for a directory written by hapi-import: OpenImportedModel
-// with its heads.
+// with its heads (and in int8 when `options` ask for it: UseInt8).
 absl::StatusOr<std::shared_ptr<const Model>> LoadImportedModel(const std::string& model_dir,
                                                                const ModelOptions& options = {});
 

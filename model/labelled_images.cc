@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/image_decoder.h"
 #include "core/image_folder.h"
 #include "core/input_spec.h"
+#include "core/status_macros.h"
+#include "glog/logging.h"
 
 namespace hapi {
 namespace {
@@ -113,6 +116,25 @@ absl::StatusOr<LabelledSplits> FashionMnistSplitsFor(FashionMnist data, const v1
     *out = *std::move(images);
   }
   return splits;
+}
+
+absl::StatusOr<LabelledSplits> LoadLabelledSplits(const std::string& image_folder,
+                                                  const std::string& data_dir, uint64_t split_seed,
+                                                  const v1::InputSpec& spec,
+                                                  const ImageConversion& conversion,
+                                                  bool progress) {
+  if (image_folder.empty()) {
+    HAPI_ASSIGN_OR_RETURN(FashionMnist data, LoadFashionMnist(data_dir, split_seed));
+    return FashionMnistSplitsFor(std::move(data), spec, conversion);
+  }
+  ImageFolderOptions options;
+  options.progress = progress;
+  HAPI_ASSIGN_OR_RETURN(ImageFolderDataset data, LoadImageFolder(image_folder, spec, options));
+  LOG(INFO) << image_folder << ": " << DescribeImageFolder(data);
+  const std::filesystem::path folder = std::filesystem::path(image_folder).lexically_normal();
+  std::string name = folder.filename().string();
+  if (name.empty()) name = folder.parent_path().filename().string();
+  return ImageFolderSplits(std::make_shared<const ImageFolderDataset>(std::move(data)), name);
 }
 
 LabelledSplits ImageFolderSplits(std::shared_ptr<const ImageFolderDataset> data,

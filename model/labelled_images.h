@@ -63,6 +63,15 @@ absl::StatusOr<LabelledSplits> FashionMnistSplitsFor(FashionMnist data, const v1
 LabelledSplits ImageFolderSplits(std::shared_ptr<const ImageFolderDataset> data,
                                  const std::string& name);
 
+// A tool's data: the image folder `image_folder` when it is not empty
+// (LoadImageFolder for `spec`, with a progress bar when `progress`; its name
+// the folder's), else Fashion-MNIST from `data_dir` split with `split_seed`
+// and converted to `spec` as `conversion` says.
+absl::StatusOr<LabelledSplits> LoadLabelledSplits(const std::string& image_folder,
+                                                  const std::string& data_dir, uint64_t split_seed,
+                                                  const v1::InputSpec& spec,
+                                                  const ImageConversion& conversion, bool progress);
+
 // The first `n` samples of `images` (all when n <= 0 or n >= its size).
 std::shared_ptr<const LabelledImages> FirstImages(std::shared_ptr<const LabelledImages> images,
                                                   int n);

@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "core/fashion_mnist.h"
 #include "core/files.h"
+#include "core/input_spec.h"
 #include "core/model_metadata.h"
 #include "core/repository_layout.h"
 #include "core/status_macros.h"
@@ -27,9 +28,15 @@
 #include "model/torch_model.h"
 
 ABSL_FLAG(std::string, repository, "repository", "Repository root");
-ABSL_FLAG(std::string, model, "fmnist-resnet", "Model (the residual network)");
+ABSL_FLAG(std::string, model, "fmnist-resnet",
+          "Model (the residual network, or an imported graph with its exit heads)");
 ABSL_FLAG(std::string, data_dir, hapi::kDefaultFashionMnistDir,
-          "Fashion-MNIST directory (its training split calibrates)");
+          "Fashion-MNIST directory (its training split calibrates), split as the model was");
+ABSL_FLAG(std::string, image_folder, "",
+          "Or the image folder the model's exits were trained and calibrated on "
+          "(hapi-import --image_folder): its training split calibrates, its validation and test "
+          "splits are the tables'");
+ABSL_FLAG(bool, progress, true, "Show progress bars");
 ABSL_FLAG(int32_t, samples, 1000, "Training images to calibrate on");
 ABSL_FLAG(bool, tables, true,
           "Also run the int8 path over the validation and test splits and write its calibration "
@@ -46,7 +53,7 @@ int Fail(const absl::Status& st) {
 // beside them and named in the manifest; a per-exit accuracy comparison.
 absl::StatusOr<std::string> CalibrateInt8(const std::string& dir,
                                           const hapi::v1::Int8Ranges& ranges,
-                                          hapi::FashionMnist data) {
+                                          const hapi::LabelledSplits& splits) {
   HAPI_ASSIGN_OR_RETURN(hapi::ModelMetadata fp32, hapi::LoadModelMetadata(dir));
   hapi::ModelOptions options;
   options.int8 = true;
@@ -54,8 +61,6 @@ absl::StatusOr<std::string> CalibrateInt8(const std::string& dir,
       ranges.max_abs().begin(), ranges.max_abs().end());
   HAPI_ASSIGN_OR_RETURN(std::shared_ptr<const hapi::Model> model,
                         hapi::LoadTorchModel(dir, options));
-  HAPI_ASSIGN_OR_RETURN(hapi::LabelledSplits splits,
-                        hapi::FashionMnistSplitsFor(std::move(data), model->input_spec(), {}));
   hapi::v1::ModelManifest manifest = fp32.manifest;
   std::string report = absl::StrFormat("%-20s %12s %12s %12s %12s\n", "exit", "val fp32",
                                        "val int8", "test fp32", "test int8");
@@ -69,7 +74,9 @@ absl::StatusOr<std::string> CalibrateInt8(const std::string& dir,
     if (absl::Status same = table.SetReference(*reference); !same.ok()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "the ", label, " split is not the one the model's fp32 tables were computed on (",
-          same.message(), "): is --data_dir the data the model was trained on?"));
+          same.message(),
+          "): are --data_dir or --image_folder the data its exits were "
+          "calibrated on?"));
     }
     HAPI_RETURN_IF_ERROR(
         hapi::WriteFileAtomically(absl::StrCat(dir, "/", file), table.Serialize()));
@@ -95,22 +102,24 @@ absl::StatusOr<std::string> Quantize() {
   if (samples < 1) return absl::InvalidArgumentError("--samples must be at least 1");
   const std::string dir = hapi::RepositoryLayout(absl::GetFlag(FLAGS_repository)).ModelDir(name);
   HAPI_ASSIGN_OR_RETURN(hapi::ModelMetadata metadata, hapi::LoadModelMetadata(dir));
+  HAPI_ASSIGN_OR_RETURN(const hapi::v1::InputSpec spec,
+                        hapi::EffectiveInputSpec(metadata.manifest));
   const uint64_t seed = metadata.manifest.split().split_seed();
-  HAPI_ASSIGN_OR_RETURN(hapi::FashionMnist data,
-                        hapi::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir),
-                                               seed != 0 ? seed : hapi::kDefaultSplitSeed));
-  hapi::ImageSet train = data.train;
-  train.Truncate(samples);
-  std::vector<float> pixels(train.pixels.size());
-  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = train.pixels[i] / 255.0f;
+  HAPI_ASSIGN_OR_RETURN(
+      const hapi::LabelledSplits splits,
+      hapi::LoadLabelledSplits(absl::GetFlag(FLAGS_image_folder), absl::GetFlag(FLAGS_data_dir),
+                               seed != 0 ? seed : hapi::kDefaultSplitSeed, spec, {},
+                               absl::GetFlag(FLAGS_progress)));
+  const auto train = hapi::FirstImages(splits.train, samples);
+  const std::vector<float> pixels = hapi::ReadAll(*train, hapi::InputSize(spec));
   HAPI_ASSIGN_OR_RETURN(hapi::v1::Int8Ranges ranges,
-                        hapi::CalibrateInt8Ranges(dir, pixels.data(), train.size()));
+                        hapi::CalibrateInt8Ranges(dir, pixels.data(), train->size()));
   const std::string path = absl::StrCat(dir, "/", hapi::kInt8RangesFile);
   HAPI_RETURN_IF_ERROR(hapi::WriteTextProtoAtomically(path, ranges));
   std::string out = absl::StrCat("wrote ", path, ": ", ranges.max_abs_size(),
                                  " tensor ranges from ", ranges.samples(), " training images\n");
   if (!absl::GetFlag(FLAGS_tables)) return out;
-  HAPI_ASSIGN_OR_RETURN(std::string report, CalibrateInt8(dir, ranges, std::move(data)));
+  HAPI_ASSIGN_OR_RETURN(std::string report, CalibrateInt8(dir, ranges, splits));
   return absl::StrCat(
       out, "wrote ", hapi::kInt8ValidationCalibrationFile, " and ", hapi::kInt8TestCalibrationFile,
       " (the int8 path on the validation and test splits); top-1 accuracy:\n", report);

@@ -167,21 +167,48 @@ absl::StatusOr<std::shared_ptr<const Model>> LoadTorchModel(const std::string& m
   }
   HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model, EarlyExitModel::Load(model_dir));
   if (!options.int8 || options.int8_ranges != nullptr) return MakeTorchModel(*model, options);
-  const std::string path = absl::StrCat(model_dir, "/", kInt8RangesFile);
-  v1::Int8Ranges ranges;
-  if (absl::Status st = ReadTextProto(path, &ranges); !st.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("model ", model->manifest().name(),
-                     " has no int8 ranges (run hapi-quantize): ", st.message()));
-  }
+  HAPI_ASSIGN_OR_RETURN(auto ranges, ReadInt8Ranges(model_dir, model->manifest().name()));
   ModelOptions int8 = options;
-  int8.int8_ranges = std::make_shared<const std::map<std::string, float>>(ranges.max_abs().begin(),
-                                                                          ranges.max_abs().end());
+  int8.int8_ranges = std::make_shared<const std::map<std::string, float>>(std::move(ranges));
   return MakeTorchModel(*model, int8);
 }
 
+namespace {
+
+v1::Int8Ranges MakeInt8Ranges(const std::string& model, int n,
+                              const std::map<std::string, float>& max) {
+  v1::Int8Ranges ranges;
+  ranges.set_model(model);
+  ranges.set_split("train");
+  ranges.set_samples(n);
+  ranges.mutable_max_abs()->insert(max.begin(), max.end());
+  return ranges;
+}
+
+// An imported graph's ranges: its direct path, without heads (their inputs
+// are stage outputs, whose ranges are the graph's).
+absl::StatusOr<v1::Int8Ranges> CalibrateImportedInt8Ranges(const std::string& model_dir,
+                                                           const float* pixels, int n) {
+  HAPI_ASSIGN_OR_RETURN(std::unique_ptr<ImportedModel> model,
+                        OpenImportedModel(model_dir, ModelOptions{}, /*attach_heads=*/false));
+  if (model->direct_program() == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model ", model->manifest().name(),
+                     ": int8 runs on the direct oneDNN path, which cannot run this graph"));
+  }
+  HAPI_ASSIGN_OR_RETURN(auto max, model->direct_program()->Ranges(pixels, n));
+  return MakeInt8Ranges(model->manifest().name(), n, max);
+}
+
+}  // namespace
+
 absl::StatusOr<v1::Int8Ranges> CalibrateInt8Ranges(const std::string& model_dir,
                                                    const float* pixels, int n) {
+  v1::ModelManifest manifest;
+  if (ReadTextProto(absl::StrCat(model_dir, "/", kManifestFile), &manifest).ok() &&
+      IsImportedManifest(manifest)) {
+    return CalibrateImportedInt8Ranges(model_dir, pixels, n);
+  }
   HAPI_ASSIGN_OR_RETURN(std::unique_ptr<EarlyExitModel> model, EarlyExitModel::Load(model_dir));
   HAPI_ASSIGN_OR_RETURN(const v1::InputSpec input, EffectiveInputSpec(model->manifest()));
   try {
@@ -192,12 +219,7 @@ absl::StatusOr<v1::Int8Ranges> CalibrateInt8Ranges(const std::string& model_dir,
         DirectProgram::Create(lowered.graph, SplitGraph(lowered.graph, lowered.cuts),
                               ChannelMeans(input), ChannelStds(input)));
     HAPI_ASSIGN_OR_RETURN(auto max, program->Ranges(pixels, n));
-    v1::Int8Ranges ranges;
-    ranges.set_model(model->manifest().name());
-    ranges.set_split("train");
-    ranges.set_samples(n);
-    ranges.mutable_max_abs()->insert(max.begin(), max.end());
-    return ranges;
+    return MakeInt8Ranges(model->manifest().name(), n, max);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("calibrating model ", model->manifest().name(), ": ",
                                             e.what_without_backtrace()));

@@ -22,9 +22,10 @@ absl::StatusOr<std::shared_ptr<const Model>> MakeTorchModel(EarlyExitModel& mode
 absl::StatusOr<std::shared_ptr<const Model>> LoadTorchModel(const std::string& model_dir,
                                                             const ModelOptions& options = {});
 
-// The int8 ranges (hapi.v1.Int8Ranges, kInt8RangesFile) of the residual
-// network in `model_dir`: its direct path's tensors on `n` samples of the
-// training split (`pixels`, input_shape() floats each, in [0,1]).
+// The int8 ranges (hapi.v1.Int8Ranges, kInt8RangesFile) of the model in
+// `model_dir` (the residual network or an imported graph): its direct path's
+// tensors on `n` samples of the training split (`pixels`, input_shape()
+// floats each, in [0,1]).
 absl::StatusOr<v1::Int8Ranges> CalibrateInt8Ranges(const std::string& model_dir,
                                                    const float* pixels, int n);
 

@@ -6,7 +6,8 @@
 #   (cached) -> hapi-import --train_exits (exits, calibration; cached) ->
 #   check the imported graph against PyTorch's logits (hapi-check-reference:
 #   1,000 test images, max |diff| <= 1e-3, 100% top-1 agreement, else the job
-#   fails) -> profile this machine -> optimizer ->
+#   fails) -> int8 ranges and calibration tables (hapi-quantize; cached with
+#   the model) -> profile this machine in fp32 and int8 -> optimizer ->
 #   variant for the default SLA (HAPI search, and exhaustive for the gap) ->
 #   server -> the folder's test split through the client -> report.
 # MODEL=default checks the project's own default model instead, re-imported
@@ -17,7 +18,7 @@
 # stops there.
 # MODEL=resnet18|mobilenetv2|vgg (default vgg). Uses the binaries in $BIN
 # (default build/: scripts/build.sh hapi-import hapi-check-reference
-# hapi-profile hapi-optimizer hapi-server hapi-client) and Debian's
+# hapi-quantize hapi-profile hapi-optimizer hapi-server hapi-client) and Debian's
 # python3-torch / python3-torchvision / python3-pil.
 # Caching: the ONNX file is kept with its reference (<onnx>.reference.json)
 # and weights (<model>.pt). A cached file without a reference gets one from
@@ -80,8 +81,8 @@ if [[ $MODEL == default ]]; then
   exit 0
 fi
 
-need model/hapi-import model/hapi-check-reference model/hapi-profile optimizer/hapi-optimizer \
-  server/hapi-server client/hapi-client
+need model/hapi-import model/hapi-check-reference model/hapi-quantize model/hapi-profile \
+  optimizer/hapi-optimizer server/hapi-server client/hapi-client
 
 # Per model: how it is trained (a subset, one epoch; see docs/onnx-import.md)
 # and which cut points become exits.
@@ -163,7 +164,13 @@ step "the imported graph against PyTorch's logits ($REFERENCE)"
   --reference="$REFERENCE" --json="$RUN/check-reference.json" 2> "$RUN/check-reference.log" \
   | tee "$RUN/check-reference.txt"
 
-step "profile this machine as device '$DEVICE'"
+step "int8 ranges and calibration tables of $NAME (only when the model has none)"
+if ! grep -q '^int8_validation_calibration:' "$REPOSITORY/models/$NAME/manifest.pbtxt"; then
+  "$BIN/model/hapi-quantize" --repository="$REPOSITORY" --model="$NAME" \
+    --image_folder="$EXIT_FOLDER" --progress=false 2> "$RUN/quantize.log" | tee "$RUN/int8.txt"
+fi
+
+step "profile this machine as device '$DEVICE' (fp32 and int8)"
 "$BIN/model/hapi-profile" --repository="$REPOSITORY" --model="$NAME" --device="$DEVICE" \
   --threads=1 --out="$RUN/$DEVICE.profile.pbtxt" --description="measured by scripts/foreign-models.sh"
 

@@ -157,8 +157,10 @@ TEST(DirectProgramTest, HeadsAreCheckedAndRunOnlyWhenAttached) {
   }
 }
 
-TEST(DirectProgramTest, Int8StaysCloseAndReallyQuantises) {
-  const Fixture f = Load("resnet_tiny");
+class Int8Test : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Int8Test, StaysCloseAndReallyQuantises) {
+  const Fixture f = Load(GetParam());
   ASSERT_NE(f.program, nullptr);
   // Calibrated on the fixture's own samples (there are only 4): this checks
   // the mechanism, not accuracy, which bench/ measures on held-out images.
@@ -178,6 +180,12 @@ TEST(DirectProgramTest, Int8StaysCloseAndReallyQuantises) {
   EXPECT_LT(diff, 0.1f * range);
   EXPECT_THAT(f.program->Int8(f.pixels.data(), 0), StatusIs(absl::StatusCode::kInvalidArgument));
 }
+
+// Every fixture architecture: residual adds, plain VGG stages, and
+// MobileNetV2's depthwise convolutions, ReLU6 (Clip) and linear bottlenecks.
+INSTANTIATE_TEST_SUITE_P(Fixtures, Int8Test,
+                         ::testing::Values("resnet_tiny", "vgg_tiny", "mobilenet_tiny",
+                                           "opmix_op14"));
 
 }  // namespace
 }  // namespace hapi

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -447,6 +448,42 @@ TEST(ImportedExitsTest, TrainsOnAnImageFolder) {
   EXPECT_EQ(again.manifest.report().exit_epoch_seconds_size(), 2);
   EXPECT_EQ(again.manifest.training().exit_epochs(), 2);
   EXPECT_EQ(ReadBytes(model_dir + "/" + kImportedGraphFile), ReadBytes(Fixture("vgg_tiny.onnx")));
+}
+
+// An imported graph in int8 with its trained heads: ranges from training
+// images, answers close to fp32's at every exit but really quantised.
+TEST(ImportedExitsTest, RunsInInt8WithItsHeads) {
+  const Trained& t = Shared();
+  ScopedTempDir tmp;
+  const std::string dir = tmp.Join("int8-model");
+  std::filesystem::copy(t.model_dir, dir, std::filesystem::copy_options::recursive);
+  ModelOptions int8;
+  int8.int8 = true;
+  EXPECT_THAT(LoadTorchModel(dir, int8),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("hapi-quantize")));
+  const std::shared_ptr<const LabelledImages> train = FirstImages(t.data.train, 200);
+  const std::vector<float> pixels = ReadAll(*train, InputSize(FixtureSpec()));
+  ASSERT_OK_AND_ASSIGN(v1::Int8Ranges ranges, CalibrateInt8Ranges(dir, pixels.data(), 200));
+  EXPECT_EQ(ranges.samples(), 200);
+  EXPECT_EQ(ranges.model(), kModel);
+  EXPECT_GT(ranges.max_abs_size(), 5);
+  ASSERT_OK(WriteTextProtoAtomically(dir + "/" + kInt8RangesFile, ranges));
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<const Model> q, LoadTorchModel(dir, int8));
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<const Model> f, LoadTorchModel(dir, ModelOptions{}));
+  const std::shared_ptr<const LabelledImages> test = FirstImages(t.data.test, 200);
+  ASSERT_OK_AND_ASSIGN(CalibrationTable fp32, CalibrateOnImages(*f, *test, ""));
+  ASSERT_OK_AND_ASSIGN(CalibrationTable quantised, CalibrateOnImages(*q, *test, ""));
+  int differing_scores = 0;
+  for (int e = 0; e < fp32.num_exits(); ++e) {
+    int same = 0;
+    for (int s = 0; s < fp32.num_samples(); ++s) {
+      same += fp32.predicted(e, s) == quantised.predicted(e, s);
+      differing_scores += fp32.confidence(e, s) != quantised.confidence(e, s);
+    }
+    EXPECT_GE(same, 0.9 * fp32.num_samples()) << "exit " << e;
+    EXPECT_NEAR(quantised.Accuracy(e), fp32.Accuracy(e), 0.05) << "exit " << e;
+  }
+  EXPECT_GT(differing_scores, fp32.num_samples()) << "int8 must really quantise";
 }
 
 TEST(ImportedExitsTest, TamperedHeadsFileIsDataLoss) {

@@ -117,7 +117,7 @@ class EndToEnd(unittest.TestCase):
                           f"--latency-ms={budget_ms:.6f}", "--id=e2e-variant", "--watch").stdout
         self.assertIn("variant e2e-variant", variant_out)
         manifest = run(CLIENT, *self.opt, "variants", "get", "e2e-variant").stdout
-        enabled = [int(x) for x in re.findall(r"enabled_exits: (\d+)", manifest)]
+        enabled = [int(x) for x in re.findall(r"^enabled_exits: (\d+)", manifest, re.M)]
         # Without early exits every answer comes from the final classifier and
         # the exit checks below hold trivially.
         self.assertTrue(enabled, manifest)

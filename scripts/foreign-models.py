@@ -340,8 +340,19 @@ def report(args):
     x_ms = num(field(exh, "predicted_latency"), "mean_ms")
     f_ms = num(field(hapi, "full_network_latency"), "mean_ms")
     mean_ee, mean_full = ee["latency_ms"]["mean"], full["latency_ms"]["mean"]
-    print(f"variant            {args.variant} (enabled exits {', '.join(exits) or 'none'}; "
-          f"thresholds {', '.join(thresholds)})")
+    precision = (re.findall(r"^precision: (\w+)", hapi, re.M) or ["FP32"])[0].lower()
+    print(f"variant            {args.variant} ({precision}, enabled exits "
+          f"{', '.join(exits) or 'none'}; thresholds {', '.join(thresholds)})")
+    for c in re.findall(r"^precision_candidates \{(.*?)^\}", hapi, re.M | re.S):
+        name = (re.findall(r"precision: (\w+)", c) or ["FP32"])[0].lower()
+        c_exits = re.findall(r"^  enabled_exits: (\d+)", c, re.M)
+        if "mean_ms" in c:
+            print(f"  {name:5} candidate  exits {', '.join(c_exits) or 'none'}: validation "
+                  f"{100 * num(c, 'predicted_accuracy'):.2f}%, predicted mean "
+                  f"{num(c, 'mean_ms'):.3f} ms")
+        else:
+            note = (re.findall(r'note: "(.*)"', c) or ["no design"])[0]
+            print(f"  {name:5} candidate  {note}")
     print(f"predicted (val)    accuracy {100 * num(hapi, 'predicted_accuracy'):.2f}% vs full "
           f"{100 * num(hapi, 'final_exit_accuracy'):.2f}%; mean {h_ms:.3f} ms vs full "
           f"{f_ms:.3f} ms ({f_ms / h_ms:.2f}x); design's test accuracy "
@@ -359,22 +370,28 @@ def report(args):
           f"{full['latency_ms']['p50']:.3f} ms, p99 {full['latency_ms']['p99']:.3f} ms")
     print(f"mean latency       early-exit {mean_ee:.3f} ms, full network {mean_full:.3f} ms "
           f"(client-side): speedup {mean_full / mean_ee:.2f}x")
-    # Per exit: accuracies from the model's report, latency to the exit from
-    # this machine's profile (batch 1: medians of the stages up to it plus
-    # its head).
+    # Per exit: accuracies from the model's report (fp32), latency to the
+    # exit from this machine's profile (batch 1: medians of the stages up to
+    # it plus its head), per precision profiled.
     prof = open(glob.glob(f"{run}/*.profile.pbtxt")[0]).read()
-    b1 = prof.split("batches {")[1]
-    stages = [float(x) for x in re.findall(r"stages \{\s*median_s: ([0-9.e-]+)", b1)]
-    heads = [float(x) for x in re.findall(r"exits \{\s*median_s: ([0-9.e-]+)", b1)]
+    lat = {}
+    for b in prof.split("batches {")[1:]:
+        if not re.search(r"^  batch_size: 1$", b, re.M):
+            continue
+        name = "int8" if re.search(r"^  precision: INT8", b, re.M) else "fp32"
+        stages = [float(x) for x in re.findall(r"stages \{\s*median_s: ([0-9.e-]+)", b)]
+        heads = [float(x) for x in re.findall(r"exits \{\s*median_s: ([0-9.e-]+)", b)]
+        lat[name] = [1e3 * (sum(stages[:i + 1]) + heads[i]) for i in range(len(heads))]
     rows = [l for l in open(f"{args.model_dir}/report.md") if re.match(r"\| (exit-\d+|final) ", l)]
-    lat = [1e3 * (sum(stages[:i + 1]) + heads[i]) for i in range(len(heads))]
-    print("\n| exit | stage output | head | val acc | test acc | MACs to here | "
-          "latency to exit (p50, ms) | of full |")
-    print("|---|---|---|---|---|---|---|---|")
+    names = sorted(lat)
+    print("\n| exit | stage output | head | val acc | test acc | MACs to here | " +
+          " | ".join(f"{n} latency to exit (p50, ms) | of fp32 full" for n in names) + " |")
+    print("|---|---|---|---|---|---|" + "---|---|" * len(names))
     for i, row in enumerate(rows):
         c = [x.strip() for x in row.strip().strip("|").split("|")]
-        print(f"| {c[0]} | {c[2]} | {c[3]} | {c[4]} | {c[5]} | {c[6]} | {lat[i]:.3f} | "
-              f"{100 * lat[i] / lat[-1]:.0f}% |")
+        cells = " | ".join(f"{lat[n][i]:.3f} | {100 * lat[n][i] / lat['fp32'][-1]:.0f}%"
+                           for n in names)
+        print(f"| {c[0]} | {c[2]} | {c[3]} | {c[4]} | {c[5]} | {c[6]} | {cells} |")
     if os.path.exists(f"{run}/check-reference.json"):
         c = json.load(open(f"{run}/check-reference.json"))
         print(f"\nreference check    {c['images']} test images against {c['framework']} "

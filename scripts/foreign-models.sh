@@ -212,8 +212,8 @@ serve_and_bench() {  # serve_and_bench <name> [server flags...]
 }
 step "server with variant $VARIANT: the image folder's test split, one request at a time"
 serve_and_bench early-exit
-step "the same server serving the full network (final exit only), for comparison"
-serve_and_bench full --full_network
+step "the same server serving the fp32 full network (final exit only), for comparison"
+serve_and_bench full --full_network --precision=fp32
 
 step "report"
 $PY scripts/foreign-models.py report --run "$RUN" --variant "$VARIANT" \

@@ -30,12 +30,16 @@ std::string Now3339() {
   return absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone());
 }
 
-// The table `servable`'s variant was planned on.
+// The table `servable`'s variant was planned on (in the precision served).
 absl::StatusOr<CalibrationTable> ReferenceTable(const std::string& repository,
                                                 const Servable& servable) {
   const RepositoryLayout layout(repository);
   const v1::VariantManifest& v = servable.variant();
-  const std::string& validation = servable.model().validation_calibration();
+  const v1::ModelManifest& model = servable.model();
+  const std::string& validation =
+      servable.precision() == v1::INT8 && !model.int8_validation_calibration().empty()
+          ? model.int8_validation_calibration()
+          : model.validation_calibration();
   // A variant planned on live traffic is judged against that traffic.
   const std::string path =
       v.has_live_plan() && !v.live_plan().table_file().empty()

@@ -373,7 +373,7 @@ TEST_F(OptimizerStateTest, RegisterDeviceRefusesNonsenseNumbersNamingTheField) {
          *p->add_batches() = p->batches(0);
          p->mutable_batches(1)->set_batch_size(-3);
        }},
-      {"batch_size 1 has more than one table",
+      {"batch_size 1 fp32 has more than one table",
        [](v1::DeviceProfile* p) { *p->add_batches() = p->batches(0); }},
       {"measured.iterations",
        [](v1::DeviceProfile* p) { p->mutable_measured()->set_iterations(-1); }},
